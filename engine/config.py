@@ -1,0 +1,60 @@
+"""EngineConfig: the knobs of one loaded model's engine (batching, cache, threads, device).
+
+Values only; the Runner builds it from its keyword arguments. Not covered: model loading options
+(see `agentkit.engine.loader`) and request-level sampling (see `agentkit.engine.sampling`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    """Scheduling and runtime options for one engine.
+
+    `max_seqs` caps concurrently running sequences (continuous batching); `max_batch_tokens` caps
+    the tokens fed to one forward pass (prompts longer than that are prefilled in chunks);
+    `max_seq_len` defaults to the model's context length; `num_threads` pins torch's intra-op
+    threads (None = one per available CPU); `seed` seeds the engine RNG that gives unseeded
+    sampled requests their per-sequence seeds, so a process is reproducible.
+    """
+
+    max_seqs: int = 16
+    max_batch_tokens: int = 2048
+    max_seq_len: int | None = None
+    no_kv_cache: bool = False
+    prefix_cache_n: int = 16
+    num_threads: int | None = None
+    device: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_seqs, int) or self.max_seqs < 1:
+            raise ValueError(f"max_seqs must be a positive integer, got {self.max_seqs!r}")
+        if not isinstance(self.max_batch_tokens, int) or self.max_batch_tokens < 16:
+            raise ValueError(f"max_batch_tokens must be an integer >= 16, got {self.max_batch_tokens!r}")
+        if self.max_seq_len is not None and (not isinstance(self.max_seq_len, int) or self.max_seq_len < 2):
+            raise ValueError(f"max_seq_len must be an integer >= 2, got {self.max_seq_len!r}")
+        if not isinstance(self.prefix_cache_n, int) or self.prefix_cache_n < 0:
+            raise ValueError(f"prefix_cache_n must be a non-negative integer, got {self.prefix_cache_n!r}")
+        if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
+            raise ValueError(f"num_threads must be a positive integer or None, got {self.num_threads!r}")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> EngineConfig:
+        """Build from a superset of keyword arguments, ignoring names that are not fields."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in kwargs.items() if k in names and v is not None})
+
+    def resolved_threads(self) -> int:
+        """The intra-op thread count to use: the configured one, else the CPUs this process may use."""
+        if self.num_threads is not None:
+            return self.num_threads
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # pragma: no cover - non-Linux
+            return max(1, os.cpu_count() or 1)

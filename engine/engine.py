@@ -1,0 +1,265 @@
+"""Engine: one loaded model served by its own thread with continuous batching.
+
+Callers (any thread) `submit` a tokenized `EngineRequest` and read `RequestOutput` events from
+its queue. The engine thread loops: take new requests, drop cancelled ones, schedule a batch,
+run the model once, sample, detokenize, apply stop conditions and publish deltas. A failure
+inside a step fails only the requests that caused it; the engine keeps serving.
+
+Not covered: chat templates, tool calls and response objects (the Runner's job).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+import torch
+
+from agentkit.engine.config import EngineConfig
+from agentkit.engine.model_runner import BatchItem, ModelRunner
+from agentkit.engine.sampling import SampleRow, dry_breaker_ids, make_generator, sample
+from agentkit.engine.scheduler import Scheduler
+from agentkit.engine.sequence import EngineRequest, RequestOutput, SeqDelta, Sequence
+from agentkit.engine.tokenizer import IncrementalDetokenizer, Tokenizer
+
+log = logging.getLogger("agentkit.engine")
+
+_DEFAULT_BREAKERS = ("\n", ":", '"', "*")
+
+
+class Engine:
+    """Serves one model: thread-safe `submit`, background stepping, per-request output queues."""
+
+    def __init__(self, runner: ModelRunner, tokenizer: Tokenizer, config: EngineConfig, *,
+                 eos_token_ids: set[int], name: str = "model") -> None:
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.config = config
+        self.name = name
+        self.max_seq_len = config.max_seq_len or runner.max_seq_len
+        self.eos_token_ids = set(eos_token_ids)
+        self.scheduler = Scheduler(config.max_seqs, config.max_batch_tokens)
+        self._inbox: queue.Queue[EngineRequest | None] = queue.Queue()
+        self._active: dict[str, EngineRequest] = {}
+        self._rng = torch.Generator().manual_seed(config.seed)
+        self._breakers: dict[tuple[str, ...], frozenset[int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"agentkit-engine-{name}", daemon=True)
+        self._thread.start()
+
+    # ---- public, any thread -------------------------------------------------------------------
+    def submit(self, req: EngineRequest) -> EngineRequest:
+        """Queue a request; its events arrive on `req.outputs`."""
+        if self._stop.is_set():
+            raise RuntimeError(f"engine for {self.name!r} is shut down")
+        self._inbox.put(req)
+        return req
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop the thread; pending requests end with an error event. Idempotent."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._inbox.put(None)
+        self._thread.join(timeout)
+
+    @property
+    def num_active(self) -> int:
+        """Requests admitted and not yet finished (for tests and status)."""
+        return len(self._active)
+
+    # ---- engine thread --------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._drain(block=not self.scheduler.has_work())
+            if self._stop.is_set():
+                break
+            self._reap_cancelled()
+            if self.scheduler.has_work():
+                self._step_guarded()
+        for req in list(self._active.values()):
+            self._fail(req, "engine shut down")
+
+    def _drain(self, block: bool) -> None:
+        try:
+            item = self._inbox.get(timeout=0.5) if block else self._inbox.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            if item is not None:
+                self._admit(item)
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _admit(self, req: EngineRequest) -> None:
+        if req.cancelled:
+            return
+        limit = self.max_seq_len - len(req.prompt_ids)
+        max_tokens = min(req.params.max_tokens or limit, limit)
+        p = req.params
+        for i in range(req.n):
+            gen = None
+            if not p.is_greedy:
+                seed = p.seed + i if p.seed is not None else int(torch.randint(2**62, (1,), generator=self._rng))
+                gen = make_generator(seed, self.runner.device)
+            seq = Sequence(request=req, index=i, token_ids=list(req.prompt_ids), num_prompt=len(req.prompt_ids),
+                           max_tokens=max_tokens, generator=gen,
+                           detok=IncrementalDetokenizer(self.tokenizer, skip_special_tokens=True))
+            req.seqs.append(seq)
+            self.scheduler.add(seq)
+        self._active[req.request_id] = req
+
+    def _reap_cancelled(self) -> None:
+        for req in [r for r in self._active.values() if r.cancelled]:
+            for s in req.seqs:
+                if not s.is_finished:
+                    s.finish_reason = "canceled"
+                    self._release(s)
+            self._publish(req, [], finished=True)
+
+    def _step_guarded(self) -> None:
+        items = self.scheduler.schedule()
+        if not items:
+            return
+        try:
+            self._step(items)
+        except Exception as exc:  # isolate the failing request(s); the engine keeps serving
+            log.exception("engine step failed; retrying requests one by one")
+            by_req: dict[str, list[BatchItem]] = {}
+            for it in items:
+                by_req.setdefault(it.seq.request.request_id, []).append(it)
+            if len(by_req) == 1:
+                self._fail(items[0].seq.request, f"{type(exc).__name__}: {exc}")
+                return
+            for group in by_req.values():
+                try:
+                    self._step(group)
+                except Exception as inner:
+                    self._fail(group[0].seq.request, f"{type(inner).__name__}: {inner}")
+
+    def _step(self, items: list[BatchItem]) -> None:
+        now = time.perf_counter()
+        for it in items:
+            if it.seq.t_start is None:
+                it.seq.t_start = now
+        logits = self.runner.execute(items)  # [n_logit_rows, V]
+        for it in items:
+            it.seq.num_computed = it.start + it.count
+        sampled = [it.seq for it in items if it.need_logits]
+        if not sampled:
+            return
+        rows = [SampleRow(params=s.params, token_ids=s.token_ids, generator=s.generator,
+                          dry_breakers=self._dry_breakers(s)) for s in sampled]
+        results = sample(logits, rows)
+        now = time.perf_counter()
+        by_req: dict[str, list[Sequence]] = {}
+        for s, res in zip(sampled, results):
+            self._append(s, res, now)
+            by_req.setdefault(s.request.request_id, []).append(s)
+        for seqs in by_req.values():
+            req = seqs[0].request
+            self._publish(req, seqs, finished=all(x.finish_reason is not None for x in req.seqs))
+
+    def _dry_breakers(self, s: Sequence) -> frozenset[int]:
+        if s.params.dry_multiplier is None:
+            return frozenset()
+        key = tuple(s.params.dry_sequence_breakers or _DEFAULT_BREAKERS)
+        if key not in self._breakers:
+            self._breakers[key] = dry_breaker_ids(key, self.tokenizer.token_strings())
+        return self._breakers[key]
+
+    def _append(self, s: Sequence, res: Any, now: float) -> None:
+        tok = res.token
+        s.token_ids.append(tok)
+        s.cum_logprob += res.logprob
+        s.pending_ids.append(tok)
+        s.pending_samples.append(res)
+        if s.t_first_token is None:
+            s.t_first_token = now
+        p = s.params
+        if tok in self.eos_token_ids and not p.ignore_eos:
+            s.finish_reason = "stop"
+        else:
+            s.detok.push(tok)
+            if p.stop_seqs and self._check_stop_strings(s):
+                s.finish_reason = "stop"
+        if s.finish_reason is None and (s.num_generated >= s.max_tokens or s.num_tokens >= self.max_seq_len):
+            s.finish_reason = "length"
+
+    @staticmethod
+    def _check_stop_strings(s: Sequence) -> bool:
+        text = s.detok.text
+        longest = max(len(x) for x in s.params.stop_seqs)
+        begin = max(0, s.emitted_chars - longest + 1)
+        best: tuple[int, str] | None = None
+        for stop in s.params.stop_seqs:
+            idx = text.find(stop, begin)
+            if idx >= 0 and (best is None or idx < best[0]):
+                best = (idx, stop)
+        if best is None:
+            return False
+        s.stop_sequence = best[1]
+        s.stop_cut = best[0]
+        return True
+
+    def _text_delta(self, s: Sequence) -> str:
+        """New text since the last emission, holding back a possible stop-string prefix."""
+        if s.finish_reason is not None:
+            if s.stop_sequence is not None:
+                end = s.stop_cut if s.stop_cut is not None else len(s.detok.text)
+            else:
+                s.detok.flush()
+                end = len(s.detok.text)
+        else:
+            text = s.detok.text
+            end = len(text)
+            for stop in s.params.stop_seqs:
+                for k in range(min(len(stop) - 1, len(text)), 0, -1):
+                    if text.endswith(stop[:k]):
+                        end = min(end, len(text) - k)
+                        break
+        full = s.detok.text
+        end = max(end, s.emitted_chars)
+        delta = full[s.emitted_chars:end]
+        s.emitted_chars = end
+        return delta
+
+    def _publish(self, req: EngineRequest, seqs: list[Sequence], finished: bool) -> None:
+        deltas = []
+        for s in seqs:
+            deltas.append(SeqDelta(s.index, self._text_delta(s), s.pending_ids, s.pending_samples,
+                                   s.finish_reason, s.stop_sequence))
+            s.pending_ids, s.pending_samples = [], []
+            if s.finish_reason is not None:
+                s.t_finish = time.perf_counter()
+                self._release(s)
+        out = RequestOutput(req.request_id, deltas, finished=finished)
+        if finished:
+            self._fill_usage(req, out)
+            self._active.pop(req.request_id, None)
+        req.outputs.put(out)
+
+    def _fill_usage(self, req: EngineRequest, out: RequestOutput) -> None:
+        out.prompt_tokens = len(req.prompt_ids)
+        out.completion_tokens = sum(s.num_generated for s in req.seqs)
+        firsts = [s.t_first_token for s in req.seqs if s.t_first_token is not None]
+        ends = [s.t_finish for s in req.seqs if s.t_finish is not None]
+        if firsts:
+            out.prompt_time_s = min(firsts) - req.arrival_time
+            out.completion_time_s = max(max(ends, default=min(firsts)) - min(firsts), 0.0)
+
+    def _release(self, s: Sequence) -> None:
+        self.scheduler.remove(s)
+        self.runner.free(s)
+
+    def _fail(self, req: EngineRequest, message: str) -> None:
+        for s in req.seqs:
+            if not s.is_finished:
+                self._release(s)
+        self._active.pop(req.request_id, None)
+        req.outputs.put(RequestOutput(req.request_id, [], finished=True, error=message))

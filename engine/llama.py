@@ -1,0 +1,205 @@
+"""Native Llama-family decoder (Llama/SmolLM, Mistral, Qwen2, Qwen3) over a varlen token batch.
+
+All scheduled tokens of all sequences are flattened into one `[T, hidden]` activation, so the
+linear layers (fused QKV and gate/up) run once per step for prefill chunks and decode tokens
+together; attention runs per sequence against that sequence's KV cache. Weights come from an
+HF-named state dict (safetensors or dequantized GGUF). Numerics follow transformers' modeling
+code (RMSNorm, rotate-half RoPE from its rope-init functions, GQA).
+
+Not covered: sliding-window attention, MoE, multimodal inputs (the transformers fallback
+handles other architectures).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agentkit.engine.kv_cache import KVSpec, SeqKV
+
+NATIVE_ARCHS = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+
+
+@dataclass(slots=True)
+class AttnSeq:
+    """One sequence's slice of the flattened batch: tokens [begin, end) at positions start.."""
+
+    begin: int
+    end: int
+    start: int
+    kv: SeqKV
+
+
+def supports(config: Any) -> bool:
+    """Whether the native implementation covers this transformers config exactly."""
+    if config.model_type not in NATIVE_ARCHS:
+        return False
+    window = getattr(config, "sliding_window", None)
+    if window is not None and getattr(config, "use_sliding_window", True):
+        if window < getattr(config, "max_position_embeddings", 0):
+            return False
+    return not getattr(config, "mlp_bias", False)
+
+
+class _Layer(nn.Module):
+    def __init__(self, cfg: Any, head_dim: int, qkv_bias: bool, qk_norm: bool) -> None:
+        super().__init__()
+        h, nh, nkv = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads
+        self.qkv = nn.Linear(h, (nh + 2 * nkv) * head_dim, bias=qkv_bias)
+        self.o = nn.Linear(nh * head_dim, h, bias=bool(getattr(cfg, "attention_bias", False)))
+        self.gate_up = nn.Linear(h, 2 * cfg.intermediate_size, bias=False)
+        self.down = nn.Linear(cfg.intermediate_size, h, bias=False)
+        self.ln1 = nn.Parameter(torch.ones(h))
+        self.ln2 = nn.Parameter(torch.ones(h))
+        self.q_norm = nn.Parameter(torch.ones(head_dim)) if qk_norm else None
+        self.k_norm = nn.Parameter(torch.ones(head_dim)) if qk_norm else None
+
+
+class LlamaModel(nn.Module):
+    """A Llama-family causal LM that reads HF weights and runs varlen batches."""
+
+    def __init__(self, config: Any, dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__()
+        cfg = self.config = config
+        self.num_heads = cfg.num_attention_heads
+        self.num_kv_heads = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.eps = float(cfg.rms_norm_eps)
+        self.vocab_size = cfg.vocab_size
+        self.dtype, self.device = dtype, device
+        qkv_bias = cfg.model_type == "qwen2" or bool(getattr(cfg, "attention_bias", False))
+        qk_norm = cfg.model_type == "qwen3"
+        with torch.device("meta"):
+            self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+            self.layers = nn.ModuleList(
+                _Layer(cfg, self.head_dim, qkv_bias, qk_norm) for _ in range(cfg.num_hidden_layers)
+            )
+            self.norm = nn.Parameter(torch.ones(cfg.hidden_size))
+            self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self._rope_cos = self._rope_sin = None
+        self.kv_spec = KVSpec(cfg.num_hidden_layers, self.num_kv_heads, self.head_dim, dtype, device)
+
+    # ---- loading -------------------------------------------------------------------------
+    def load_hf_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
+        """Assign weights from HF names, fusing q/k/v and gate/up; ties the LM head if absent."""
+
+        def take(name: str) -> torch.Tensor:
+            if name not in sd:
+                raise ValueError(f"weight {name!r} is missing from the checkpoint")
+            return sd[name].to(self.device, self.dtype)
+
+        def param(t: torch.Tensor) -> nn.Parameter:
+            return nn.Parameter(t.contiguous(), requires_grad=False)
+
+        self.embed.weight = param(take("model.embed_tokens.weight"))
+        for i, layer in enumerate(self.layers):
+            p = f"model.layers.{i}."
+            a = p + "self_attn."
+            layer.qkv.weight = param(
+                torch.cat([take(a + "q_proj.weight"), take(a + "k_proj.weight"), take(a + "v_proj.weight")])
+            )
+            if layer.qkv.bias is not None:
+                layer.qkv.bias = param(
+                    torch.cat([take(a + "q_proj.bias"), take(a + "k_proj.bias"), take(a + "v_proj.bias")])
+                )
+            layer.o.weight = param(take(a + "o_proj.weight"))
+            if layer.o.bias is not None:
+                layer.o.bias = param(take(a + "o_proj.bias"))
+            layer.gate_up.weight = param(
+                torch.cat([take(p + "mlp.gate_proj.weight"), take(p + "mlp.up_proj.weight")])
+            )
+            layer.down.weight = param(take(p + "mlp.down_proj.weight"))
+            layer.ln1 = param(take(p + "input_layernorm.weight"))
+            layer.ln2 = param(take(p + "post_attention_layernorm.weight"))
+            if layer.q_norm is not None:
+                layer.q_norm = param(take(a + "q_norm.weight"))
+                layer.k_norm = param(take(a + "k_norm.weight"))
+        self.norm = param(take("model.norm.weight"))
+        if "lm_head.weight" in sd and not getattr(self.config, "tie_word_embeddings", False):
+            self.lm_head.weight = param(take("lm_head.weight"))
+        else:
+            self.lm_head.weight = self.embed.weight
+        self._init_rope()
+
+    def _init_rope(self) -> None:
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+        rope = getattr(self.config, "rope_parameters", None) or {"rope_type": "default"}
+        rope_type = rope.get("rope_type", "default")
+        if rope_type == "default":
+            base = rope.get("rope_theta", getattr(self.config, "rope_theta", 10000.0))
+            d = self.head_dim
+            inv_freq = 1.0 / (base ** (torch.arange(0, d, 2, dtype=torch.float) / d))
+            scaling = 1.0
+        else:
+            inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](self.config, torch.device("cpu"))
+        self._inv_freq = inv_freq.float()
+        self._rope_scaling = float(scaling)
+        self._extend_rope(int(getattr(self.config, "max_position_embeddings", 4096) or 4096))
+
+    def _extend_rope(self, n: int) -> None:
+        pos = torch.arange(n, dtype=torch.float)
+        freqs = torch.outer(pos, self._inv_freq)
+        emb = torch.cat([freqs, freqs], dim=-1)
+        self._rope_cos = (emb.cos() * self._rope_scaling).to(self.device, self.dtype)
+        self._rope_sin = (emb.sin() * self._rope_scaling).to(self.device, self.dtype)
+
+    # ---- forward ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def forward_batch(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, seqs: list[AttnSeq], logit_rows: torch.Tensor
+    ) -> torch.Tensor:
+        """Run T flattened tokens; write their KV; return logits `[len(logit_rows), V]`."""
+        if int(positions.max()) >= self._rope_cos.shape[0]:
+            self._extend_rope(2 * int(positions.max()) + 1)
+        cos = self._rope_cos[positions].unsqueeze(1)  # [T, 1, d]
+        sin = self._rope_sin[positions].unsqueeze(1)
+        nh, nkv, d = self.num_heads, self.num_kv_heads, self.head_dim
+        x = self.embed(input_ids)  # [T, D]
+        for li, layer in enumerate(self.layers):
+            h = F.rms_norm(x, (x.shape[-1],), layer.ln1, self.eps)
+            qkv = F.linear(h, layer.qkv.weight, layer.qkv.bias)  # [T, (nh + 2 nkv) d]
+            q, k, v = qkv.view(-1, nh + 2 * nkv, d).split([nh, nkv, nkv], dim=1)
+            if layer.q_norm is not None:
+                q = F.rms_norm(q, (d,), layer.q_norm, self.eps)
+                k = F.rms_norm(k, (d,), layer.k_norm, self.eps)
+            q = q * cos + _rotate_half(q) * sin  # [T, nh, d]
+            k = k * cos + _rotate_half(k) * sin  # [T, nkv, d]
+            attn = self._attend(li, q, k, v, seqs)  # [T, nh * d]
+            x = x + F.linear(attn, layer.o.weight, layer.o.bias)
+            h = F.rms_norm(x, (x.shape[-1],), layer.ln2, self.eps)
+            gate, up = F.linear(h, layer.gate_up.weight).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, layer.down.weight)
+        x = F.rms_norm(x[logit_rows], (x.shape[-1],), self.norm, self.eps)
+        return F.linear(x, self.lm_head.weight)
+
+    def _attend(
+        self, li: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seqs: list[AttnSeq]
+    ) -> torch.Tensor:
+        out = torch.empty(q.shape[0], q.shape[1] * q.shape[2], dtype=q.dtype, device=q.device)
+        for s in seqs:
+            t = s.end - s.begin
+            end = s.start + t
+            s.kv.write(li, s.start, k[s.begin : s.end].transpose(0, 1), v[s.begin : s.end].transpose(0, 1))
+            kk, vv = s.kv.view(li, end)  # [nkv, end, d]
+            qq = q[s.begin : s.end].transpose(0, 1).unsqueeze(0)  # [1, nh, t, d]
+            if t == 1 or s.start == 0:
+                o = F.scaled_dot_product_attention(
+                    qq, kk.unsqueeze(0), vv.unsqueeze(0), is_causal=t > 1, enable_gqa=True
+                )
+            else:
+                mask = torch.ones(t, end, dtype=torch.bool, device=q.device).tril(diagonal=s.start)
+                o = F.scaled_dot_product_attention(
+                    qq, kk.unsqueeze(0), vv.unsqueeze(0), attn_mask=mask, enable_gqa=True
+                )
+            out[s.begin : s.end] = o[0].transpose(0, 1).reshape(t, -1)
+        return out
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)

@@ -1,0 +1,119 @@
+"""Sequence and EngineRequest: the per-request state the scheduler and model runner work on.
+
+A request (`EngineRequest`) owns one `Sequence` per choice (`n`). A sequence holds token ids
+(prompt + generated), how many of them already have KV in the cache (`num_computed`), its
+sampling state and its detokenizer. The engine knows nothing about chat messages: this is
+token ids in, token ids and text out.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import queue
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentkit.engine.sampling import SampleResult, SamplingParams
+
+_seq_counter = itertools.count()
+
+
+class SequenceStatus(enum.Enum):
+    WAITING = 0
+    RUNNING = 1
+    FINISHED = 2
+
+
+@dataclass(slots=True)
+class SeqDelta:
+    """What one choice produced in one engine step."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    samples: list[SampleResult]
+    finish_reason: str | None = None
+    stop_sequence: str | None = None
+
+
+@dataclass(slots=True)
+class RequestOutput:
+    """One event on a request's output queue: the deltas of one step, or the final/error event."""
+
+    request_id: str
+    deltas: list[SeqDelta]
+    finished: bool = False
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prompt_time_s: float = 0.0
+    completion_time_s: float = 0.0
+    cached_tokens: int = 0
+
+
+@dataclass(eq=False)
+class EngineRequest:
+    """A tokenized request: `n` sequences sampled from one prompt with one set of params."""
+
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    n: int = 1
+    outputs: queue.Queue[RequestOutput] = field(default_factory=queue.Queue)
+    arrival_time: float = field(default_factory=time.perf_counter)
+    cancelled: bool = False
+    seqs: list[Sequence] = field(default_factory=list)
+
+    def cancel(self) -> None:
+        """Ask the engine to stop this request; safe from any thread."""
+        self.cancelled = True
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One generated choice of a request."""
+
+    request: EngineRequest
+    index: int
+    token_ids: list[int]
+    num_prompt: int
+    max_tokens: int
+    generator: Any = None
+    detok: Any = None
+    seq_id: int = field(default_factory=lambda: next(_seq_counter))
+    status: SequenceStatus = SequenceStatus.WAITING
+    num_computed: int = 0
+    kv: Any = None
+    emitted_chars: int = 0
+    finish_reason: str | None = None
+    stop_sequence: str | None = None
+    stop_cut: int | None = None
+    cum_logprob: float = 0.0
+    t_start: float | None = None
+    t_first_token: float | None = None
+    t_finish: float | None = None
+    pending_samples: list[SampleResult] = field(default_factory=list)
+    pending_ids: list[int] = field(default_factory=list)
+
+    @property
+    def params(self) -> SamplingParams:
+        return self.request.params
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def num_generated(self) -> int:
+        return len(self.token_ids) - self.num_prompt
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is SequenceStatus.FINISHED
+
+    @property
+    def in_prefill(self) -> bool:
+        """True while prompt tokens other than the last still lack KV (the last is fed at decode)."""
+        return self.num_computed < self.num_tokens - 1
