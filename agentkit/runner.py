@@ -11,9 +11,10 @@ speculative decoding, quantization (their arguments raise `NotSupportedError` un
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import torch
@@ -151,6 +152,21 @@ class Runner:
         """`send_completion_request` with a mandatory model id."""
         return self.send_completion_request(request, model_id)
 
+    # ---- asyncio ---------------------------------------------------------------------------------
+    async def asend_chat_completion_request(
+        self, request: ChatCompletionRequest, model_id: str | None = None
+    ) -> ChatCompletionResponse | AsyncIterator[ChatCompletionChunkResponse]:
+        """Async `send_chat_completion_request`: awaits the response, or returns an async chunk iterator."""
+        result = await asyncio.to_thread(self.send_chat_completion_request, request, model_id)
+        if isinstance(result, ChatCompletionResponse):
+            return result
+        return _aiter_stream(result)
+
+    async def asend_completion_request(self, request: CompletionRequest,
+                                       model_id: str | None = None) -> CompletionResponse:
+        """Async `send_completion_request`."""
+        return await asyncio.to_thread(self.send_completion_request, request, model_id)
+
     # ---- tokenizer -----------------------------------------------------------------------------
     def tokenize_text(self, text: str, add_special_tokens: bool, enable_thinking: bool | None,
                       model_id: str | None = None) -> list[int]:
@@ -211,3 +227,18 @@ class Runner:
             self.shutdown()
         except Exception:
             pass
+
+
+async def _aiter_stream(stream: Iterator[ChatCompletionChunkResponse]) -> AsyncIterator[ChatCompletionChunkResponse]:
+    """Drain a sync chunk stream without blocking the event loop; closing the iterator cancels."""
+    sentinel = object()
+    try:
+        while True:
+            chunk = await asyncio.to_thread(next, stream, sentinel)
+            if chunk is sentinel:
+                return
+            yield chunk
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()

@@ -193,3 +193,19 @@ def test_missing_model_fails_fast(tmp_path):
     with pytest.raises(ValueError):
         Runner(Which.Plain(str(tmp_path / "missing")), progress=False)
     assert time.monotonic() - t0 < 5
+
+
+def test_async_api(runner):
+    import asyncio
+
+    async def main():
+        resp = await runner.asend_chat_completion_request(chat(max_tokens=6, ignore_eos=True))
+        stream = await runner.asend_chat_completion_request(chat(max_tokens=6, ignore_eos=True, stream=True))
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        both = await asyncio.gather(*[runner.asend_chat_completion_request(chat(max_tokens=6, ignore_eos=True))
+                                      for _ in range(4)])
+        return resp, text, both
+
+    resp, text, both = asyncio.run(main())
+    assert text == resp.choices[0].message.content
+    assert all(b.choices[0].message.content == text for b in both)
