@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,23 @@ class ModelHost:
         self.engine.shutdown()
 
 
+@dataclass
+class EmbeddingHost:
+    """A loaded sentence-embedding model (no engine thread: requests run in the caller's thread)."""
+
+    model_id: str
+    model: Any
+    load_time_s: float
+    lock: Any = field(default_factory=threading.Lock)
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.model.max_seq_len
+
+    def shutdown(self) -> None:
+        pass
+
+
 def pick_device(device: str | None) -> torch.device:
     """The requested device, else the first CUDA device when available, else the CPU."""
     if device:
@@ -63,10 +81,18 @@ def model_name(which: Which) -> str:
 
 
 def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, chat_template: str | None,
-               jinja_explicit: str | None, device: str | None = None, progress: bool = True) -> ModelHost:
+               jinja_explicit: str | None, device: str | None = None,
+               progress: bool = True) -> ModelHost | EmbeddingHost:
     """Load `which` and start its engine; raises ValueError subclasses with actionable messages."""
     t0 = time.perf_counter()
     dev = pick_device(device)
+    if which.kind == "Embedding":
+        from agentkit.engine.embedding import EmbeddingModel
+
+        emb = EmbeddingModel.load(which.model_id, dtype=which.dtype.name.lower(), device=dev,
+                                  hf_cache_path=which.hf_cache_path, token=token,
+                                  tokenizer_json=which.tokenizer_json, progress=progress)
+        return EmbeddingHost(model_id=which.model_id, model=emb, load_time_s=time.perf_counter() - t0)
     dtype = resolve_dtype(which.dtype.name.lower(), dev)
     kind = which.kind
     gguf_path: str | None = None

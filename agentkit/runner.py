@@ -23,8 +23,8 @@ from agentkit.chat import ChatStream, collect_chat, collect_completion, prepare_
 from agentkit.engine.config import EngineConfig
 from agentkit.engine.hub import parse_token_source
 from agentkit.errors import ModelNotFoundError, NotSupportedError
-from agentkit.model_host import ModelHost, load_model
-from agentkit.requests import ChatCompletionRequest, CompletionRequest
+from agentkit.model_host import EmbeddingHost, ModelHost, load_model
+from agentkit.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from agentkit.responses import ChatCompletionChunkResponse, ChatCompletionResponse, CompletionResponse
 from agentkit.which import Which
 
@@ -111,15 +111,21 @@ class Runner:
                           jinja_explicit=jinja_explicit, device=device, progress=progress)
         self._models[host.model_id] = host
         self._default: str | None = host.model_id
-        log.info("loaded %s (%s runner, %s) in %.2f s", host.model_id, host.runner_kind, host.arch, host.load_time_s)
+        log.info("loaded %s in %.2f s", host.model_id, host.load_time_s)
 
     # ---- routing -------------------------------------------------------------------------------
-    def _host(self, model_id: str | None) -> ModelHost:
+    def _entry(self, model_id: str | None) -> ModelHost | EmbeddingHost:
         with self._lock:
             key = self._default if model_id is None else model_id
             if key is None or key not in self._models:
                 raise ModelNotFoundError(f"Model {model_id if model_id is not None else '(default)'} not found")
             return self._models[key]
+
+    def _host(self, model_id: str | None) -> ModelHost:
+        host = self._entry(model_id)
+        if isinstance(host, EmbeddingHost):
+            raise ValueError(f"model {host.model_id!r} is an embedding model: use send_embedding_request")
+        return host
 
     # ---- generation ----------------------------------------------------------------------------
     def send_chat_completion_request(
@@ -151,6 +157,16 @@ class Runner:
     def send_completion_request_to_model(self, request: CompletionRequest, model_id: str) -> CompletionResponse:
         """`send_completion_request` with a mandatory model id."""
         return self.send_completion_request(request, model_id)
+
+    def send_embedding_request(self, request: EmbeddingRequest, model_id: str | None = None) -> list[list[float]]:
+        """Embed each input (input order preserved); needs a `Which.Embedding` model."""
+        if not isinstance(request, EmbeddingRequest):
+            raise TypeError(f"request must be an EmbeddingRequest, got {type(request).__name__}")
+        host = self._entry(model_id)
+        if not isinstance(host, EmbeddingHost):
+            raise ValueError(f"model {host.model_id!r} is not an embedding model: load it with Which.Embedding")
+        with host.lock:
+            return host.model.embed(request.inputs(), truncate=request.truncate_sequence)
 
     # ---- asyncio ---------------------------------------------------------------------------------
     async def asend_chat_completion_request(
@@ -185,7 +201,7 @@ class Runner:
 
     def max_sequence_length(self, model_id: str | None = None) -> int | None:
         """The model's context length in tokens."""
-        return self._host(model_id).max_seq_len
+        return self._entry(model_id).max_seq_len
 
     # ---- model table ---------------------------------------------------------------------------
     def list_models(self) -> list[str]:
