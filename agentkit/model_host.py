@@ -24,7 +24,7 @@ from agentkit.engine.config import EngineConfig
 from agentkit.engine.engine import Engine
 from agentkit.engine.hub import resolve_model_dir
 from agentkit.engine.loader import LoadedModel, load_gguf, load_plain, resolve_dtype
-from agentkit.engine.model_runner import build_runner
+from agentkit.engine.model_runner import KVOptions, build_runner
 from agentkit.engine.tokenizer import Tokenizer, load_tokenizer
 from agentkit.errors import NotSupportedError
 from agentkit.which import Which
@@ -123,7 +123,10 @@ def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, 
         special_tokens=tokenizer.special_tokens_map(),
     )
     ctx = engine_config.max_seq_len or loaded.max_position_embeddings or 4096
-    runner = build_runner(loaded.config, loaded.state_dict, dtype, dev, ctx)
+    ec = engine_config
+    kv = KVOptions(block_size=ec.block_size, cache_type=ec.cache_type, ctxt_len=ec.kv_ctxt_len,
+                   mem_usage=ec.kv_mem_usage, mem_mb=ec.kv_mem_mb, memory_goal=ec.memory_goal)
+    runner = build_runner(loaded.config, loaded.state_dict, dtype, dev, ctx, kv, prefer_native=ec.paged_attn is not False)
     loaded.state_dict.clear()  # the runner holds its own (possibly fused) tensors now
     engine_config.max_seq_len = ctx
     name = model_name(which)

@@ -97,9 +97,15 @@ class Runner:
         if enable_search:
             raise NotSupportedError("enable_search= (web search) is not supported by agentkit yet")
         self._token = parse_token_source(token_source)
-        self._engine_config = EngineConfig(max_seqs=max_seqs, no_kv_cache=no_kv_cache, prefix_cache_n=prefix_cache_n,
-                                           max_seq_len=max_seq_len or pa_ctxt_len, num_threads=num_threads,
-                                           device=device, seed=seed if seed is not None else 0)
+        if paged_attn and no_paged_attn:
+            raise ValueError("paged_attn and no_paged_attn are mutually exclusive")
+        self._engine_config = EngineConfig(
+            max_seqs=max_seqs, no_kv_cache=no_kv_cache, prefix_cache_n=prefix_cache_n, max_seq_len=max_seq_len,
+            num_threads=num_threads, device=device, seed=seed if seed is not None else 0,
+            block_size=32 if pa_blk_size is None else pa_blk_size, cache_type=_cache_type(pa_cache_type),
+            kv_ctxt_len=pa_ctxt_len, kv_mem_usage=pa_gpu_mem_usage, kv_mem_mb=pa_gpu_mem, memory_goal=memory_goal,
+            paged_attn=False if no_paged_attn else (True if paged_attn else None),
+        )
         torch.set_num_threads(self._engine_config.resolved_threads())
         if seed is not None:
             torch.manual_seed(seed)
@@ -258,3 +264,16 @@ async def _aiter_stream(stream: Iterator[ChatCompletionChunkResponse]) -> AsyncI
         close = getattr(stream, "close", None)
         if close is not None:
             close()
+
+
+def _cache_type(value: Any) -> str:
+    """PagedCacheType (or its name) -> the engine's cache type string."""
+    from agentkit.enums import PagedCacheType
+
+    if value is None:
+        return "auto"
+    if isinstance(value, PagedCacheType):
+        return "f8e4m3" if value is PagedCacheType.F8E4M3 else "auto"
+    if isinstance(value, str) and value.lower() in ("auto", "f8e4m3"):
+        return value.lower()
+    raise TypeError(f"pa_cache_type must be a PagedCacheType (Auto or F8E4M3), got {value!r}")

@@ -31,6 +31,13 @@ class EngineConfig:
     num_threads: int | None = None
     device: str | None = None
     seed: int = 0
+    block_size: int = 32
+    cache_type: str = "auto"
+    kv_ctxt_len: int | None = None
+    kv_mem_usage: float | None = None
+    kv_mem_mb: int | None = None
+    memory_goal: str | float | None = None
+    paged_attn: bool | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_seqs, int) or self.max_seqs < 1:
@@ -41,6 +48,10 @@ class EngineConfig:
             raise ValueError(f"max_seq_len must be an integer >= 2, got {self.max_seq_len!r}")
         if not isinstance(self.prefix_cache_n, int) or self.prefix_cache_n < 0:
             raise ValueError(f"prefix_cache_n must be a non-negative integer, got {self.prefix_cache_n!r}")
+        if self.block_size not in (8, 16, 32):
+            raise ValueError(f"pa_blk_size must be 8, 16 or 32, got {self.block_size!r}")
+        if self.cache_type not in ("auto", "f8e4m3"):
+            raise ValueError(f"pa_cache_type must be PagedCacheType.Auto or F8E4M3, got {self.cache_type!r}")
         if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
             raise ValueError(f"num_threads must be a positive integer or None, got {self.num_threads!r}")
 
@@ -52,6 +63,10 @@ class EngineConfig:
 
     def resolved_threads(self) -> int:
         """The intra-op thread count to use: the configured one, else the CPUs this process may use."""
+        if self.block_size not in (8, 16, 32):
+            raise ValueError(f"pa_blk_size must be 8, 16 or 32, got {self.block_size!r}")
+        if self.cache_type not in ("auto", "f8e4m3"):
+            raise ValueError(f"pa_cache_type must be PagedCacheType.Auto or F8E4M3, got {self.cache_type!r}")
         if self.num_threads is not None:
             return self.num_threads
         try:

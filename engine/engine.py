@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from agentkit.engine.block_manager import BlockManager
 from agentkit.engine.config import EngineConfig
 from agentkit.engine.model_runner import BatchItem, ModelRunner
 from agentkit.engine.sampling import SampleRow, dry_breaker_ids, make_generator, sample
@@ -41,7 +42,9 @@ class Engine:
         self.name = name
         self.max_seq_len = config.max_seq_len or runner.max_seq_len
         self.eos_token_ids = set(eos_token_ids)
-        self.scheduler = Scheduler(config.max_seqs, config.max_batch_tokens)
+        prefix_n = config.prefix_cache_n if runner.supports_prefix_cache and not config.no_kv_cache else 0
+        self.blocks = BlockManager(runner.num_blocks, runner.block_size, prefix_n)
+        self.scheduler = Scheduler(config.max_seqs, config.max_batch_tokens, self.blocks)
         self._inbox: queue.Queue[EngineRequest | None] = queue.Queue()
         self._active: dict[str, EngineRequest] = {}
         self._rng = torch.Generator().manual_seed(config.seed)
@@ -99,6 +102,11 @@ class Engine:
     def _admit(self, req: EngineRequest) -> None:
         if req.cancelled:
             return
+        if self.blocks.blocks_needed(len(req.prompt_ids) + 1) > self.blocks.num_blocks:
+            req.outputs.put(RequestOutput(req.request_id, [], finished=True, error=(
+                f"the prompt ({len(req.prompt_ids)} tokens) does not fit in the KV cache of "
+                f"{self.blocks.num_blocks * self.blocks.block_size} tokens; raise pa_ctxt_len or memory_goal")))
+            return
         limit = self.max_seq_len - len(req.prompt_ids)
         max_tokens = min(req.params.max_tokens or limit, limit)
         p = req.params
@@ -124,6 +132,9 @@ class Engine:
 
     def _step_guarded(self) -> None:
         items = self.scheduler.schedule()
+        for s in self.scheduler.overflowed:
+            self._publish(s.request, [s], finished=all(x.finish_reason is not None for x in s.request.seqs))
+        self.scheduler.overflowed.clear()
         if not items:
             return
         try:
@@ -150,6 +161,7 @@ class Engine:
         logits = self.runner.execute(items)  # [n_logit_rows, V]
         for it in items:
             it.seq.num_computed = it.start + it.count
+            self.blocks.register_computed(it.seq)
         sampled = [it.seq for it in items if it.need_logits]
         if not sampled:
             return
@@ -164,6 +176,10 @@ class Engine:
         for seqs in by_req.values():
             req = seqs[0].request
             self._publish(req, seqs, finished=all(x.finish_reason is not None for x in req.seqs))
+        if self.config.no_kv_cache:  # recompute the whole context next step
+            for s in sampled:
+                if s.finish_reason is None:
+                    self.scheduler.preempt(s)
 
     def _dry_breakers(self, s: Sequence) -> frozenset[int]:
         if s.params.dry_multiplier is None:
@@ -246,6 +262,7 @@ class Engine:
 
     def _fill_usage(self, req: EngineRequest, out: RequestOutput) -> None:
         out.prompt_tokens = len(req.prompt_ids)
+        out.cached_tokens = max((s.num_cached_tokens for s in req.seqs), default=0)
         out.completion_tokens = sum(s.num_generated for s in req.seqs)
         firsts = [s.t_first_token for s in req.seqs if s.t_first_token is not None]
         ends = [s.t_finish for s in req.seqs if s.t_finish is not None]

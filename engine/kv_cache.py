@@ -1,15 +1,23 @@
-"""Per-sequence contiguous KV cache for the native models.
+"""The paged KV pool: one tensor of slots per layer for K and for V, sized from a memory budget.
 
-Each sequence owns one tensor `[layers, 2, kv_heads, capacity, head_dim]` that grows by doubling.
-This is the first-version cache: simple and exact. The paged block pool (shared prefixes,
-preemption, fixed memory budget) replaces it behind the same `SeqKV` surface.
+Slot `b * block_size + i` holds position i of block b. Writes scatter a step's new K/V into their
+slots (`index_copy_`); attention gathers a sequence's slots through its block table. With
+`cache_type="f8e4m3"` K/V are stored as float8 (e4m3, a fixed scale, values clamped to its
+range) and converted back on read: half the bytes of bf16, a quarter of fp32.
+
+Budget priority (runner-api.md §3.3): context tokens > fraction of memory > megabytes >
+`memory_goal` (0.9.5: `0.9`, `"4GiB"`, `"65536tokens"`) > the model's max sequence length.
+On CPU the fraction and megabytes refer to RAM.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
+
+F8_MAX = 448.0
 
 
 @dataclass(slots=True)
@@ -22,45 +30,106 @@ class KVSpec:
     dtype: torch.dtype
     device: torch.device
 
+    def bytes_per_token(self, cache_type: str = "auto") -> int:
+        elem = 1 if cache_type == "f8e4m3" else torch.tensor([], dtype=self.dtype).element_size()
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * elem
 
-class SeqKV:
-    """The KV cache of one sequence: `length` valid positions in a growable buffer."""
 
-    __slots__ = ("spec", "buf", "length")
+def _available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("cannot read available memory from /proc/meminfo")
 
-    def __init__(self, spec: KVSpec, capacity: int = 64) -> None:
-        self.spec = spec
-        self.buf = self._alloc(max(16, capacity))
-        self.length = 0
 
-    def _alloc(self, capacity: int) -> torch.Tensor:
-        s = self.spec
-        return torch.empty(
-            (s.num_layers, 2, s.num_kv_heads, capacity, s.head_dim), dtype=s.dtype, device=s.device
-        )
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
-    @property
-    def capacity(self) -> int:
-        return self.buf.shape[3]
 
-    def reserve(self, total: int) -> None:
-        """Make room for `total` positions (amortised doubling; keeps the valid prefix)."""
-        if total <= self.capacity:
-            return
-        new = self._alloc(max(total, 2 * self.capacity))
-        if self.length:
-            new[:, :, :, : self.length] = self.buf[:, :, :, : self.length]
-        self.buf = new
+def plan_num_blocks(spec: KVSpec, block_size: int, *, max_seq_len: int, cache_type: str = "auto",
+                    ctxt_len: int | None = None, mem_usage: float | None = None, mem_mb: int | None = None,
+                    memory_goal: str | float | None = None) -> int:
+    """How many blocks the pool gets under the configured budget (never below one sequence's worth)."""
+    per_token = spec.bytes_per_token(cache_type)
+    tokens: int | None = None
+    if ctxt_len is not None:
+        tokens = int(ctxt_len)
+    elif mem_usage is not None:
+        if not 0 < float(mem_usage) <= 1:
+            raise ValueError(f"pa_gpu_mem_usage must be in (0, 1], got {mem_usage!r}")
+        tokens = int(_available_bytes(spec.device) * float(mem_usage)) // per_token
+    elif mem_mb is not None:
+        tokens = int(mem_mb) * 2**20 // per_token
+    elif memory_goal is not None:
+        tokens = _parse_goal(memory_goal, spec.device, per_token)
+    if tokens is None:
+        tokens = max_seq_len
+    if tokens < block_size:
+        raise ValueError(f"the KV budget holds {tokens} tokens, less than one block of {block_size}")
+    return max(1, tokens // block_size)
 
-    def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store k, v `[kv_heads, t, head_dim]` at positions [start, start + t) of `layer`."""
-        t = k.shape[1]
-        self.buf[layer, 0, :, start : start + t] = k
-        self.buf[layer, 1, :, start : start + t] = v
 
-    def view(self, layer: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """K and V `[kv_heads, end, head_dim]` of `layer` (views, no copy)."""
-        return self.buf[layer, 0, :, :end], self.buf[layer, 1, :, :end]
+def _parse_goal(goal: str | float, device: torch.device, per_token: int) -> int:
+    if isinstance(goal, (int, float)) and not isinstance(goal, bool):
+        if not 0 < float(goal) <= 1:
+            raise ValueError(f"memory_goal as a number is a fraction in (0, 1], got {goal!r}")
+        return int(_available_bytes(device) * float(goal)) // per_token
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]+)\s*", str(goal))
+    if not m:
+        raise ValueError(f"memory_goal {goal!r} is not understood: use 0.9, '4GiB', '512MB' or '65536tokens'")
+    value, unit = float(m.group(1)), m.group(2).lower()
+    if unit in ("tokens", "token", "tok"):
+        return int(value)
+    if unit not in _UNITS:
+        raise ValueError(f"memory_goal unit {m.group(2)!r} is not one of tokens, {', '.join(_UNITS)}")
+    return int(value * _UNITS[unit]) // per_token
+
+
+class KVPool:
+    """K and V slot tensors `[layers, slots, kv_heads, head_dim]` for one model."""
+
+    def __init__(self, spec: KVSpec, num_blocks: int, block_size: int, cache_type: str = "auto") -> None:
+        if cache_type not in ("auto", "f8e4m3"):
+            raise ValueError(f"pa_cache_type must be auto or f8e4m3, got {cache_type!r}")
+        self.spec, self.block_size, self.num_blocks, self.cache_type = spec, block_size, num_blocks, cache_type
+        # float8 is stored as raw bytes: index_copy_/indexing have no float8 kernels on CPU
+        store = torch.uint8 if cache_type == "f8e4m3" else spec.dtype
+        shape = (spec.num_layers, num_blocks * block_size, spec.num_kv_heads, spec.head_dim)
+        self.k = torch.zeros(shape, dtype=store, device=spec.device)
+        self.v = torch.zeros(shape, dtype=store, device=spec.device)
+        self._f8 = cache_type == "f8e4m3"
+        if self._f8:  # one scale per (slot, kv head): amax / 448 of that head vector
+            self.k_scale = torch.ones(shape[:3] + (1,), dtype=torch.float32, device=spec.device)
+            self.v_scale = torch.ones(shape[:3] + (1,), dtype=torch.float32, device=spec.device)
 
     def nbytes(self) -> int:
-        return self.buf.numel() * self.buf.element_size()
+        extra = 2 * self.k_scale.numel() * 4 if self._f8 else 0
+        return 2 * self.k.numel() * self.k.element_size() + extra
+
+    def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store k, v `[T, kv_heads, d]` into `slots` `[T]`."""
+        if self._f8:
+            k, ks = _to_f8(k)
+            v, vs = _to_f8(v)
+            self.k_scale[layer].index_copy_(0, slots, ks)
+            self.v_scale[layer].index_copy_(0, slots, vs)
+        self.k[layer].index_copy_(0, slots, k)
+        self.v[layer].index_copy_(0, slots, v)
+
+    def gather(self, layer: int, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """K, V at slot indices `idx` (any shape S) -> `[*S, kv_heads, d]` in the compute dtype."""
+        k, v = self.k[layer][idx], self.v[layer][idx]
+        if self._f8:
+            k = (k.view(torch.float8_e4m3fn).float() * self.k_scale[layer][idx]).to(self.spec.dtype)
+            v = (v.view(torch.float8_e4m3fn).float() * self.v_scale[layer][idx]).to(self.spec.dtype)
+        return k, v
+
+
+def _to_f8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x `[T, heads, d]` -> (float8 bytes, per-(token, head) scale `[T, heads, 1]`)."""
+    scale = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12) / F8_MAX
+    q = (x.float() / scale).clamp(-F8_MAX, F8_MAX).to(torch.float8_e4m3fn).view(torch.uint8)
+    return q, scale

@@ -19,19 +19,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agentkit.engine.kv_cache import KVSpec, SeqKV
+from agentkit.engine.kv_cache import KVPool, KVSpec
 
 NATIVE_ARCHS = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 
 @dataclass(slots=True)
-class AttnSeq:
-    """One sequence's slice of the flattened batch: tokens [begin, end) at positions start.."""
+class PrefillSlice:
+    """Tokens [begin, end) of the flattened batch: one sequence's chunk at positions start.."""
 
     begin: int
     end: int
     start: int
-    kv: SeqKV
+    gather: torch.Tensor  # [start + (end - begin)] slot ids of positions 0..end-1
+
+
+@dataclass(slots=True)
+class AttnMeta:
+    """Where this step's K/V go and which slots each query attends to."""
+
+    slots: torch.Tensor  # [T] slot of every new token
+    prefills: list[PrefillSlice]
+    decode_rows: torch.Tensor | None = None  # [B] rows of T that are single-token decodes
+    decode_gather: torch.Tensor | None = None  # [B, Lmax] slot ids (padded)
+    decode_mask: torch.Tensor | None = None  # [B, 1, 1, Lmax] bool, None when no padding
 
 
 def supports(config: Any) -> bool:
@@ -151,7 +162,8 @@ class LlamaModel(nn.Module):
     # ---- forward ---------------------------------------------------------------------------
     @torch.inference_mode()
     def forward_batch(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, seqs: list[AttnSeq], logit_rows: torch.Tensor
+        self, input_ids: torch.Tensor, positions: torch.Tensor, pool: KVPool, meta: AttnMeta,
+        logit_rows: torch.Tensor,
     ) -> torch.Tensor:
         """Run T flattened tokens; write their KV; return logits `[len(logit_rows), V]`."""
         if int(positions.max()) >= self._rope_cos.shape[0]:
@@ -162,41 +174,41 @@ class LlamaModel(nn.Module):
         x = self.embed(input_ids)  # [T, D]
         for li, layer in enumerate(self.layers):
             h = F.rms_norm(x, (x.shape[-1],), layer.ln1, self.eps)
-            qkv = F.linear(h, layer.qkv.weight, layer.qkv.bias)  # [T, (nh + 2 nkv) d]
+            qkv = layer.qkv(h)  # [T, (nh + 2 nkv) d]
             q, k, v = qkv.view(-1, nh + 2 * nkv, d).split([nh, nkv, nkv], dim=1)
             if layer.q_norm is not None:
                 q = F.rms_norm(q, (d,), layer.q_norm, self.eps)
                 k = F.rms_norm(k, (d,), layer.k_norm, self.eps)
             q = q * cos + _rotate_half(q) * sin  # [T, nh, d]
             k = k * cos + _rotate_half(k) * sin  # [T, nkv, d]
-            attn = self._attend(li, q, k, v, seqs)  # [T, nh * d]
-            x = x + F.linear(attn, layer.o.weight, layer.o.bias)
+            pool.write(li, meta.slots, k, v)
+            attn = self._attend(li, q, pool, meta)  # [T, nh * d]
+            x = x + layer.o(attn)
             h = F.rms_norm(x, (x.shape[-1],), layer.ln2, self.eps)
-            gate, up = F.linear(h, layer.gate_up.weight).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, layer.down.weight)
+            gate, up = layer.gate_up(h).chunk(2, dim=-1)
+            x = x + layer.down(F.silu(gate) * up)
         x = F.rms_norm(x[logit_rows], (x.shape[-1],), self.norm, self.eps)
-        return F.linear(x, self.lm_head.weight)
+        return self.lm_head(x)
 
-    def _attend(
-        self, li: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seqs: list[AttnSeq]
-    ) -> torch.Tensor:
-        out = torch.empty(q.shape[0], q.shape[1] * q.shape[2], dtype=q.dtype, device=q.device)
-        for s in seqs:
-            t = s.end - s.begin
-            end = s.start + t
-            s.kv.write(li, s.start, k[s.begin : s.end].transpose(0, 1), v[s.begin : s.end].transpose(0, 1))
-            kk, vv = s.kv.view(li, end)  # [nkv, end, d]
-            qq = q[s.begin : s.end].transpose(0, 1).unsqueeze(0)  # [1, nh, t, d]
-            if t == 1 or s.start == 0:
-                o = F.scaled_dot_product_attention(
-                    qq, kk.unsqueeze(0), vv.unsqueeze(0), is_causal=t > 1, enable_gqa=True
-                )
-            else:
-                mask = torch.ones(t, end, dtype=torch.bool, device=q.device).tril(diagonal=s.start)
-                o = F.scaled_dot_product_attention(
-                    qq, kk.unsqueeze(0), vv.unsqueeze(0), attn_mask=mask, enable_gqa=True
-                )
-            out[s.begin : s.end] = o[0].transpose(0, 1).reshape(t, -1)
+    def _attend(self, li: int, q: torch.Tensor, pool: KVPool, meta: AttnMeta) -> torch.Tensor:
+        nh, d = self.num_heads, self.head_dim
+        out = torch.empty(q.shape[0], nh * d, dtype=q.dtype, device=q.device)
+        if meta.decode_rows is not None:
+            kk, vv = pool.gather(li, meta.decode_gather)  # [B, Lmax, nkv, d]
+            qq = q[meta.decode_rows].unsqueeze(2)  # [B, nh, 1, d]
+            o = F.scaled_dot_product_attention(qq, kk.transpose(1, 2), vv.transpose(1, 2),
+                                               attn_mask=meta.decode_mask, enable_gqa=True)
+            out[meta.decode_rows] = o.reshape(-1, nh * d)
+        for p in meta.prefills:
+            t = p.end - p.begin
+            kk, vv = pool.gather(li, p.gather)  # [n, nkv, d]
+            qq = q[p.begin : p.end].transpose(0, 1).unsqueeze(0)  # [1, nh, t, d]
+            mask = None
+            if p.start > 0:
+                mask = torch.ones(t, p.start + t, dtype=torch.bool, device=q.device).tril(diagonal=p.start)
+            o = F.scaled_dot_product_attention(qq, kk.transpose(0, 1).unsqueeze(0), vv.transpose(0, 1).unsqueeze(0),
+                                               attn_mask=mask, is_causal=mask is None and t > 1, enable_gqa=True)
+            out[p.begin : p.end] = o[0].transpose(0, 1).reshape(t, -1)
         return out
 
 

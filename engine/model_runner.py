@@ -13,8 +13,26 @@ from typing import Any, Protocol
 
 import torch
 
-from agentkit.engine.llama import AttnSeq, LlamaModel, supports
+from agentkit.engine.kv_cache import KVPool, KVSpec, plan_num_blocks
+from agentkit.engine.llama import AttnMeta, LlamaModel, PrefillSlice, supports
 from agentkit.engine.sequence import Sequence
+
+
+@dataclass(slots=True)
+class KVOptions:
+    """Paged-cache options: block size, storage type and the budget knobs (see kv_cache.py)."""
+
+    block_size: int = 32
+    cache_type: str = "auto"
+    ctxt_len: int | None = None
+    mem_usage: float | None = None
+    mem_mb: int | None = None
+    memory_goal: str | float | None = None
+
+    def plan(self, spec: KVSpec, max_seq_len: int) -> int:
+        return plan_num_blocks(spec, self.block_size, max_seq_len=max_seq_len, cache_type=self.cache_type,
+                               ctxt_len=self.ctxt_len, mem_usage=self.mem_usage, mem_mb=self.mem_mb,
+                               memory_goal=self.memory_goal)
 
 
 @dataclass(slots=True)
@@ -34,6 +52,9 @@ class ModelRunner(Protocol):
     max_seq_len: int
     device: torch.device
     kind: str
+    block_size: int
+    num_blocks: int
+    supports_prefix_cache: bool
 
     def execute(self, items: list[BatchItem]) -> torch.Tensor:
         """Run the batch; return logits `[sum(need_logits), V]` in item order."""
@@ -49,68 +70,96 @@ class ModelRunner(Protocol):
 
 
 class NativeRunner:
-    """Runs `LlamaModel` over flattened batches with per-sequence contiguous KV caches."""
+    """Runs `LlamaModel` over flattened batches, K/V in a paged `KVPool`."""
 
     kind = "native"
+    supports_prefix_cache = True
 
     def __init__(self, config: Any, state_dict: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device,
-                 max_seq_len: int) -> None:
+                 max_seq_len: int, kv: KVOptions | None = None) -> None:
+        kv = kv or KVOptions()
         self.model = LlamaModel(config, dtype, device)
         self.model.load_hf_state_dict(state_dict)
         self.model.eval()
         self.vocab_size = config.vocab_size
         self.max_seq_len = max_seq_len
         self.device = device
+        self.block_size = kv.block_size
+        self.num_blocks = kv.plan(self.model.kv_spec, max_seq_len)
+        self.pool = KVPool(self.model.kv_spec, self.num_blocks, kv.block_size, kv.cache_type)
+
+    def _slots(self, tables: list[list[int]], lengths: list[int]) -> torch.Tensor:
+        """Slot ids `[B, max(lengths)]` of positions 0..len-1 of each sequence (padding -> slot 0)."""
+        bs = self.block_size
+        width = max(len(t) for t in tables)
+        bt = torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.long, device=self.device)
+        slots = (bt.unsqueeze(-1) * bs + torch.arange(bs, device=self.device)).view(len(tables), -1)
+        return slots[:, : max(lengths)]
 
     def execute(self, items: list[BatchItem]) -> torch.Tensor:
-        from agentkit.engine.kv_cache import SeqKV
-
         ids: list[int] = []
         pos: list[int] = []
-        seqs: list[AttnSeq] = []
         rows: list[int] = []
+        dec_rows: list[int] = []
+        dec_tables: list[list[int]] = []
+        dec_lens: list[int] = []
+        prefill_items: list[tuple[int, BatchItem]] = []
         for it in items:
             s = it.seq
-            if s.kv is None:
-                s.kv = SeqKV(self.model.kv_spec, capacity=it.start + it.count + 64)
-            s.kv.reserve(it.start + it.count)
             begin = len(ids)
             ids.extend(s.token_ids[it.start : it.start + it.count])
             pos.extend(range(it.start, it.start + it.count))
-            seqs.append(AttnSeq(begin, len(ids), it.start, s.kv))
+            if it.count == 1:
+                dec_rows.append(begin)
+                dec_tables.append(s.block_table)
+                dec_lens.append(it.start + 1)
+            else:
+                prefill_items.append((begin, it))
             if it.need_logits:
                 rows.append(len(ids) - 1)
         dev = self.device
-        logits = self.model.forward_batch(
-            torch.tensor(ids, device=dev), torch.tensor(pos, device=dev), seqs, torch.tensor(rows, device=dev)
-        )
-        for it in items:
-            it.seq.kv.length = it.start + it.count
-        return logits
+        positions = torch.tensor(pos, device=dev)
+        meta = AttnMeta(slots=torch.empty(0), prefills=[])
+        if dec_rows:
+            gather = self._slots(dec_tables, dec_lens)  # [B, Lmax]
+            lens = torch.tensor(dec_lens, device=dev)
+            meta.decode_rows = torch.tensor(dec_rows, device=dev)
+            meta.decode_gather = gather
+            if min(dec_lens) != max(dec_lens):
+                meta.decode_mask = (torch.arange(gather.shape[1], device=dev) < lens.unsqueeze(1))[:, None, None, :]
+        all_slots = torch.empty(len(ids), dtype=torch.long, device=dev)
+        if dec_rows:
+            all_slots[meta.decode_rows] = meta.decode_gather.gather(1, (lens - 1).unsqueeze(1)).squeeze(1)
+        for begin, it in prefill_items:
+            g = self._slots([it.seq.block_table], [it.start + it.count])[0]
+            all_slots[begin : begin + it.count] = g[it.start :]
+            meta.prefills.append(PrefillSlice(begin, begin + it.count, it.start, g))
+        meta.slots = all_slots
+        return self.model.forward_batch(torch.tensor(ids, device=dev), positions, self.pool, meta,
+                                        torch.tensor(rows, device=dev))
 
     def free(self, seq: Sequence) -> None:
         seq.kv = None
 
     @torch.inference_mode()
     def logits_for(self, token_ids: list[int]) -> torch.Tensor:
-        from agentkit.engine.kv_cache import SeqKV
-
-        kv = SeqKV(self.model.kv_spec, capacity=len(token_ids))
+        """All-position logits of a fresh sequence, computed in a private scratch pool."""
         n = len(token_ids)
-        dev = self.device
-        return self.model.forward_batch(
-            torch.tensor(token_ids, device=dev), torch.arange(n, device=dev), [AttnSeq(0, n, 0, kv)],
-            torch.arange(n, device=dev),
-        )
+        blocks = -(-n // self.block_size)
+        scratch = KVPool(self.model.kv_spec, blocks, self.block_size, self.pool.cache_type)
+        g = torch.arange(n, device=self.device)
+        meta = AttnMeta(slots=g, prefills=[PrefillSlice(0, n, 0, g)])
+        return self.model.forward_batch(torch.tensor(token_ids, device=self.device), g, scratch, meta, g)
 
 
 class HFRunner:
     """Fallback: any transformers causal LM, one forward per sequence with a DynamicCache."""
 
     kind = "transformers"
+    supports_prefix_cache = False
 
     def __init__(self, config: Any, state_dict: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device,
-                 max_seq_len: int) -> None:
+                 max_seq_len: int, kv: KVOptions | None = None) -> None:
         from transformers import AutoModelForCausalLM
 
         # Built on the real device (not meta) so non-persistent buffers such as rotary
@@ -127,6 +176,12 @@ class HFRunner:
         self.vocab_size = config.vocab_size
         self.max_seq_len = max_seq_len
         self.device = device
+        kv = kv or KVOptions()
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        spec = KVSpec(config.num_hidden_layers, getattr(config, "num_key_value_heads", None)
+                      or config.num_attention_heads, head_dim, dtype, device)
+        self.block_size = kv.block_size
+        self.num_blocks = kv.plan(spec, max_seq_len)  # budget accounting only: KV lives in DynamicCaches
 
     @torch.inference_mode()
     def execute(self, items: list[BatchItem]) -> torch.Tensor:
@@ -156,8 +211,8 @@ class HFRunner:
 
 
 def build_runner(config: Any, state_dict: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device,
-                 max_seq_len: int, prefer_native: bool = True) -> ModelRunner:
+                 max_seq_len: int, kv: KVOptions | None = None, prefer_native: bool = True) -> ModelRunner:
     """The native runner when the architecture is covered, else the transformers fallback."""
     if prefer_native and supports(config):
-        return NativeRunner(config, state_dict, dtype, device, max_seq_len)
-    return HFRunner(config, state_dict, dtype, device, max_seq_len)
+        return NativeRunner(config, state_dict, dtype, device, max_seq_len, kv)
+    return HFRunner(config, state_dict, dtype, device, max_seq_len, kv)

@@ -1,17 +1,19 @@
-"""Continuous-batching scheduler: waiting queue, running set, chunked prefill under a token budget.
+"""Continuous-batching scheduler over the paged KV pool: chunked prefill, decode, preemption.
 
 Every step feeds each running decode sequence one token and spends the rest of the token budget
 on prompt chunks (sequences already prefilling first, then newly admitted ones, FIFO), so new
-requests join between steps without stalling running streams. Equal-length prompts are just
-more slices of the same flattened batch.
-
-Not covered yet: preemption and a KV memory budget (the paged block pool brings both).
+requests join between steps without stalling running streams. A waiting sequence is admitted
+only when its blocks fit (prefix-cache hits count as computed). When a running sequence needs a
+block and the pool is full, the most recently admitted sequence is preempted: its blocks are
+freed and it goes back to the front of the queue to be recomputed later, with its generated
+tokens kept, so no request is lost and greedy outputs are unchanged.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
+from agentkit.engine.block_manager import BlockManager
 from agentkit.engine.model_runner import BatchItem
 from agentkit.engine.sequence import Sequence, SequenceStatus
 
@@ -19,11 +21,14 @@ from agentkit.engine.sequence import Sequence, SequenceStatus
 class Scheduler:
     """Decides which sequences run in the next step and how many tokens each gets."""
 
-    def __init__(self, max_seqs: int, max_batch_tokens: int) -> None:
+    def __init__(self, max_seqs: int, max_batch_tokens: int, blocks: BlockManager) -> None:
         self.max_seqs = max_seqs
         self.max_batch_tokens = max_batch_tokens
+        self.blocks = blocks
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
+        self.num_preemptions = 0
+        self.overflowed: list[Sequence] = []
 
     def add(self, seq: Sequence) -> None:
         seq.status = SequenceStatus.WAITING
@@ -37,22 +42,61 @@ class Scheduler:
         items: list[BatchItem] = []
         budget = self.max_batch_tokens
         prefilling: list[Sequence] = []
-        for s in self.running:
+        for s in list(self.running):
+            if s.status is not SequenceStatus.RUNNING:
+                continue  # preempted while making room for an earlier sequence
             if s.num_tokens - s.num_computed == 1:
+                while not self.blocks.can_append(s):
+                    victim = self._victim(exclude=s)
+                    if victim is None:
+                        break
+                    self.preempt(victim)
+                if not self.blocks.can_append(s):
+                    self.preempt(s)  # alone and still no room: wait for others to finish
+                    continue
+                self.blocks.append_slot(s)
                 items.append(BatchItem(s, s.num_computed, 1, True))
                 budget -= 1
             else:
                 prefilling.append(s)
+        items = [it for it in items if it.seq.status is SequenceStatus.RUNNING]
         for s in prefilling:
-            if budget <= 0:
-                break
+            if budget <= 0 or s.status is not SequenceStatus.RUNNING:
+                continue
             budget -= self._chunk(s, budget, items)
         while self.waiting and len(self.running) < self.max_seqs and budget > 0:
-            s = self.waiting.popleft()
+            s = self.waiting[0]
+            if not self.blocks.can_allocate(s):
+                if not self.running and not items:
+                    # alone and still too long for the whole pool: end it as a context overflow
+                    self.waiting.popleft()
+                    s.status = SequenceStatus.FINISHED
+                    s.finish_reason = "length"
+                    self.overflowed.append(s)
+                    continue
+                break
+            self.waiting.popleft()
+            self.blocks.allocate(s)
             s.status = SequenceStatus.RUNNING
             self.running.append(s)
             budget -= self._chunk(s, budget, items)
         return items
+
+    def _victim(self, exclude: Sequence) -> Sequence | None:
+        for s in reversed(self.running):
+            if s is not exclude and s.status is SequenceStatus.RUNNING:
+                return s
+        return None
+
+    def preempt(self, seq: Sequence) -> None:
+        """Free the sequence's blocks and put it back at the front of the queue (recompute later)."""
+        self.running.remove(seq)
+        self.blocks.free_seq(seq, finished=False)
+        seq.num_computed = 0
+        seq.kv = None
+        seq.status = SequenceStatus.WAITING
+        self.waiting.appendleft(seq)
+        self.num_preemptions += 1
 
     @staticmethod
     def _chunk(s: Sequence, budget: int, items: list[BatchItem]) -> int:
@@ -61,14 +105,12 @@ class Scheduler:
         items.append(BatchItem(s, s.num_computed, n, n == remaining))
         return n
 
-    def remove(self, seq: Sequence) -> None:
-        """Take a sequence out of the queues (finished, cancelled or failed)."""
+    def remove(self, seq: Sequence, finished: bool = True) -> None:
+        """Take a sequence out of the queues and release its blocks (finished, cancelled, failed)."""
         if seq.status is SequenceStatus.RUNNING:
-            try:
-                self.running.remove(seq)
-            except ValueError:
-                pass
-        else:
+            self.running.remove(seq)
+            self.blocks.free_seq(seq, finished=finished)
+        elif seq.status is SequenceStatus.WAITING:
             try:
                 self.waiting.remove(seq)
             except ValueError:

@@ -94,6 +94,10 @@ class Sequence:
     t_start: float | None = None
     t_first_token: float | None = None
     t_finish: float | None = None
+    block_table: list[int] = field(default_factory=list)
+    num_hashed_blocks: int = 0
+    last_hash: bytes = b""
+    num_cached_tokens: int = 0
     pending_samples: list[SampleResult] = field(default_factory=list)
     pending_ids: list[int] = field(default_factory=list)
 

@@ -87,3 +87,12 @@ def test_teacher_forced_parity_with_transformers(runner, smollm2):
     hf_argmax = logits[len(P1_IDS) - 1 : -1].argmax(-1).tolist()
     agree = sum(a == b for a, b in zip(hf_argmax, ids[len(P1_IDS):]))
     assert agree >= 0.95 * 128, agree
+
+    # the float8 KV cache on the same weights: teacher-forced agreement stays >= 95% too
+    from agentkit.engine.model_runner import KVOptions, NativeRunner
+
+    f8 = NativeRunner(loaded.config, loaded.state_dict, torch.float32, torch.device("cpu"), 1024,
+                      KVOptions(cache_type="f8e4m3"))
+    f8_argmax = f8.logits_for(ids)[len(P1_IDS) - 1 : -1].argmax(-1).tolist()
+    agree_f8 = sum(a == b for a, b in zip(f8_argmax, hf_argmax))
+    assert agree_f8 >= 0.95 * 128, agree_f8

@@ -1,0 +1,536 @@
+"""Weight-only quantized linear layers for the native engine, fed by GGUF blocks or dense weights.
+
+Scope:
+
+- `QuantTensor`: the raw GGUF blocks of one 2-D weight (rows are HF output rows, q/k already
+  un-permuted), as `agentkit.engine.gguf_loader.read_gguf(keep_quantized=True)` returns them.
+  `dequantize(dtype)` equals the loader's dense tensor bit for bit.
+- `build_linear(weights, biases, dtype=, device=, mode=)`: one module for one or several weights
+  concatenated along the output features (fused QKV, gate/up). Modes:
+
+  ``dense``  dequantize to `dtype`, `F.linear`.
+  ``int8``   per-output-channel symmetric int8, `aten._weight_int8pack_mm` (CPU only).
+  ``int4``   group-32 asymmetric int4, `aten._weight_int4pack_mm_for_cpu` (CPU) or
+             `aten._weight_int4pack_mm` (CUDA, bf16 activations). Q4_0, Q4_1 and Q4_K blocks map
+             onto it exactly (scale = d, zero = m + 8 d); other weights are quantized.
+  ``auto``   CUDA and other devices: dense in `dtype`. CPU: a packed copy for small batches
+             (int4 when every piece is Q4_0/Q4_1/Q4_K, else int8 when some piece is a
+             `QuantTensor`; dense-only weights get no packed copy, so `auto` never quantizes an
+             unquantized checkpoint) plus a dense copy for batches of at least
+             `AUTO_SWITCH_M[kind]` rows, in bf16 when the CPU has AMX tiles, else in float32.
+- `build_lm_head(weight, dtype=, device=, mode=)`: the (usually tied) LM head. ``auto`` on CPU:
+  int8 per channel below `AUTO_SWITCH_M["head"]` rows, dense above.
+
+Every packed op is probed once per (op, device type, activation dtype) on a small random matrix
+against the dense formula; a missing op, an error or a wrong result makes that mode fall back to
+dense with a one-time warning. Modules hold device-specific packed layouts: build them on the
+target device, never `.to()` them elsewhere.
+
+Non-goals: training (no autograd through the packed ops), activation quantization, GGUF types
+other than Q4_0/Q4_1/Q4_K/Q8_0 kept packed (the loader returns those dense), int8 on CUDA.
+
+Measured on this project's CPU VM (Intel Xeon, 2 cores, AVX-512 + avx512_bf16 but **no AMX**:
+bf16 GEMM 82 GFLOP/s vs fp32 165 GFLOP/s on one thread, so the batched dense copy is float32),
+torch 2.13, `bench/linears.py`, median us per call; see the table at the end of this docstring.
+{TABLE}
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from torch import nn
+
+__all__ = [
+    "AUTO_SWITCH_M",
+    "INT4_EXACT_TYPES",
+    "KEEP_QUANTIZED_TYPES",
+    "MODES",
+    "QuantTensor",
+    "build_linear",
+    "build_lm_head",
+    "cpu_batch_dtype",
+    "quantize_int4_g32",
+    "quantize_int8_per_channel",
+]
+
+MODES = ("auto", "dense", "int8", "int4")
+GROUP = 32  # int4 group size (one GGUF Q4_0/Q4_1 block, one Q4_K sub-block)
+
+#: GGUF block types the loader keeps packed with ``keep_quantized=True``.
+KEEP_QUANTIZED_TYPES = frozenset(
+    {GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4_1, GGMLQuantizationType.Q4_K, GGMLQuantizationType.Q8_0}
+)
+#: Types whose blocks are exactly group-32 affine int4 (``w = (q - 8) * scale + zero``).
+INT4_EXACT_TYPES = frozenset({GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4_1, GGMLQuantizationType.Q4_K})
+
+#: Batch rows (M) from which ``auto`` on CPU uses the dense copy instead of the packed one, per
+#: packed kind; chosen from bench/linears.py (see the module docstring).
+AUTO_SWITCH_M: dict[str, int] = {"int4": 8, "int8": 8, "head": 8}
+
+
+# --------------------------------------------------------------------------- QuantTensor
+
+
+@dataclass(eq=False)
+class QuantTensor:
+    """Raw GGUF blocks of one 2-D weight: ``data`` uint8 ``[rows, bytes_per_row]``, HF ``shape``.
+
+    ``shape`` is the logical ``(out_features, in_features)``; row ``i`` of ``data`` holds the
+    blocks of output row ``i`` (in HF order: llama.cpp's q/k permutation is already undone).
+    """
+
+    data: torch.Tensor
+    qtype: GGMLQuantizationType
+    shape: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        self.qtype = GGMLQuantizationType(self.qtype)
+        self.shape = (int(self.shape[0]), int(self.shape[1]))
+        block, nbytes = GGML_QUANT_SIZES[self.qtype]
+        rows, cols = self.shape
+        if cols % block:
+            raise ValueError(f"QuantTensor: in_features {cols} is not a multiple of the {self.qtype.name} block {block}")
+        want = (rows, cols // block * nbytes)
+        if self.data.dtype != torch.uint8 or tuple(self.data.shape) != want:
+            raise ValueError(
+                f"QuantTensor data must be uint8 {want} for {self.qtype.name} {self.shape},"
+                f" got {self.data.dtype} {tuple(self.data.shape)}"
+            )
+
+    @property
+    def ndim(self) -> int:
+        """Always 2 (a linear weight)."""
+        return 2
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of block data."""
+        return self.data.numel()
+
+    def dequantize(self, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
+        """Dense ``[out, in]`` tensor, identical to the loader's non-quantized path."""
+        from gguf.quants import dequantize
+
+        arr = dequantize(self.data.cpu().numpy(), self.qtype)
+        out = torch.from_numpy(arr).reshape(self.shape)
+        if out.dtype != dtype:
+            out = out.to(dtype)
+        return out if device is None else out.to(device)
+
+    def int4_groups(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Exact group-32 form of Q4_0/Q4_1/Q4_K: ``(q int32 [N,K] in 0..15, scale, zero)``.
+
+        ``scale``/``zero`` are float32 ``[N, K/32]``; ``w = (q - 8) * scale + zero``.
+        """
+        n, k = self.shape
+        d = self.data.cpu()
+        if self.qtype in (GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4_1):
+            per = 18 if self.qtype == GGMLQuantizationType.Q4_0 else 20
+            b = d.reshape(n, k // 32, per)
+            scale = _f16(b[..., 0:2]).squeeze(-1)
+            qs = b[..., per - 16 :]
+            q = torch.cat([qs & 0x0F, qs >> 4], dim=-1)  # elements 0..15 low nibbles, 16..31 high
+            if self.qtype == GGMLQuantizationType.Q4_0:
+                zero = torch.zeros_like(scale)  # w = d * (q - 8)
+            else:
+                zero = _f16(b[..., 2:4]).squeeze(-1) + 8 * scale  # w = d * q + m
+            return q.reshape(n, k).to(torch.int32), scale, zero
+        if self.qtype == GGMLQuantizationType.Q4_K:
+            b = d.reshape(n, k // 256, 144)
+            dd, dmin = _f16(b[..., 0:2]), _f16(b[..., 2:4])
+            s = b[..., 4:16].to(torch.int32).reshape(n, k // 256, 3, 4)
+            lo, mid, hi = s[..., 0, :], s[..., 1, :], s[..., 2, :]
+            sc = torch.cat([lo & 0x3F, (hi & 0x0F) | ((lo >> 2) & 0x30)], dim=-1)  # [n, nb, 8]
+            mn = torch.cat([mid & 0x3F, (hi >> 4) | ((mid >> 2) & 0x30)], dim=-1)
+            scale = (dd * sc.float()).reshape(n, k // 32)
+            zero = -(dmin * mn.float()).reshape(n, k // 32) + 8 * scale  # w = d*sc*q - dmin*m
+            qs = b[..., 16:].reshape(n, k // 256, 4, 1, 32)
+            q = torch.cat([qs & 0x0F, qs >> 4], dim=3)  # sub-block 2j low nibbles, 2j+1 high
+            return q.reshape(n, k).to(torch.int32), scale, zero
+        raise ValueError(f"{self.qtype.name} blocks are not exact int4 groups; use {sorted(t.name for t in INT4_EXACT_TYPES)}")
+
+    def __repr__(self) -> str:
+        return f"QuantTensor({self.qtype.name}, shape={self.shape}, {self.nbytes} bytes)"
+
+
+def _f16(two_bytes: torch.Tensor) -> torch.Tensor:
+    """float32 ``[..., 1]`` from a uint8 ``[..., 2]`` little-endian float16 field."""
+    return two_bytes.contiguous().view(torch.float16).float()
+
+
+# --------------------------------------------------------------------------- quantizers
+
+
+def quantize_int8_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-row int8: ``(q int8 [N,K], scale float32 [N])``, ``w ~= q * scale``.
+
+    The error per weight is at most ``scale / 2 = max|w_row| / 254``.
+    """
+    w = w.float()
+    scale = (w.abs().amax(dim=1) / 127.0).clamp(min=torch.finfo(torch.float32).tiny)
+    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def quantize_int4_g32(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric group-32 int4: ``(q int32 [N,K] in 0..15, scale, zero)`` as `int4_groups`."""
+    n, k = w.shape
+    if k % GROUP:
+        raise ValueError(f"int4 needs in_features divisible by {GROUP}, got {k}")
+    g = w.float().reshape(n, k // GROUP, GROUP)
+    lo, hi = g.amin(dim=-1), g.amax(dim=-1)
+    scale = (hi - lo) / 15.0
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round((g - lo[..., None]) / scale[..., None]).clamp(0, 15).to(torch.int32)
+    return q.reshape(n, k), scale, lo + 8 * scale
+
+
+def _dequant_int4(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    n, k = q.shape
+    g = (q.reshape(n, k // GROUP, GROUP).float() - 8) * scale[..., None] + zero[..., None]
+    return g.reshape(n, k)
+
+
+# --------------------------------------------------------------------------- op access and probes
+
+_warned: set[str] = set()
+_probe_cache: dict[tuple[str, str, torch.dtype], str | None] = {}
+_lock = threading.Lock()
+
+
+def _aten_op(name: str) -> Callable[..., torch.Tensor] | None:
+    """``torch.ops.aten.<name>`` or None when this torch build lacks it."""
+    try:
+        return getattr(torch.ops.aten, name)
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def _warn_once(key: str, message: str) -> None:
+    with _lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def cpu_batch_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype of ``auto``'s dense copy on CPU: bf16 with AMX tiles, else float32.
+
+    Without AMX, oneDNN's bf16 GEMM is slower than fp32 (82 vs 165 GFLOP/s on one thread of this
+    project's VM); with AMX it is ~6x faster (2.7 TFLOP/s on the VM of performance.md §7).
+    """
+    del dtype  # the model dtype does not matter: the copy is for speed
+    try:
+        amx = bool(torch.cpu._is_amx_tile_supported())
+    except Exception:
+        amx = False
+    return torch.bfloat16 if amx else torch.float32
+
+
+def _int4_act_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "cpu" else torch.bfloat16
+
+
+def _probe(kind: str, device: torch.device) -> str | None:
+    """None when the packed `kind` op runs on `device` and reproduces the dense formula, else why not."""
+    act = _int4_act_dtype(device) if kind == "int4" else torch.float32
+    key = (kind, device.type, act)
+    if key in _probe_cache:
+        return _probe_cache[key]
+    try:
+        gen = torch.Generator().manual_seed(0)
+        w = torch.randn(64, 256, generator=gen)
+        x = torch.randn(3, 256, generator=gen)
+        if kind == "int4":
+            q, s, z = quantize_int4_g32(w)
+            ref = x @ _dequant_int4(q, s, z).t()
+            mod = _Int4Linear._pack(q, s, z, None, device)
+        else:
+            q8, s8 = quantize_int8_per_channel(w)
+            ref = x @ (q8.float() * s8[:, None]).t()
+            mod = _Int8Linear(q8, s8, None, device)
+        if mod is None:
+            reason: str | None = "the op is missing from this torch build or device"
+        else:
+            got = mod(x.to(device)).float().cpu()
+            tol = 0.05 if act == torch.bfloat16 else 1e-3
+            err = (got - ref).abs().max().item() / ref.abs().max().item()
+            reason = None if err <= tol else f"its result differs from the dense formula (relative error {err:.3g})"
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+    _probe_cache[key] = reason
+    return reason
+
+
+# --------------------------------------------------------------------------- modules
+
+
+class _Linear(nn.Module):
+    """Base: flattens leading dims, adds the bias, returns ``x.dtype``."""
+
+    kind = "dense"
+
+    def __init__(self, in_features: int, out_features: int, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("bias", bias, persistent=False)
+
+    def _mm(self, x: torch.Tensor) -> torch.Tensor:  # [M, K] -> [M, N] in x.dtype
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [..., in_features] -> [..., out_features]`` in ``x.dtype``."""
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        if x2.shape[0] == 0:
+            return x.new_empty(*lead, self.out_features)
+        y = self._mm(x2)
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, kind={self.kind}"
+
+
+class _DenseLinear(_Linear):
+    kind = "dense"
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__(weight.shape[1], weight.shape[0], bias)
+        self.register_buffer("weight", weight, persistent=False)
+
+    def _mm(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        if x.dtype == w.dtype:
+            return F.linear(x, w)
+        return F.linear(x.to(w.dtype), w).to(x.dtype)
+
+
+class _Int8Linear(_Linear):
+    kind = "int8"
+
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, device: torch.device) -> None:
+        super().__init__(q.shape[1], q.shape[0], bias)
+        self._op = _aten_op("_weight_int8pack_mm")
+        if self._op is None:
+            raise RuntimeError("torch.ops.aten._weight_int8pack_mm is not available")
+        self.register_buffer("weight_int8", q.to(device).contiguous(), persistent=False)
+        self.register_buffer("scale", scale.float().to(device), persistent=False)
+        self._scales: dict[torch.dtype, torch.Tensor] = {torch.float32: self.scale}
+
+    def _mm(self, x: torch.Tensor) -> torch.Tensor:
+        s = self._scales.get(x.dtype)
+        if s is None:
+            s = self._scales[x.dtype] = self.scale.to(x.dtype)
+        return self._op(x.contiguous(), self.weight_int8, s)
+
+
+class _Int4Linear(_Linear):
+    kind = "int4"
+
+    def __init__(
+        self, packed: torch.Tensor, sz: torch.Tensor, in_features: int, out_features: int,
+        bias: torch.Tensor | None, op: Callable[..., torch.Tensor],
+    ) -> None:
+        super().__init__(in_features, out_features, bias)
+        self.register_buffer("packed", packed, persistent=False)
+        self.register_buffer("scales_and_zeros", sz, persistent=False)
+        self._op = op
+
+    @classmethod
+    def _pack(
+        cls, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bias: torch.Tensor | None, device: torch.device
+    ) -> _Int4Linear | None:
+        """Pack `(q, scale, zero)` for `device`; None when the shape or op does not fit."""
+        n, k = q.shape
+        act = _int4_act_dtype(device)
+        sz = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(device, act)  # [K/32, N, 2]
+        if device.type == "cpu":
+            conv, op = _aten_op("_convert_weight_to_int4pack_for_cpu"), _aten_op("_weight_int4pack_mm_for_cpu")
+            if conv is None or op is None or n % 16 or k % GROUP:
+                return None
+            packed = conv(q.to(torch.int32).contiguous(), 1)
+        elif device.type == "cuda":
+            conv, op = _aten_op("_convert_weight_to_int4pack"), _aten_op("_weight_int4pack_mm")
+            tiles = next((t for t in (8, 4, 2) if k % (t * 16) == 0), None)
+            if conv is None or op is None or tiles is None or n % 8:
+                return None
+            qd = q.to(device=device, dtype=torch.int32)
+            packed = conv(((qd[:, ::2] << 4) | qd[:, 1::2]).to(torch.uint8).contiguous(), tiles)
+        else:
+            return None
+        return cls(packed, sz, k, n, bias, op)
+
+    def _mm(self, x: torch.Tensor) -> torch.Tensor:
+        act = self.scales_and_zeros.dtype
+        if x.dtype == act:
+            return self._op(x.contiguous(), self.packed, GROUP, self.scales_and_zeros)
+        return self._op(x.to(act).contiguous(), self.packed, GROUP, self.scales_and_zeros).to(x.dtype)
+
+
+class _AutoLinear(_Linear):
+    """A packed module for ``M < threshold`` rows and a dense one for larger batches."""
+
+    kind = "auto"
+
+    def __init__(self, small: _Linear, large: _Linear, threshold: int) -> None:
+        super().__init__(small.in_features, small.out_features, None)
+        self.small, self.large, self.threshold = small, large, int(threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Route by the number of rows (``x.numel() // in_features``)."""
+        m = x.numel() // self.in_features
+        return self.small(x) if m < self.threshold else self.large(x)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, small={self.small.kind}, large={self.large.kind}({self.large.weight.dtype}), threshold={self.threshold}"
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def _check_args(weights: Any, biases: Any, mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if not isinstance(weights, (list, tuple)) or not weights:
+        raise TypeError(f"weights must be a non-empty list of tensors or QuantTensors, got {type(weights).__name__}")
+    for w in weights:
+        if not isinstance(w, (torch.Tensor, QuantTensor)) or w.ndim != 2:
+            raise TypeError(f"each weight must be a 2-D torch.Tensor or QuantTensor, got {w!r:.80}")
+    if len({int(w.shape[1]) for w in weights}) != 1:
+        raise ValueError(f"weights to concatenate need the same in_features, got shapes {[tuple(w.shape) for w in weights]}")
+    if biases is not None and (not isinstance(biases, (list, tuple)) or len(biases) != len(weights)):
+        raise ValueError("biases must be None or a list with one bias tensor per weight")
+
+
+def _dense(weights: list[torch.Tensor | QuantTensor], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    parts = [w.dequantize(dtype) if isinstance(w, QuantTensor) else w for w in weights]
+    if len(parts) == 1:
+        return parts[0].to(device, dtype).contiguous()  # shares storage when nothing changes (tied heads)
+    return torch.cat([p.to(device, dtype) for p in parts]).contiguous()
+
+
+def _int4_parts(weights: list[torch.Tensor | QuantTensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    qs, ss, zs = [], [], []
+    for w in weights:
+        if isinstance(w, QuantTensor) and w.qtype in INT4_EXACT_TYPES:
+            q, s, z = w.int4_groups()
+        else:
+            q, s, z = quantize_int4_g32(w.dequantize() if isinstance(w, QuantTensor) else w)
+        qs.append(q)
+        ss.append(s)
+        zs.append(z)
+    return torch.cat(qs), torch.cat(ss), torch.cat(zs)
+
+
+def _packed(
+    kind: str, weights: list[torch.Tensor | QuantTensor], bias: torch.Tensor | None, device: torch.device,
+    dense_f32: torch.Tensor | None = None,
+) -> _Linear | None:
+    """The packed module of `kind`, or None (with a one-time warning) when it cannot run here."""
+    reason = _probe(kind, device)
+    if reason is not None:
+        _warn_once(
+            f"unavailable-{kind}-{device.type}",
+            f"{kind} weight-only matmul is unavailable on {device.type} with torch {torch.__version__}"
+            f" ({reason}); using dense weights instead",
+        )
+        return None
+    if kind == "int4":
+        if int(weights[0].shape[1]) % GROUP:
+            return None
+        mod = _Int4Linear._pack(*_int4_parts(weights), bias, device)
+        if mod is None:
+            n, k = sum(int(w.shape[0]) for w in weights), int(weights[0].shape[1])
+            _warn_once(f"shape-int4-{n}x{k}", f"int4 packing does not support a {n}x{k} weight on {device.type}; using dense")
+        return mod
+    w = dense_f32 if dense_f32 is not None else _dense(weights, torch.float32, torch.device("cpu"))
+    q, s = quantize_int8_per_channel(w)
+    return _Int8Linear(q, s, bias, device)
+
+
+def build_linear(
+    weights: list[torch.Tensor | QuantTensor],
+    biases: list[torch.Tensor] | None,
+    *,
+    dtype: torch.dtype,
+    device: torch.device | str,
+    mode: str = "auto",
+    threshold: int | None = None,
+) -> nn.Module:
+    """One linear module over `weights` concatenated along the output features.
+
+    `forward(x[..., K]) -> [..., sum(N_i)]` in ``x.dtype``. `dtype` is the model's dtype (dense
+    weights and biases are stored in it). `mode` is ``auto``, ``dense``, ``int8`` or ``int4`` (see
+    the module docstring); `threshold` overrides ``auto``'s switch row count. A packed mode that
+    cannot run on this device/torch falls back to dense with a one-time RuntimeWarning.
+    """
+    _check_args(weights, biases, mode)
+    device = torch.device(device)
+    weights = list(weights)
+    bias = None
+    if biases is not None:
+        bias = torch.cat([b.reshape(-1).to(device, dtype) for b in biases]).contiguous()
+
+    if mode == "auto":
+        if device.type != "cpu":
+            return _DenseLinear(_dense(weights, dtype, device), bias)
+        if all(isinstance(w, QuantTensor) and w.qtype in INT4_EXACT_TYPES for w in weights):
+            kind: str | None = "int4"
+        elif any(isinstance(w, QuantTensor) for w in weights):
+            kind = "int8"
+        else:
+            kind = None
+        large_dtype = cpu_batch_dtype(dtype)
+        dense_w = _dense(weights, large_dtype, device)
+        large = _DenseLinear(dense_w, bias)
+        if kind is None:
+            return large
+        small = _packed(kind, weights, bias, device, dense_w if large_dtype == torch.float32 else None)
+        if small is None:
+            return large
+        return _AutoLinear(small, large, AUTO_SWITCH_M[kind] if threshold is None else threshold)
+    if mode in ("int4", "int8"):
+        mod = _packed(mode, weights, bias, device)
+        if mod is not None:
+            return mod
+    return _DenseLinear(_dense(weights, dtype, device), bias)
+
+
+def build_lm_head(
+    weight: torch.Tensor | QuantTensor,
+    *,
+    dtype: torch.dtype,
+    device: torch.device | str,
+    mode: str = "auto",
+    threshold: int | None = None,
+) -> nn.Module:
+    """The LM head ``[vocab, hidden]`` (pass the embedding matrix when tied).
+
+    ``auto`` on CPU: int8 per channel for fewer than ``AUTO_SWITCH_M["head"]`` rows and the dense
+    weight (shared with `weight` when it already has the batch dtype, so a tied fp32 embedding
+    costs no copy) for more; elsewhere dense. Use ``auto`` only for quantized checkpoints (GGUF):
+    it adds int8 rounding (see the module docstring for the measured logit error); ``dense``
+    keeps the weight as is.
+    """
+    _check_args([weight], None, mode)
+    device = torch.device(device)
+    if mode != "auto" or device.type != "cpu":
+        return build_linear([weight], None, dtype=dtype, device=device, mode="dense" if mode == "auto" else mode)
+    large_dtype = cpu_batch_dtype(dtype)
+    dense_w = _dense([weight], large_dtype, device)
+    large = _DenseLinear(dense_w, None)
+    small = _packed("int8", [weight], None, device, dense_w if large_dtype == torch.float32 else None)
+    if small is None:
+        return large
+    return _AutoLinear(small, large, AUTO_SWITCH_M["head"] if threshold is None else threshold)
