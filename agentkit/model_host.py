@@ -81,8 +81,8 @@ def model_name(which: Which) -> str:
 
 
 def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, chat_template: str | None,
-               jinja_explicit: str | None, device: str | None = None,
-               progress: bool = True) -> ModelHost | EmbeddingHost:
+               jinja_explicit: str | None, device: str | None = None, progress: bool = True,
+               weight_mode: str = "auto") -> ModelHost | EmbeddingHost:
     """Load `which` and start its engine; raises ValueError subclasses with actionable messages."""
     t0 = time.perf_counter()
     dev = pick_device(device)
@@ -102,7 +102,8 @@ def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, 
         tok_dir, tok_json = loaded.model_dir, which.tokenizer_json
     elif kind == "GGUF":
         loaded = load_gguf(which.quantized_model_id, which.quantized_filename, dtype=dtype,
-                           hf_cache_path=which.hf_cache_path, token=token, progress=progress)
+                           hf_cache_path=which.hf_cache_path, token=token, progress=progress,
+                           keep_quantized=weight_mode != "dense")
         gguf_path = loaded.gguf_path
         tok_json = which.tokenizer_json
         tok_dir = None
@@ -126,7 +127,8 @@ def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, 
     ec = engine_config
     kv = KVOptions(block_size=ec.block_size, cache_type=ec.cache_type, ctxt_len=ec.kv_ctxt_len,
                    mem_usage=ec.kv_mem_usage, mem_mb=ec.kv_mem_mb, memory_goal=ec.memory_goal)
-    runner = build_runner(loaded.config, loaded.state_dict, dtype, dev, ctx, kv, prefer_native=ec.paged_attn is not False)
+    runner = build_runner(loaded.config, loaded.state_dict, dtype, dev, ctx, kv,
+                          prefer_native=ec.paged_attn is not False, weight_mode=weight_mode)
     loaded.state_dict.clear()  # the runner holds its own (possibly fused) tensors now
     engine_config.max_seq_len = ctx
     name = model_name(which)

@@ -23,6 +23,7 @@ from agentkit.chat import ChatStream, collect_chat, collect_completion, prepare_
 from agentkit.engine.config import EngineConfig
 from agentkit.engine.hub import parse_token_source
 from agentkit.errors import ModelNotFoundError, NotSupportedError
+from agentkit.isq import isq_mode
 from agentkit.model_host import EmbeddingHost, ModelHost, load_model
 from agentkit.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from agentkit.responses import ChatCompletionChunkResponse, ChatCompletionResponse, CompletionResponse
@@ -32,7 +33,6 @@ log = logging.getLogger("agentkit")
 
 _UNSUPPORTED = {
     "mtp_model": "speculative decoding",
-    "in_situ_quant": "in-situ quantization",
     "anymoe_config": "AnyMoE",
     "which_draft": "draft-model speculative decoding",
     "search_callback": "web search",
@@ -83,11 +83,12 @@ class Runner:
         max_seq_len: int | None = None,
         num_threads: int | None = None,
         device: str | None = None,
+        weights: str = "auto",
         progress: bool = True,
     ) -> None:
         if not isinstance(which, Which):
             raise TypeError(f"which must be a Which variant (e.g. Which.GGUF(...)), got {type(which).__name__}")
-        given = dict(mtp_model=mtp_model, in_situ_quant=in_situ_quant, anymoe_config=anymoe_config,
+        given = dict(mtp_model=mtp_model, anymoe_config=anymoe_config,
                      which_draft=which_draft, search_callback=search_callback, mcp_client_config=mcp_client_config,
                      code_execution_config=code_execution_config, shell_config=shell_config,
                      tool_callbacks=tool_callbacks, num_device_layers=num_device_layers)
@@ -113,8 +114,11 @@ class Runner:
         self._device, self._progress = device, progress
         self._lock = threading.RLock()
         self._models: dict[str, ModelHost] = {}
+        if weights not in ("auto", "dense"):
+            raise ValueError(f"weights must be 'auto' or 'dense', got {weights!r}")
+        mode = isq_mode(in_situ_quant) if in_situ_quant is not None else weights
         host = load_model(which, engine_config=self._engine_config, token=self._token, chat_template=chat_template,
-                          jinja_explicit=jinja_explicit, device=device, progress=progress)
+                          jinja_explicit=jinja_explicit, device=device, progress=progress, weight_mode=mode)
         self._models[host.model_id] = host
         self._default: str | None = host.model_id
         log.info("loaded %s in %.2f s", host.model_id, host.load_time_s)

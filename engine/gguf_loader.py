@@ -8,9 +8,12 @@ names. llama.cpp's rotary permutation of ``attn_q``/``attn_k`` in llama/mistral 
 exactly as transformers does. The config is built from the GGUF metadata, including llama3-style
 rope scaling recovered from a ``rope_freqs`` tensor. Split GGUFs (several files) are supported.
 Other architectures go through transformers' own GGUF loader when it supports them.
+With ``keep_quantized=True`` the 2-D linear weights stored as Q4_0, Q4_1, Q4_K or Q8_0 are kept
+as their raw blocks (`agentkit.engine.quant.QuantTensor`, rows un-permuted like the dense path);
+the token embedding, norms and every other type stay dense.
 
-Non-goals: keeping weights quantized (everything is dense after load), tokenizer extraction
-(the tokenizer module reads GGUF vocabularies), mixture-of-experts and multimodal GGUFs.
+Non-goals: tokenizer extraction (the tokenizer module reads GGUF vocabularies), mixture-of-experts
+and multimodal GGUFs, keeping weights quantized on the transformers fallback path.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from agentkit.errors import ModelLoadError
 if TYPE_CHECKING:
     import torch
     from transformers import PretrainedConfig
+
+    from agentkit.engine.quant import QuantTensor
 
 __all__ = ["NATIVE_GGUF_ARCHITECTURES", "GGUFContents", "gguf_tensor_to_hf_name", "read_gguf"]
 
@@ -64,12 +69,15 @@ _ROPE_FREQS = "rope_freqs.weight"
 
 @dataclass
 class GGUFContents:
-    """What a GGUF file yields: HF model type, config, dense HF-named tensors and the chat template."""
+    """What a GGUF file yields: HF model type, config, HF-named tensors and the chat template.
+
+    ``state_dict`` values are dense tensors, or `QuantTensor` for kept-quantized linear weights.
+    """
 
     arch: str
     gguf_arch: str
     config: PretrainedConfig
-    state_dict: dict[str, torch.Tensor]
+    state_dict: dict[str, torch.Tensor | QuantTensor]
     chat_template: str | None
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -270,6 +278,30 @@ def _reverse_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, dim, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
+def _permute_rows(w: torch.Tensor | QuantTensor, n_head: int) -> torch.Tensor | QuantTensor:
+    """`_reverse_permute` over output rows; for a QuantTensor, over the rows of its block data."""
+    from agentkit.engine.quant import QuantTensor
+
+    if isinstance(w, QuantTensor):
+        return QuantTensor(_reverse_permute(w.data, n_head).contiguous(), w.qtype, w.shape)
+    return _reverse_permute(w, n_head)
+
+
+def _tensor_to_quant(t: Any) -> QuantTensor | None:
+    """The raw blocks of a 2-D GGUF tensor of a kept type as a QuantTensor (copied out of the
+    memory map), or None when it is 1-D or of another type."""
+    import numpy as np
+    import torch
+
+    from agentkit.engine.quant import KEEP_QUANTIZED_TYPES, QuantTensor
+
+    if t.tensor_type not in KEEP_QUANTIZED_TYPES or len(t.shape) != 2:
+        return None
+    shape = (int(t.shape[1]), int(t.shape[0]))  # ggml order is (in, out)
+    data = torch.from_numpy(np.array(t.data.view(np.ndarray)))
+    return QuantTensor(data.reshape(shape[0], -1), t.tensor_type, shape)
+
+
 def _open_reader(path: str) -> Any:
     """`GGUFReader` over `path`, parsed through plain ndarray views of its memory map.
 
@@ -399,8 +431,14 @@ def _check_complete(tensors: dict[str, Any], meta: dict[str, Any], gguf_arch: st
         )
 
 
-def read_gguf(paths: list[str], *, dtype: torch.dtype, progress: bool = True) -> GGUFContents:
-    """Read one GGUF model (several paths for a split GGUF) into a dense HF-named state dict.
+def read_gguf(
+    paths: list[str], *, dtype: torch.dtype, progress: bool = True, keep_quantized: bool = False
+) -> GGUFContents:
+    """Read one GGUF model (several paths for a split GGUF) into an HF-named state dict.
+
+    Tensors are dense `dtype` tensors; with `keep_quantized`, 2-D linear weights stored as
+    Q4_0/Q4_1/Q4_K/Q8_0 are `QuantTensor` blocks instead (``token_embd`` stays dense; its
+    ``dequantize(dtype)`` equals the dense tensor this function returns otherwise).
 
     Raises ModelLoadError (a ValueError) for unsupported architectures, mixture-of-experts files,
     unknown tensor names or incomplete metadata.
@@ -463,17 +501,21 @@ def read_gguf(paths: list[str], *, dtype: torch.dtype, progress: bool = True) ->
     config = _native_config(meta, tensors, gguf_arch, model_type, freq_factors)
     n_heads, n_kv = config.num_attention_heads, config.num_key_value_heads
 
-    state_dict: dict[str, torch.Tensor] = {}
+    state_dict: dict[str, torch.Tensor | QuantTensor] = {}
     names = sorted((n for n in tensors if n != _ROPE_FREQS), key=_sort_key)
     label = os.path.basename(paths[0])
     with tqdm(total=len(names), desc=f"Loading {label}", unit="tensor", disable=not progress) as bar:
         for gguf_name in names:
-            w = _tensor_to_torch(tensors[gguf_name], dtype)
+            w = None
+            if keep_quantized and gguf_name != "token_embd.weight":
+                w = _tensor_to_quant(tensors[gguf_name])
+            if w is None:
+                w = _tensor_to_torch(tensors[gguf_name], dtype)
             if gguf_arch in _PERMUTED_ARCHS:
                 if ".attn_q." in gguf_name:
-                    w = _reverse_permute(w, n_heads)
+                    w = _permute_rows(w, n_heads)
                 elif ".attn_k." in gguf_name:
-                    w = _reverse_permute(w, n_kv)
+                    w = _permute_rows(w, n_kv)
             state_dict[gguf_tensor_to_hf_name(gguf_name)] = w  # type: ignore[index]
             bar.update(1)
     return GGUFContents(model_type, gguf_arch, config, state_dict, chat_template, meta)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agentkit.engine.kv_cache import KVPool, KVSpec
+from agentkit.engine.quant import INT4_EXACT_TYPES, QuantTensor, build_linear, build_lm_head
 
 NATIVE_ARCHS = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
@@ -73,9 +74,10 @@ class _Layer(nn.Module):
 class LlamaModel(nn.Module):
     """A Llama-family causal LM that reads HF weights and runs varlen batches."""
 
-    def __init__(self, config: Any, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(self, config: Any, dtype: torch.dtype, device: torch.device, weight_mode: str = "auto") -> None:
         super().__init__()
         cfg = self.config = config
+        self.weight_mode = weight_mode
         self.num_heads = cfg.num_attention_heads
         self.num_kv_heads = cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -101,40 +103,63 @@ class LlamaModel(nn.Module):
         def take(name: str) -> torch.Tensor:
             if name not in sd:
                 raise ValueError(f"weight {name!r} is missing from the checkpoint")
-            return sd[name].to(self.device, self.dtype)
+            t = sd[name]
+            return (t.dequantize(self.dtype) if isinstance(t, QuantTensor) else t).to(self.device, self.dtype)
 
         def param(t: torch.Tensor) -> nn.Parameter:
             return nn.Parameter(t.contiguous(), requires_grad=False)
+
+        def raw(name: str) -> torch.Tensor | QuantTensor:
+            if name not in sd:
+                raise ValueError(f"weight {name!r} is missing from the checkpoint")
+            return sd[name]
+
+        mode = self.weight_mode
+        quantized = any(isinstance(v, QuantTensor) for v in sd.values())
+
+        def lin(names: list[str], bias_names: list[str] | None = None) -> nn.Module:
+            biases = [take(b) for b in bias_names] if bias_names else None
+            ws = [raw(n) for n in names]
+            return build_linear(ws, biases, dtype=self.dtype, device=self.device, mode=self._resolve(mode, ws))
 
         self.embed.weight = param(take("model.embed_tokens.weight"))
         for i, layer in enumerate(self.layers):
             p = f"model.layers.{i}."
             a = p + "self_attn."
-            layer.qkv.weight = param(
-                torch.cat([take(a + "q_proj.weight"), take(a + "k_proj.weight"), take(a + "v_proj.weight")])
-            )
-            if layer.qkv.bias is not None:
-                layer.qkv.bias = param(
-                    torch.cat([take(a + "q_proj.bias"), take(a + "k_proj.bias"), take(a + "v_proj.bias")])
-                )
-            layer.o.weight = param(take(a + "o_proj.weight"))
-            if layer.o.bias is not None:
-                layer.o.bias = param(take(a + "o_proj.bias"))
-            layer.gate_up.weight = param(
-                torch.cat([take(p + "mlp.gate_proj.weight"), take(p + "mlp.up_proj.weight")])
-            )
-            layer.down.weight = param(take(p + "mlp.down_proj.weight"))
+            qkv = [a + "q_proj", a + "k_proj", a + "v_proj"]
+            layer.qkv = lin([n + ".weight" for n in qkv], [n + ".bias" for n in qkv] if layer.qkv.bias is not None
+                            else None)
+            layer.o = lin([a + "o_proj.weight"], [a + "o_proj.bias"] if layer.o.bias is not None else None)
+            layer.gate_up = lin([p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"])
+            layer.down = lin([p + "mlp.down_proj.weight"])
             layer.ln1 = param(take(p + "input_layernorm.weight"))
             layer.ln2 = param(take(p + "post_attention_layernorm.weight"))
             if layer.q_norm is not None:
                 layer.q_norm = param(take(a + "q_norm.weight"))
                 layer.k_norm = param(take(a + "k_norm.weight"))
         self.norm = param(take("model.norm.weight"))
+        # int4 is too lossy for the LM head; a packed model keeps an int8 head
+        head_mode = mode if mode in ("dense", "int8") else ("int8" if mode == "int4" or quantized else "dense")
+        if self.device.type != "cpu" and mode == "auto":
+            head_mode = "dense"
         if "lm_head.weight" in sd and not getattr(self.config, "tie_word_embeddings", False):
-            self.lm_head.weight = param(take("lm_head.weight"))
+            self.lm_head = build_lm_head(raw("lm_head.weight"), dtype=self.dtype, device=self.device, mode=head_mode)
         else:
-            self.lm_head.weight = self.embed.weight
+            self.lm_head = build_lm_head(self.embed.weight, dtype=self.dtype, device=self.device, mode=head_mode)
         self._init_rope()
+
+    def _resolve(self, mode: str, weights: list[Any]) -> str:
+        """`auto` -> one packed kernel per weight kind for every batch size on CPU: GGUF 4-bit
+        blocks run as int4 (exact), other GGUF blocks as int8, unquantized weights dense. One kernel
+        for all M keeps results batch-invariant (a prefix-cache hit, a preemption or a busy batch
+        gives the same tokens as a lone request); dense on other devices."""
+        if mode != "auto":
+            return mode
+        if self.device.type != "cpu" or not any(isinstance(w, QuantTensor) for w in weights):
+            return "dense"
+        if all(isinstance(w, QuantTensor) and w.qtype in INT4_EXACT_TYPES for w in weights):
+            return "int4"
+        return "int8"
 
     def _init_rope(self) -> None:
         from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS

@@ -6,8 +6,12 @@ ids from the local HF cache only (`agentkit.engine.hub`), return CPU tensors wit
 names in the requested dtype, and parse generation_config.json / tokenizer_config.json when
 present. `resolve_dtype` maps the `ModelDType` names to a torch dtype for a device.
 
+`load_gguf(keep_quantized=True)` keeps Q4_0/Q4_1/Q4_K/Q8_0 linear weights as
+`agentkit.engine.quant.QuantTensor` blocks for the quantized linear layers of `agentkit.engine.quant`.
+
 Non-goals: building the torch module (the model builder ties embeddings and places weights),
-downloading, pickle-based checkpoints (`torch.load` is never used), tokenizers, quantization.
+downloading, pickle-based checkpoints (`torch.load` is never used), tokenizers, quantizing
+weights that are not quantized in the file.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
     import torch
     from transformers import PretrainedConfig
 
+    from agentkit.engine.quant import QuantTensor
+
 __all__ = ["LoadedModel", "load_gguf", "load_plain", "resolve_dtype"]
 
 _DTYPE_NAMES = ("auto", "bf16", "f16", "f32")
@@ -33,12 +39,16 @@ _PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.bin", "*.pt", "*.pth", "*.ckpt")
 
 @dataclass
 class LoadedModel:
-    """Everything the model builder needs: HF config, dense CPU weights and the side files."""
+    """Everything the model builder needs: HF config, CPU weights and the side files.
+
+    Weights are dense tensors, except linear weights loaded with ``load_gguf(keep_quantized=True)``,
+    which are `QuantTensor` blocks.
+    """
 
     model_id: str
     arch: str
     config: PretrainedConfig
-    state_dict: dict[str, torch.Tensor]
+    state_dict: dict[str, torch.Tensor | QuantTensor]
     dtype: torch.dtype
     model_dir: str | None
     gguf_path: str | None
@@ -217,11 +227,14 @@ def load_gguf(
     hf_cache_path: str | None = None,
     token: str | None = None,
     progress: bool = True,
+    keep_quantized: bool = False,
 ) -> LoadedModel:
     """Load a GGUF model (a directory or cached hub id plus one file name, or a list for split GGUFs).
 
-    Weights are dequantized to dense `dtype` tensors with HF names; the config is built from the
-    GGUF metadata. generation_config.json / tokenizer_config.json are read if the directory has
+    Weights are dequantized to dense `dtype` tensors with HF names; with `keep_quantized`, 2-D
+    linear weights stored as Q4_0/Q4_1/Q4_K/Q8_0 are returned as `QuantTensor` blocks instead
+    (the token embedding, norms and other types stay dense; feed them to
+    `agentkit.engine.quant.build_linear`). The config is built from the GGUF metadata. generation_config.json / tokenizer_config.json are read if the directory has
     them; ``gguf_chat_template`` is the template stored in the GGUF.
     """
     names = [quantized_filename] if isinstance(quantized_filename, str) else list(quantized_filename or [])
@@ -243,7 +256,9 @@ def load_gguf(
 
     from agentkit.engine.gguf_loader import read_gguf
 
-    contents = read_gguf(paths, dtype=dtype, progress=progress)
+    if not isinstance(keep_quantized, bool):
+        raise ConfigError(f"keep_quantized must be True or False, got {keep_quantized!r}")
+    contents = read_gguf(paths, dtype=dtype, progress=progress, keep_quantized=keep_quantized)
     config = contents.config
     state_dict = contents.state_dict
     if getattr(config, "tie_word_embeddings", False):

@@ -76,9 +76,9 @@ class NativeRunner:
     supports_prefix_cache = True
 
     def __init__(self, config: Any, state_dict: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device,
-                 max_seq_len: int, kv: KVOptions | None = None) -> None:
+                 max_seq_len: int, kv: KVOptions | None = None, weight_mode: str = "auto") -> None:
         kv = kv or KVOptions()
-        self.model = LlamaModel(config, dtype, device)
+        self.model = LlamaModel(config, dtype, device, weight_mode)
         self.model.load_hf_state_dict(state_dict)
         self.model.eval()
         self.vocab_size = config.vocab_size
@@ -162,6 +162,9 @@ class HFRunner:
                  max_seq_len: int, kv: KVOptions | None = None) -> None:
         from transformers import AutoModelForCausalLM
 
+        from agentkit.engine.quant import dequantize_state_dict
+
+        state_dict = dequantize_state_dict(state_dict, dtype)
         # Built on the real device (not meta) so non-persistent buffers such as rotary
         # frequencies are initialised by the model itself; weights are then replaced.
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
@@ -211,8 +214,13 @@ class HFRunner:
 
 
 def build_runner(config: Any, state_dict: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device,
-                 max_seq_len: int, kv: KVOptions | None = None, prefer_native: bool = True) -> ModelRunner:
-    """The native runner when the architecture is covered, else the transformers fallback."""
+                 max_seq_len: int, kv: KVOptions | None = None, prefer_native: bool = True,
+                 weight_mode: str = "auto") -> ModelRunner:
+    """The native runner when the architecture is covered, else the transformers fallback.
+
+    `weight_mode` (native only): "auto" keeps GGUF 4/8-bit blocks packed on CPU (dense for large
+    batches), "dense", or "int8"/"int4" to quantize at load (in-situ quantization).
+    """
     if prefer_native and supports(config):
-        return NativeRunner(config, state_dict, dtype, device, max_seq_len, kv)
+        return NativeRunner(config, state_dict, dtype, device, max_seq_len, kv, weight_mode)
     return HFRunner(config, state_dict, dtype, device, max_seq_len, kv)

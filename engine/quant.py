@@ -11,15 +11,17 @@ Scope:
   ``dense``  dequantize to `dtype`, `F.linear`.
   ``int8``   per-output-channel symmetric int8, `aten._weight_int8pack_mm` (CPU only).
   ``int4``   group-32 asymmetric int4, `aten._weight_int4pack_mm_for_cpu` (CPU) or
-             `aten._weight_int4pack_mm` (CUDA, bf16 activations). Q4_0, Q4_1 and Q4_K blocks map
-             onto it exactly (scale = d, zero = m + 8 d); other weights are quantized.
+             `aten._weight_int4pack_mm` (CUDA). Q4_0, Q4_1 and Q4_K blocks map onto it exactly
+             (Q4_1: scale = d, zero = m + 8 d), up to the bf16 rounding of activations, scales
+             and zeros that the fast kernels need; other weights are quantized.
   ``auto``   CUDA and other devices: dense in `dtype`. CPU: a packed copy for small batches
              (int4 when every piece is Q4_0/Q4_1/Q4_K, else int8 when some piece is a
              `QuantTensor`; dense-only weights get no packed copy, so `auto` never quantizes an
              unquantized checkpoint) plus a dense copy for batches of at least
-             `AUTO_SWITCH_M[kind]` rows, in bf16 when the CPU has AMX tiles, else in float32.
+             `AUTO_SWITCH_M[kind]` rows, in bf16 when the CPU has AMX tiles, else in `dtype`.
 - `build_lm_head(weight, dtype=, device=, mode=)`: the (usually tied) LM head. ``auto`` on CPU:
   int8 per channel below `AUTO_SWITCH_M["head"]` rows, dense above.
+- `dequantize_state_dict`: dense copy of a kept-quantized state dict (for the transformers runner).
 
 Every packed op is probed once per (op, device type, activation dtype) on a small random matrix
 against the dense formula; a missing op, an error or a wrong result makes that mode fall back to
@@ -29,10 +31,49 @@ target device, never `.to()` them elsewhere.
 Non-goals: training (no autograd through the packed ops), activation quantization, GGUF types
 other than Q4_0/Q4_1/Q4_K/Q8_0 kept packed (the loader returns those dense), int8 on CUDA.
 
-Measured on this project's CPU VM (Intel Xeon, 2 cores, AVX-512 + avx512_bf16 but **no AMX**:
-bf16 GEMM 82 GFLOP/s vs fp32 165 GFLOP/s on one thread, so the batched dense copy is float32),
-torch 2.13, `bench/linears.py`, median us per call; see the table at the end of this docstring.
-{TABLE}
+Measured with `bench/linears.py` on this project's CPU VM (Intel Xeon, 2 cores, AVX-512 and
+avx512_bf16 but **no AMX**: bf16 GEMM 82 vs fp32 165 GFLOP/s on one thread, so the batched dense
+copy is float32), torch 2.13. The CPU packed kernels are fast only with bf16 activations (see
+`PACKED_ACT_DTYPE`), so int4 outputs match the fp32 dequantized matmul to bf16 rounding
+(~2^-8 relative), not exactly; with fp32 activations they match to 1e-5 but run ~30x slower.
+
+Streaming whole model (30 x (qkv 576->960, o 576->576, gate_up 576->3072, down 1536->576) distinct
+weights, then the 49152x576 head), ms per pass, 1 thread, 2026-11-24, load average 2.8-3.0 (other
+agents' tests on the 2 cores); packed kinds cast fp32 activations to bf16 inside:
+
+| M  | layers fp32 | layers bf16 | layers int8 | layers int4 | head fp32 | head bf16 | head int8 | head int4 |
+|----|-------------|-------------|-------------|-------------|-----------|-----------|-----------|-----------|
+| 1  | 36.10       | 32.49       | 20.92       | **10.49**   | 8.22      | 6.77      | 4.49      | **2.22**  |
+| 8  | 86.03       | 50.87       | 44.53       | **29.94**   | 34.95     | 11.79     | 12.46     | **7.48**  |
+| 12 | 92.96       | 62.33       | 60.64       | **43.19**   | 39.62     | 14.71     | 21.12     | **11.21** |
+| 16 | 75.03       | 75.99       | 72.19       | **56.26**   | 21.58     | 17.47     | 24.83     | **14.67** |
+| 20 | 78.95       | 95.58       | 84.42       | **69.96**   | 20.97     | 21.28     | 30.12     | **18.24** |
+| 24 | 85.85       | 98.30       | 102.09      | **83.75**   | 22.26     | 22.99     | 36.43     | **21.81** |
+| 28 | **90.27**   | 106.80      | 117.95      | 101.38      | **23.45** | 25.58     | 43.84     | 27.21     |
+| 32 | **95.23**   | 126.67      | 134.15      | 112.41      | **24.67** | 29.54     | 49.26     | 29.61     |
+| 64 | **129.95**  | 201.13      | 237.46      | 216.23      | **34.15** | 50.54     | 84.82     | 56.26     |
+
+(M=64 from an earlier run at load 3.1.) Per shape, one matrix called repeatedly (cache-warm, so
+small fp32 matrices look better than in the streaming pass), us per call, 1 thread, load 1.3-1.7:
+qkv M=1 fp32 62 / int8 50 / int4 51, M=512 fp32 3,510 / bf16 6,847 / int4 8,603; gate_up M=1
+fp32 259 / int4 129; down M=1 fp32 130 / int8 67; head M=1 fp32 6,514 / bf16 4,371 / int8 2,151 /
+int4 1,908. Packed kernels grow linearly with M; dense fp32 wins from M=32 on every shape.
+2 threads: unusable while other agents run (every op collapses to ~8 ms, 936 ms per layer pass).
+
+Chosen switch points (`AUTO_SWITCH_M`): int4 -> dense at M >= 24 (equal there, dense more
+accurate), int8 -> dense at M >= 16, head int8 -> dense at M >= 16.
+
+LM head accuracy (SmolLM2's tied Q8_0 token_embd dequantized, 64 random N(0,1) activation rows,
+max |logit| 21.2, error vs fp64): fp32 0; bf16 max 0.070 / mean 0.0068, argmax agreement 100%;
+int8 per channel max 0.33-0.35 / mean 0.030, argmax 98.4-100%; int4 g32 max 2.31 / mean 0.23,
+argmax 84% (rejected for the head). Choice: int8 for M < 16 (2x faster than fp32 at M=1, a
+~0.3 logit error that can flip near-tied greedy picks), dense fp32 (the embedding itself) above.
+
+End to end (a scratch integration into LlamaModel.load_hf_state_dict, SmolLM2 Q4_1 GGUF, Runner
+with 1 thread, load average 2.3-2.6, two interleaved runs each): single-stream decode 20 -> 43
+tok/s, 8 concurrent 61 -> 109 tok/s aggregate, TTFT of a short prompt 82 -> 43 ms, model load
+no slower (module building takes ~1.3 s). Greedy text: identical for "What is the capital of
+France?", a 60-token poem differs at one token near its end (bf16 activations in the packed path).
 """
 
 from __future__ import annotations
@@ -53,10 +94,12 @@ __all__ = [
     "INT4_EXACT_TYPES",
     "KEEP_QUANTIZED_TYPES",
     "MODES",
+    "PACKED_ACT_DTYPE",
     "QuantTensor",
     "build_linear",
     "build_lm_head",
     "cpu_batch_dtype",
+    "dequantize_state_dict",
     "quantize_int4_g32",
     "quantize_int8_per_channel",
 ]
@@ -73,7 +116,7 @@ INT4_EXACT_TYPES = frozenset({GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4
 
 #: Batch rows (M) from which ``auto`` on CPU uses the dense copy instead of the packed one, per
 #: packed kind; chosen from bench/linears.py (see the module docstring).
-AUTO_SWITCH_M: dict[str, int] = {"int4": 8, "int8": 8, "head": 8}
+AUTO_SWITCH_M: dict[str, int] = {"int4": 24, "int8": 16, "head": 16}
 
 
 # --------------------------------------------------------------------------- QuantTensor
@@ -126,7 +169,7 @@ class QuantTensor:
         return out if device is None else out.to(device)
 
     def int4_groups(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Exact group-32 form of Q4_0/Q4_1/Q4_K: ``(q int32 [N,K] in 0..15, scale, zero)``.
+        """Exact group-32 form of Q4_0/Q4_1/Q4_K: ``(q uint8 [N,K] in 0..15, scale, zero)``.
 
         ``scale``/``zero`` are float32 ``[N, K/32]``; ``w = (q - 8) * scale + zero``.
         """
@@ -135,35 +178,43 @@ class QuantTensor:
         if self.qtype in (GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4_1):
             per = 18 if self.qtype == GGMLQuantizationType.Q4_0 else 20
             b = d.reshape(n, k // 32, per)
-            scale = _f16(b[..., 0:2]).squeeze(-1)
-            qs = b[..., per - 16 :]
-            q = torch.cat([qs & 0x0F, qs >> 4], dim=-1)  # elements 0..15 low nibbles, 16..31 high
+            scale = _f16(b[..., 0:2])
+            q = _nibbles(b[..., per - 16 :])  # elements 0..15 low nibbles, 16..31 high
             if self.qtype == GGMLQuantizationType.Q4_0:
                 zero = torch.zeros_like(scale)  # w = d * (q - 8)
             else:
-                zero = _f16(b[..., 2:4]).squeeze(-1) + 8 * scale  # w = d * q + m
-            return q.reshape(n, k).to(torch.int32), scale, zero
+                zero = _f16(b[..., 2:4]) + 8 * scale  # w = d * q + m
+            return q.reshape(n, k), scale, zero
         if self.qtype == GGMLQuantizationType.Q4_K:
             b = d.reshape(n, k // 256, 144)
-            dd, dmin = _f16(b[..., 0:2]), _f16(b[..., 2:4])
-            s = b[..., 4:16].to(torch.int32).reshape(n, k // 256, 3, 4)
+            dd, dmin = _f16(b[..., 0:2])[..., None], _f16(b[..., 2:4])[..., None]
+            s = b[..., 4:16].reshape(n, k // 256, 3, 4)
             lo, mid, hi = s[..., 0, :], s[..., 1, :], s[..., 2, :]
             sc = torch.cat([lo & 0x3F, (hi & 0x0F) | ((lo >> 2) & 0x30)], dim=-1)  # [n, nb, 8]
             mn = torch.cat([mid & 0x3F, (hi >> 4) | ((mid >> 2) & 0x30)], dim=-1)
             scale = (dd * sc.float()).reshape(n, k // 32)
             zero = -(dmin * mn.float()).reshape(n, k // 32) + 8 * scale  # w = d*sc*q - dmin*m
-            qs = b[..., 16:].reshape(n, k // 256, 4, 1, 32)
-            q = torch.cat([qs & 0x0F, qs >> 4], dim=3)  # sub-block 2j low nibbles, 2j+1 high
-            return q.reshape(n, k).to(torch.int32), scale, zero
-        raise ValueError(f"{self.qtype.name} blocks are not exact int4 groups; use {sorted(t.name for t in INT4_EXACT_TYPES)}")
+            q = _nibbles(b[..., 16:].reshape(n, k // 256 * 4, 32))  # sub-block 2j low, 2j+1 high
+            return q.reshape(n, k), scale, zero
+        raise ValueError(
+            f"{self.qtype.name} blocks are not exact int4 groups; use {sorted(t.name for t in INT4_EXACT_TYPES)}"
+        )
 
     def __repr__(self) -> str:
         return f"QuantTensor({self.qtype.name}, shape={self.shape}, {self.nbytes} bytes)"
 
 
 def _f16(two_bytes: torch.Tensor) -> torch.Tensor:
-    """float32 ``[..., 1]`` from a uint8 ``[..., 2]`` little-endian float16 field."""
-    return two_bytes.contiguous().view(torch.float16).float()
+    """float32 ``[...]`` from a uint8 ``[..., 2]`` little-endian float16 field."""
+    return two_bytes.contiguous().view(torch.float16).squeeze(-1).float()
+
+
+def _nibbles(qs: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[..., 2m]``: the low nibbles of ``qs [..., m]``, then the high nibbles."""
+    out = torch.empty(*qs.shape[:-1], 2 * qs.shape[-1], dtype=torch.uint8)
+    torch.bitwise_and(qs, 0x0F, out=out[..., : qs.shape[-1]])
+    torch.bitwise_right_shift(qs, 4, out=out[..., qs.shape[-1] :])
+    return out
 
 
 # --------------------------------------------------------------------------- quantizers
@@ -181,7 +232,7 @@ def quantize_int8_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 
 def quantize_int4_g32(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Asymmetric group-32 int4: ``(q int32 [N,K] in 0..15, scale, zero)`` as `int4_groups`."""
+    """Asymmetric group-32 int4: ``(q uint8 [N,K] in 0..15, scale, zero)`` as `int4_groups`."""
     n, k = w.shape
     if k % GROUP:
         raise ValueError(f"int4 needs in_features divisible by {GROUP}, got {k}")
@@ -189,7 +240,7 @@ def quantize_int4_g32(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
     lo, hi = g.amin(dim=-1), g.amax(dim=-1)
     scale = (hi - lo) / 15.0
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = torch.round((g - lo[..., None]) / scale[..., None]).clamp(0, 15).to(torch.int32)
+    q = torch.round((g - lo[..., None]) / scale[..., None]).clamp(0, 15).to(torch.uint8)
     return q.reshape(n, k), scale, lo + 8 * scale
 
 
@@ -223,26 +274,29 @@ def _warn_once(key: str, message: str) -> None:
 
 
 def cpu_batch_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Dtype of ``auto``'s dense copy on CPU: bf16 with AMX tiles, else float32.
+    """Dtype of ``auto``'s dense copy on CPU for a model of `dtype`: bf16 with AMX tiles, else `dtype`.
 
     Without AMX, oneDNN's bf16 GEMM is slower than fp32 (82 vs 165 GFLOP/s on one thread of this
-    project's VM); with AMX it is ~6x faster (2.7 TFLOP/s on the VM of performance.md §7).
+    project's VM), so a float32 model keeps float32; with AMX, bf16 is ~6x faster than fp32
+    (2.7 TFLOP/s on the VM of performance.md §7), so it is used even for a float32 model.
     """
-    del dtype  # the model dtype does not matter: the copy is for speed
     try:
         amx = bool(torch.cpu._is_amx_tile_supported())
     except Exception:
         amx = False
-    return torch.bfloat16 if amx else torch.float32
+    return torch.bfloat16 if amx else dtype
 
 
-def _int4_act_dtype(device: torch.device) -> torch.dtype:
-    return torch.float32 if device.type == "cpu" else torch.bfloat16
+#: Activation dtype of the packed kernels. torch 2.13's CPU int4/int8 weight-only kernels are
+#: only vectorised for bf16 activations: fp32 or fp16 activations take a slow path (1536x576,
+#: M=1, one thread: int4 58 us in bf16, 1,805 us in fp32, 2,719 us in fp16; int8 58 / 659 / 1,500
+#: us), and the CUDA int4 kernel takes bf16 only. Modules cast x to it and the result back.
+PACKED_ACT_DTYPE = torch.bfloat16
 
 
 def _probe(kind: str, device: torch.device) -> str | None:
     """None when the packed `kind` op runs on `device` and reproduces the dense formula, else why not."""
-    act = _int4_act_dtype(device) if kind == "int4" else torch.float32
+    act = PACKED_ACT_DTYPE
     key = (kind, device.type, act)
     if key in _probe_cache:
         return _probe_cache[key]
@@ -253,11 +307,11 @@ def _probe(kind: str, device: torch.device) -> str | None:
         if kind == "int4":
             q, s, z = quantize_int4_g32(w)
             ref = x @ _dequant_int4(q, s, z).t()
-            mod = _Int4Linear._pack(q, s, z, None, device)
+            mod = _Int4Linear._pack(q, s, z, None, device, act)
         else:
             q8, s8 = quantize_int8_per_channel(w)
             ref = x @ (q8.float() * s8[:, None]).t()
-            mod = _Int8Linear(q8, s8, None, device)
+            mod = _Int8Linear(q8, s8, None, device, act)
         if mod is None:
             reason: str | None = "the op is missing from this torch build or device"
         else:
@@ -319,20 +373,22 @@ class _DenseLinear(_Linear):
 class _Int8Linear(_Linear):
     kind = "int8"
 
-    def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, device: torch.device) -> None:
+    def __init__(
+        self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, device: torch.device,
+        act: torch.dtype = PACKED_ACT_DTYPE,
+    ) -> None:
         super().__init__(q.shape[1], q.shape[0], bias)
         self._op = _aten_op("_weight_int8pack_mm")
         if self._op is None:
             raise RuntimeError("torch.ops.aten._weight_int8pack_mm is not available")
         self.register_buffer("weight_int8", q.to(device).contiguous(), persistent=False)
-        self.register_buffer("scale", scale.float().to(device), persistent=False)
-        self._scales: dict[torch.dtype, torch.Tensor] = {torch.float32: self.scale}
+        self.register_buffer("scale", scale.to(device, act), persistent=False)  # activation dtype
 
     def _mm(self, x: torch.Tensor) -> torch.Tensor:
-        s = self._scales.get(x.dtype)
-        if s is None:
-            s = self._scales[x.dtype] = self.scale.to(x.dtype)
-        return self._op(x.contiguous(), self.weight_int8, s)
+        act = self.scale.dtype
+        if x.dtype == act:
+            return self._op(x.contiguous(), self.weight_int8, self.scale)
+        return self._op(x.to(act).contiguous(), self.weight_int8, self.scale).to(x.dtype)
 
 
 class _Int4Linear(_Linear):
@@ -349,11 +405,12 @@ class _Int4Linear(_Linear):
 
     @classmethod
     def _pack(
-        cls, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bias: torch.Tensor | None, device: torch.device
+        cls, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bias: torch.Tensor | None,
+        device: torch.device, act: torch.dtype = PACKED_ACT_DTYPE,
     ) -> _Int4Linear | None:
-        """Pack `(q, scale, zero)` for `device`; None when the shape or op does not fit."""
+        """Pack `(q, scale, zero)` for `device` with `act` activations (float32 is exact but slow
+        on CPU; CUDA takes bf16 only); None when the shape or op does not fit."""
         n, k = q.shape
-        act = _int4_act_dtype(device)
         sz = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(device, act)  # [K/32, N, 2]
         if device.type == "cpu":
             conv, op = _aten_op("_convert_weight_to_int4pack_for_cpu"), _aten_op("_weight_int4pack_mm_for_cpu")
@@ -363,7 +420,7 @@ class _Int4Linear(_Linear):
         elif device.type == "cuda":
             conv, op = _aten_op("_convert_weight_to_int4pack"), _aten_op("_weight_int4pack_mm")
             tiles = next((t for t in (8, 4, 2) if k % (t * 16) == 0), None)
-            if conv is None or op is None or tiles is None or n % 8:
+            if conv is None or op is None or tiles is None or n % 8 or act != torch.bfloat16:
                 return None
             qd = q.to(device=device, dtype=torch.int32)
             packed = conv(((qd[:, ::2] << 4) | qd[:, 1::2]).to(torch.uint8).contiguous(), tiles)
@@ -415,8 +472,8 @@ def _check_args(weights: Any, biases: Any, mode: str) -> None:
 
 def _dense(weights: list[torch.Tensor | QuantTensor], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     parts = [w.dequantize(dtype) if isinstance(w, QuantTensor) else w for w in weights]
-    if len(parts) == 1:
-        return parts[0].to(device, dtype).contiguous()  # shares storage when nothing changes (tied heads)
+    if len(parts) == 1:  # shares storage when nothing changes (a tied embedding); never a Parameter
+        return parts[0].detach().to(device, dtype).contiguous()
     return torch.cat([p.to(device, dtype) for p in parts]).contiguous()
 
 
@@ -496,7 +553,7 @@ def build_linear(
         large = _DenseLinear(dense_w, bias)
         if kind is None:
             return large
-        small = _packed(kind, weights, bias, device, dense_w if large_dtype == torch.float32 else None)
+        small = _packed(kind, weights, bias, device, dense_w if dense_w.dtype == torch.float32 else None)
         if small is None:
             return large
         return _AutoLinear(small, large, AUTO_SWITCH_M[kind] if threshold is None else threshold)
@@ -505,6 +562,13 @@ def build_linear(
         if mod is not None:
             return mod
     return _DenseLinear(_dense(weights, dtype, device), bias)
+
+
+def dequantize_state_dict(
+    state_dict: dict[str, torch.Tensor | QuantTensor], dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """A copy with every `QuantTensor` dequantized to `dtype` (for code that needs dense weights)."""
+    return {k: v.dequantize(dtype) if isinstance(v, QuantTensor) else v for k, v in state_dict.items()}
 
 
 def build_lm_head(
@@ -530,7 +594,7 @@ def build_lm_head(
     large_dtype = cpu_batch_dtype(dtype)
     dense_w = _dense([weight], large_dtype, device)
     large = _DenseLinear(dense_w, None)
-    small = _packed("int8", [weight], None, device, dense_w if large_dtype == torch.float32 else None)
+    small = _packed("int8", [weight], None, device, dense_w if dense_w.dtype == torch.float32 else None)
     if small is None:
         return large
     return _AutoLinear(small, large, AUTO_SWITCH_M["head"] if threshold is None else threshold)

@@ -209,3 +209,17 @@ def test_async_api(runner):
     resp, text, both = asyncio.run(main())
     assert text == resp.choices[0].message.content
     assert all(b.choices[0].message.content == text for b in both)
+
+
+def test_in_situ_quant_int8_and_int4(tiny_llama, runner):
+    ref = runner.send_chat_completion_request(chat(max_tokens=6, ignore_eos=True, logprobs=True))
+    for isq, kind in [("Q8_0", "int8"), ("q4k", "int4"), ("4", "int4")]:
+        with Runner(Which.Plain(tiny_llama), in_situ_quant=isq, progress=False) as r:
+            model = r._host(None).engine.runner.model
+            assert model.layers[0].gate_up.kind == kind
+            resp = r.send_chat_completion_request(chat(max_tokens=6, ignore_eos=True, logprobs=True))
+            assert resp.usage.completion_tokens == 6
+            # quantized logprobs stay close to the fp32 model's for the first token
+            assert abs(resp.choices[0].logprobs.content[0].logprob - ref.choices[0].logprobs.content[0].logprob) < 0.5
+    with pytest.raises(ValueError, match="unknown in_situ_quant"):
+        Runner(Which.Plain(tiny_llama), in_situ_quant="Q9_9", progress=False)
