@@ -83,7 +83,40 @@ def model_name(which: Which) -> str:
 def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, chat_template: str | None,
                jinja_explicit: str | None, device: str | None = None, progress: bool = True,
                weight_mode: str = "auto") -> ModelHost | EmbeddingHost:
-    """Load `which` and start its engine; raises ValueError subclasses with actionable messages."""
+    """Load `which` and start its engine; raises ValueError subclasses with actionable messages.
+
+    A chat model is loaded on the thread that will serve it (see `Engine.serve`); this call
+    blocks until loading finished and re-raises its error.
+    """
+    if which.kind == "Embedding":
+        return _load(which, engine_config=engine_config, token=token, chat_template=chat_template,
+                     jinja_explicit=jinja_explicit, device=device, progress=progress, weight_mode=weight_mode)
+    box: dict[str, Any] = {}
+    ready = threading.Event()
+
+    def boot() -> None:
+        try:
+            torch.set_num_threads(engine_config.resolved_threads())
+            box["host"] = _load(which, engine_config=engine_config, token=token, chat_template=chat_template,
+                                jinja_explicit=jinja_explicit, device=device, progress=progress,
+                                weight_mode=weight_mode)
+        except BaseException as exc:  # re-raised in the caller
+            box["error"] = exc
+            return
+        finally:
+            ready.set()
+        box["host"].engine.serve()
+
+    threading.Thread(target=boot, name=f"agentkit-engine-{model_name(which)}", daemon=True).start()
+    ready.wait()
+    if "error" in box:
+        raise box["error"]
+    return box["host"]
+
+
+def _load(which: Which, *, engine_config: EngineConfig, token: str | None, chat_template: str | None,
+          jinja_explicit: str | None, device: str | None, progress: bool,
+          weight_mode: str) -> ModelHost | EmbeddingHost:
     t0 = time.perf_counter()
     dev = pick_device(device)
     if which.kind == "Embedding":
@@ -133,7 +166,7 @@ def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, 
     engine_config.max_seq_len = ctx
     name = model_name(which)
     engine = Engine(runner, tokenizer, engine_config, eos_token_ids=tokenizer.eos_token_ids | _eos_ids(loaded),
-                    name=name)
+                    name=name, start=False)
     return ModelHost(model_id=name, engine=engine, tokenizer=tokenizer, template=template,
                      generation_config=loaded.generation_config, max_seq_len=ctx, arch=loaded.arch,
                      runner_kind=runner.kind, load_time_s=time.perf_counter() - t0)

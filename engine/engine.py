@@ -10,10 +10,12 @@ Not covered: chat templates, tool calls and response objects (the Runner's job).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
 import time
+import weakref
 from typing import Any
 
 import torch
@@ -28,6 +30,16 @@ from agentkit.engine.tokenizer import IncrementalDetokenizer, Tokenizer
 
 log = logging.getLogger("agentkit.engine")
 
+_live_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    # Engine threads run torch (OpenMP) code; letting the interpreter tear them down mid-call
+    # aborts the process ("terminate called without an active exception").
+    for engine in list(_live_engines):
+        engine.shutdown()
+
 _DEFAULT_BREAKERS = ("\n", ":", '"', "*")
 
 
@@ -35,7 +47,7 @@ class Engine:
     """Serves one model: thread-safe `submit`, background stepping, per-request output queues."""
 
     def __init__(self, runner: ModelRunner, tokenizer: Tokenizer, config: EngineConfig, *,
-                 eos_token_ids: set[int], name: str = "model") -> None:
+                 eos_token_ids: set[int], name: str = "model", start: bool = True) -> None:
         self.runner = runner
         self.tokenizer = tokenizer
         self.config = config
@@ -50,8 +62,11 @@ class Engine:
         self._rng = torch.Generator().manual_seed(config.seed)
         self._breakers: dict[tuple[str, ...], frozenset[int]] = {}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"agentkit-engine-{name}", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        _live_engines.add(self)
+        if start:
+            self._thread = threading.Thread(target=self.serve, name=f"agentkit-engine-{name}", daemon=True)
+            self._thread.start()
 
     # ---- public, any thread -------------------------------------------------------------------
     def submit(self, req: EngineRequest) -> EngineRequest:
@@ -67,7 +82,8 @@ class Engine:
             return
         self._stop.set()
         self._inbox.put(None)
-        self._thread.join(timeout)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
     @property
     def num_active(self) -> int:
@@ -75,7 +91,18 @@ class Engine:
         return len(self._active)
 
     # ---- engine thread --------------------------------------------------------------------------
-    def _loop(self) -> None:
+    def serve(self) -> None:
+        """Run the engine loop in the calling thread until `shutdown` (`start=False` engines).
+
+        Torch work for one model should stay on one OS thread: OpenMP keeps a thread team per
+        calling thread, and two teams on a small machine (one left over from loading in another
+        thread) made decode 2.5x slower here. `agentkit.model_host` loads the model in the same
+        thread that then serves it.
+        """
+        if self._thread is None:
+            self._thread = threading.current_thread()
+        # OpenMP thread counts are per calling thread: pin this one's deliberately
+        torch.set_num_threads(self.config.resolved_threads())
         while not self._stop.is_set():
             self._drain(block=not self.scheduler.has_work())
             if self._stop.is_set():
