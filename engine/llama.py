@@ -32,7 +32,7 @@ class PrefillSlice:
     begin: int
     end: int
     start: int
-    gather: torch.Tensor  # [start + (end - begin)] slot ids of positions 0..end-1
+    blocks: torch.Tensor  # [nb] block ids covering positions 0..end-1 (in order)
 
 
 @dataclass(slots=True)
@@ -42,8 +42,8 @@ class AttnMeta:
     slots: torch.Tensor  # [T] slot of every new token
     prefills: list[PrefillSlice]
     decode_rows: torch.Tensor | None = None  # [B] rows of T that are single-token decodes
-    decode_gather: torch.Tensor | None = None  # [B, Lmax] slot ids (padded)
-    decode_mask: torch.Tensor | None = None  # [B, 1, 1, Lmax] bool, None when no padding
+    decode_blocks: torch.Tensor | None = None  # [B, nb] block tables (padded with block 0)
+    decode_mask: torch.Tensor | None = None  # [B, 1, 1, nb * block_size] bool: position < length
 
 
 def supports(config: Any) -> bool:
@@ -193,8 +193,8 @@ class LlamaModel(nn.Module):
         """Run T flattened tokens; write their KV; return logits `[len(logit_rows), V]`."""
         if int(positions.max()) >= self._rope_cos.shape[0]:
             self._extend_rope(2 * int(positions.max()) + 1)
-        cos = self._rope_cos[positions].unsqueeze(1)  # [T, 1, d]
-        sin = self._rope_sin[positions].unsqueeze(1)
+        cos = self._rope_cos.index_select(0, positions).unsqueeze(1)  # [T, 1, d]
+        sin = self._rope_sin.index_select(0, positions).unsqueeze(1)
         nh, nkv, d = self.num_heads, self.num_kv_heads, self.head_dim
         x = self.embed(input_ids)  # [T, D]
         for li, layer in enumerate(self.layers):
@@ -212,21 +212,29 @@ class LlamaModel(nn.Module):
             h = F.rms_norm(x, (x.shape[-1],), layer.ln2, self.eps)
             gate, up = layer.gate_up(h).chunk(2, dim=-1)
             x = x + layer.down(F.silu(gate) * up)
-        x = F.rms_norm(x[logit_rows], (x.shape[-1],), self.norm, self.eps)
+        if logit_rows.shape[0] != x.shape[0]:
+            x = x.index_select(0, logit_rows)
+        x = F.rms_norm(x, (x.shape[-1],), self.norm, self.eps)
         return self.lm_head(x)
 
     def _attend(self, li: int, q: torch.Tensor, pool: KVPool, meta: AttnMeta) -> torch.Tensor:
         nh, d = self.num_heads, self.head_dim
         out = torch.empty(q.shape[0], nh * d, dtype=q.dtype, device=q.device)
         if meta.decode_rows is not None:
-            kk, vv = pool.gather(li, meta.decode_gather)  # [B, Lmax, nkv, d]
-            qq = q[meta.decode_rows].unsqueeze(2)  # [B, nh, 1, d]
+            kk, vv = pool.gather_blocks(li, meta.decode_blocks)  # [B, nb, bs, nkv, d]
+            kk, vv = kk.flatten(1, 2), vv.flatten(1, 2)  # [B, nb * bs, nkv, d]
+            only_decodes = not meta.prefills  # then the rows are 0..B-1 in order: no indexing
+            qq = (q if only_decodes else q[meta.decode_rows]).unsqueeze(2)  # [B, nh, 1, d]
             o = F.scaled_dot_product_attention(qq, kk.transpose(1, 2), vv.transpose(1, 2),
                                                attn_mask=meta.decode_mask, enable_gqa=True)
+            if only_decodes:
+                return o.reshape(-1, nh * d)
             out[meta.decode_rows] = o.reshape(-1, nh * d)
         for p in meta.prefills:
             t = p.end - p.begin
-            kk, vv = pool.gather(li, p.gather)  # [n, nkv, d]
+            n = p.start + t
+            kk, vv = pool.gather_blocks(li, p.blocks)  # [nb, bs, nkv, d]
+            kk, vv = kk.flatten(0, 1)[:n], vv.flatten(0, 1)[:n]  # [n, nkv, d]
             qq = q[p.begin : p.end].transpose(0, 1).unsqueeze(0)  # [1, nh, t, d]
             mask = None
             if p.start > 0:

@@ -88,54 +88,43 @@ class NativeRunner:
         self.num_blocks = kv.plan(self.model.kv_spec, max_seq_len)
         self.pool = KVPool(self.model.kv_spec, self.num_blocks, kv.block_size, kv.cache_type)
 
-    def _slots(self, tables: list[list[int]], lengths: list[int]) -> torch.Tensor:
-        """Slot ids `[B, max(lengths)]` of positions 0..len-1 of each sequence (padding -> slot 0)."""
-        bs = self.block_size
-        width = max(len(t) for t in tables)
-        bt = torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.long, device=self.device)
-        slots = (bt.unsqueeze(-1) * bs + torch.arange(bs, device=self.device)).view(len(tables), -1)
-        return slots[:, : max(lengths)]
-
     def execute(self, items: list[BatchItem]) -> torch.Tensor:
+        bs, dev = self.block_size, self.device
         ids: list[int] = []
         pos: list[int] = []
+        slots: list[int] = []
         rows: list[int] = []
         dec_rows: list[int] = []
         dec_tables: list[list[int]] = []
         dec_lens: list[int] = []
-        prefill_items: list[tuple[int, BatchItem]] = []
+        meta = AttnMeta(slots=torch.empty(0), prefills=[])
         for it in items:
-            s = it.seq
+            s, bt = it.seq, it.seq.block_table
             begin = len(ids)
-            ids.extend(s.token_ids[it.start : it.start + it.count])
-            pos.extend(range(it.start, it.start + it.count))
+            end = it.start + it.count
+            ids.extend(s.token_ids[it.start : end])
+            pos.extend(range(it.start, end))
+            slots.extend(bt[p // bs] * bs + p % bs for p in range(it.start, end))
             if it.count == 1:
                 dec_rows.append(begin)
-                dec_tables.append(s.block_table)
-                dec_lens.append(it.start + 1)
+                dec_tables.append(bt[: -(-end // bs)])
+                dec_lens.append(end)
             else:
-                prefill_items.append((begin, it))
+                nb = -(-end // bs)
+                meta.prefills.append(PrefillSlice(begin, begin + it.count, it.start,
+                                                  torch.tensor(bt[:nb], dtype=torch.long, device=dev)))
             if it.need_logits:
                 rows.append(len(ids) - 1)
-        dev = self.device
-        positions = torch.tensor(pos, device=dev)
-        meta = AttnMeta(slots=torch.empty(0), prefills=[])
         if dec_rows:
-            gather = self._slots(dec_tables, dec_lens)  # [B, Lmax]
-            lens = torch.tensor(dec_lens, device=dev)
+            width = max(len(t) for t in dec_tables)
             meta.decode_rows = torch.tensor(dec_rows, device=dev)
-            meta.decode_gather = gather
-            if min(dec_lens) != max(dec_lens):
-                meta.decode_mask = (torch.arange(gather.shape[1], device=dev) < lens.unsqueeze(1))[:, None, None, :]
-        all_slots = torch.empty(len(ids), dtype=torch.long, device=dev)
-        if dec_rows:
-            all_slots[meta.decode_rows] = meta.decode_gather.gather(1, (lens - 1).unsqueeze(1)).squeeze(1)
-        for begin, it in prefill_items:
-            g = self._slots([it.seq.block_table], [it.start + it.count])[0]
-            all_slots[begin : begin + it.count] = g[it.start :]
-            meta.prefills.append(PrefillSlice(begin, begin + it.count, it.start, g))
-        meta.slots = all_slots
-        return self.model.forward_batch(torch.tensor(ids, device=dev), positions, self.pool, meta,
+            meta.decode_blocks = torch.tensor([t + [0] * (width - len(t)) for t in dec_tables], dtype=torch.long,
+                                              device=dev)
+            if any(n != width * bs for n in dec_lens):
+                lens = torch.tensor(dec_lens, device=dev)
+                meta.decode_mask = (torch.arange(width * bs, device=dev) < lens.unsqueeze(1))[:, None, None, :]
+        meta.slots = torch.tensor(slots, dtype=torch.long, device=dev)
+        return self.model.forward_batch(torch.tensor(ids, device=dev), torch.tensor(pos, device=dev), self.pool, meta,
                                         torch.tensor(rows, device=dev))
 
     def free(self, seq: Sequence) -> None:
@@ -148,7 +137,7 @@ class NativeRunner:
         blocks = -(-n // self.block_size)
         scratch = KVPool(self.model.kv_spec, blocks, self.block_size, self.pool.cache_type)
         g = torch.arange(n, device=self.device)
-        meta = AttnMeta(slots=g, prefills=[PrefillSlice(0, n, 0, g)])
+        meta = AttnMeta(slots=g, prefills=[PrefillSlice(0, n, 0, torch.arange(blocks, device=self.device))])
         return self.model.forward_batch(torch.tensor(token_ids, device=self.device), g, scratch, meta, g)
 
 
