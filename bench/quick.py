@@ -17,21 +17,13 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from compare import QUESTIONS  # bench/ is on sys.path when run as a script
 from tqdm import tqdm
 
 from agentkit import ChatCompletionRequest, Runner, Which
 from agentkit.testing import smollm2_gguf
 
-PROMPTS = [
-    "Write a short poem about the sea.",
-    "Explain what a hash table is in two sentences.",
-    "List three tips for staying focused while studying.",
-    "Describe a sunrise over the mountains.",
-    "What are the benefits of regular exercise?",
-    "Summarize the plot of a heist movie in three sentences.",
-    "Give me a recipe idea for a quick vegetarian dinner.",
-    "Why is the sky blue? Explain simply.",
-]
+PROMPTS = QUESTIONS[:8]  # the same prompts as bench/compare.py
 
 
 def stream_once(runner: Runner, prompt: str, max_tokens: int = 128) -> dict[str, float]:
