@@ -54,6 +54,18 @@ def _protocol_stream() -> Any:
     return os.fdopen(fd, "w", buffering=1)
 
 
+def _conversation(engine: Any, system: str, users: list[str], max_tokens: int) -> dict[str, Any]:
+    """Multi-turn chat: each turn appends the previous answer and a new user message."""
+    messages = [{"role": "system", "content": system}]
+    turns = []
+    for user in users:
+        messages.append({"role": "user", "content": user})
+        r = engine.stream(messages, max_tokens, ignore_eos=False)
+        messages.append({"role": "assistant", "content": r.pop("text")})
+        turns.append(r)
+    return {"turns": turns}
+
+
 def _msg(exc: BaseException, limit: int = 300) -> str:
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= limit else text[:limit] + "..."
@@ -186,16 +198,6 @@ class ApiEngine:
             t.join()
         wall = perf() - t0
         return _batch_summary(results, wall, max_tokens, ignore_eos)
-
-    def conversation(self, system: str, users: list[str], max_tokens: int) -> dict[str, Any]:
-        messages = [{"role": "system", "content": system}]
-        turns = []
-        for user in users:
-            messages.append({"role": "user", "content": user})
-            r = self.stream(messages, max_tokens, ignore_eos=False)
-            messages.append({"role": "assistant", "content": r.pop("text")})
-            turns.append(r)
-        return {"turns": turns}
 
     def tokenize(self, texts: list[str]) -> list[int]:
         return [len(self.runner.tokenize_text(t, False, None)) for t in texts]
@@ -359,16 +361,6 @@ class HfEngine:
             results = [{"error": _msg(exc)} for _ in conversations]
         return _batch_summary(results, wall, max_tokens, ignore_eos)
 
-    def conversation(self, system: str, users: list[str], max_tokens: int) -> dict[str, Any]:
-        messages = [{"role": "system", "content": system}]
-        turns = []
-        for user in users:
-            messages.append({"role": "user", "content": user})
-            r = self.stream(messages, max_tokens, ignore_eos=False)
-            messages.append({"role": "assistant", "content": r.pop("text")})
-            turns.append(r)
-        return {"turns": turns}
-
     def tokenize(self, texts: list[str]) -> list[int]:
         return [len(self.tok.encode(t, add_special_tokens=False)) for t in texts]
 
@@ -393,7 +385,7 @@ def _dispatch(engine: Any, cmd: dict[str, Any]) -> dict[str, Any]:
     if name == "batch":
         return engine.batch(cmd["conversations"], int(cmd["max_tokens"]), bool(cmd.get("ignore_eos", True)))
     if name == "conversation":
-        return engine.conversation(cmd["system"], list(cmd["users"]), int(cmd["max_tokens"]))
+        return _conversation(engine, cmd["system"], list(cmd["users"]), int(cmd["max_tokens"]))
     if name == "tokenize":
         return {"counts": engine.tokenize(list(cmd["texts"]))}
     if name == "info":

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from agentkit.engine.hub import resolve_model_dir
+from agentkit.engine.loader import pickle_weight_files
 from agentkit.errors import EngineError, ModelLoadError, NotSupportedError, RequestError
 
 __all__ = ["EmbeddingModel", "PoolingConfig"]
@@ -88,9 +89,7 @@ def _require_safetensors(directory: str) -> None:
     """Raise ModelLoadError when `directory` has no safetensors weights (naming pickle files found)."""
     if _safetensors_in(directory) or os.path.isfile(os.path.join(directory, "model.safetensors.index.json")):
         return
-    pickled = sorted(
-        {os.path.basename(p) for pat in _PICKLE_WEIGHTS for p in glob.glob(os.path.join(directory, pat))}
-    )
+    pickled = pickle_weight_files(directory)
     if pickled:
         raise ModelLoadError(
             f"{directory} holds only pickle checkpoints ({', '.join(pickled[:3])}); agentkit loads embedding"

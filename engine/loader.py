@@ -121,10 +121,13 @@ def _safetensors_files(model_dir: str) -> list[str]:
     )
 
 
+def pickle_weight_files(directory: str) -> list[str]:
+    """Names of pickle checkpoints (never loaded) in `directory`, for error messages."""
+    return sorted({os.path.basename(p) for pat in _PICKLE_WEIGHTS for p in glob.glob(os.path.join(directory, pat))})
+
+
 def _no_weights_error(model_dir: str) -> ModelLoadError:
-    pickled = sorted(
-        {os.path.basename(p) for pat in _PICKLE_WEIGHTS for p in glob.glob(os.path.join(model_dir, pat))}
-    )
+    pickled = pickle_weight_files(model_dir)
     if pickled:
         return ModelLoadError(
             f"{model_dir} holds only pickle checkpoints ({', '.join(pickled[:3])}); agentkit loads weights only"
