@@ -64,6 +64,7 @@ from agentkit.files import (
     InputFile,
     RequestedFile,
 )
+from agentkit.hookspecs import hookimpl
 from agentkit.model_types import (
     AnyMoeConfig,
     AnyMoeExpertType,
@@ -101,6 +102,9 @@ from agentkit.responses import (
     TopLogprob,
     Usage,
 )
+from agentkit.session_store import DirectorySessionStore, MemorySessionStore, SessionStore
+from agentkit.sessions import Session
+from agentkit.tools import Tool, ToolCall, ToolResult
 from agentkit.which import (
     LoraAdapter,
     Which,
@@ -112,6 +116,19 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    # agentkit's own (beyond the mistralrs module)
+    "AgentkitError",
+    "DirectorySessionStore",
+    "MemorySessionStore",
+    "PluginError",
+    "Session",
+    "SessionError",
+    "SessionStore",
+    "Tool",
+    "ToolCall",
+    "ToolResult",
+    "hookimpl",
+    # the mistralrs 0.9.5 module
     "AgentPermission",
     "AgentToolApproval",
     "AgentToolApprovalDecision",

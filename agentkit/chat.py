@@ -4,7 +4,11 @@
 the caller, before the engine sees it); `collect_*` and `stream_chat` turn the engine's
 `RequestOutput` events into the public response types.
 
-Not covered: the agent loop and tool-call parsing (built on top of these).
+Tools: `prepare_chat` offers tools per `agentkit.tool_calling.plan_tools` (and constrains the
+reply with its grammar); `collect_chat` / `ChatStream` then parse tool calls out of the reply with
+the model's family parser, dropping calls to unknown names.
+
+Not covered: the agent loop (`agentkit.agent_loop`, built on top of these).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from agentkit.responses import (
     TopLogprob,
     Usage,
 )
+from agentkit.tool_calling import ToolPlan, plan_tools, prompt_messages, tool_grammar
+from agentkit.tool_parsing import StreamingToolParser, parse_tool_calls, to_responses
 
 _ids = itertools.count(1)
 
@@ -71,34 +77,62 @@ def fit_prompt(ids: list[int], host: ModelHost, truncate: bool, max_tokens: int 
     return ids[len(ids) - (ctx - room):]
 
 
-def prepare_chat(req: ChatCompletionRequest, host: ModelHost) -> EngineRequest:
-    """Validate, render the chat template, tokenize and build the engine request."""
-    req.validate_grammar()
-    if req.grammar is not None:
-        raise RequestError("constrained decoding (grammar) is not supported by agentkit yet")
+def _added_tokens(host: ModelHost) -> set[str]:
+    cached = host.extra.get("added_tokens")
+    if cached is None:
+        decoder = getattr(host.tokenizer.hf, "added_tokens_decoder", {}) or {}
+        cached = host.extra["added_tokens"] = {str(getattr(t, "content", t)) for t in decoder.values()}
+    return cached
+
+
+def _compile(host: ModelHost, grammar_type: str, grammar: Any) -> Any:
+    from agentkit.engine.grammar import compile_grammar
+
+    return compile_grammar(host.tokenizer, grammar_type, grammar)
+
+
+def prepare_chat(req: ChatCompletionRequest, host: ModelHost, *, messages: list[dict[str, Any]] | None = None,
+                 tools: list[dict[str, Any]] | None = None,
+                 tool_choice: str | dict[str, Any] | None = None) -> tuple[EngineRequest, ToolPlan | None]:
+    """Validate, render the chat template, tokenize and build the engine request.
+
+    `messages`, `tools` (OpenAI tool dicts) and `tool_choice` override the request's own (the
+    agent loop passes its growing history and the registered tools). Returns the engine request
+    and the tool plan the reply must be parsed with (None when no tools are offered).
+    """
+    user_grammar = req.validate_grammar()
     if host.template is None:
         raise RequestError(
             f"model {host.model_id!r} has no chat template; pass chat_template= or jinja_explicit= to Runner"
         )
-    messages = req.normalized_messages()
-    tools = req.parsed_tools() or None
-    prompt = host.template.render(messages, add_generation_prompt=True, tools=tools,
+    messages = req.normalized_messages() if messages is None else messages
+    tools = req.parsed_tools() if tools is None else tools
+    plan = plan_tools(host, tools, req.normalized_tool_choice() if tool_choice is None else tool_choice)
+    rendered = prompt_messages(messages, plan)
+    prompt = host.template.render(rendered, add_generation_prompt=True,
+                                  tools=plan.tools if plan is not None and not plan.inject else None,
                                   enable_thinking=req.enable_thinking, reasoning_effort=req.reasoning_effort)
     ids = host.tokenizer.encode(prompt, add_special_tokens=False)
     ids = fit_prompt(ids, host, req.truncate_sequence, req.max_tokens)
     params = sampling_params(req, host, logprobs=req.logprobs)
-    return EngineRequest(str(next(_ids)), ids, params, n=req.n_choices)
+    grammar = None
+    if user_grammar is not None:
+        grammar = _compile(host, *user_grammar)
+    elif plan is not None:
+        lark = tool_grammar(plan, _added_tokens(host))
+        if lark is not None:
+            grammar = _compile(host, "lark", lark)
+    return EngineRequest(str(next(_ids)), ids, params, n=req.n_choices, grammar=grammar), plan
 
 
 def prepare_completion(req: CompletionRequest, host: ModelHost) -> EngineRequest:
     """Tokenize a raw prompt; `best_of` picks the top sequences of `n_choices` by logprob."""
-    req.validate_grammar()
-    if req.grammar is not None:
-        raise RequestError("constrained decoding (grammar) is not supported by agentkit yet")
+    user_grammar = req.validate_grammar()
     ids = host.tokenizer.encode(req.prompt, add_special_tokens=True)
     ids = fit_prompt(ids, host, req.truncate_sequence, req.max_tokens)
     params = sampling_params(req, host, logprobs=False)
-    return EngineRequest(str(next(_ids)), ids, params, n=max(req.n_choices, req.best_of or 1))
+    grammar = _compile(host, *user_grammar) if user_grammar is not None else None
+    return EngineRequest(str(next(_ids)), ids, params, n=max(req.n_choices, req.best_of or 1), grammar=grammar)
 
 
 @dataclass
@@ -146,8 +180,20 @@ def _logprobs(host: ModelHost, samples: list[SampleResult]) -> list[ResponseLogp
     return content
 
 
-def collect_chat(req: EngineRequest, host: ModelHost, want_logprobs: bool) -> ChatCompletionResponse:
-    """Wait for a chat request to finish and assemble the response."""
+def _message(text: str, finish_reason: str, plan: ToolPlan | None) -> tuple[ResponseMessage, str]:
+    """The reply message (tool calls parsed out under `plan`) and its finish reason."""
+    if plan is None:
+        return ResponseMessage(content=text, role="assistant", tool_calls=None, reasoning_content=None), finish_reason
+    parsed = parse_tool_calls(text, plan.family, plan.names)
+    if not parsed.calls:
+        return ResponseMessage(content=text, role="assistant", tool_calls=None, reasoning_content=None), finish_reason
+    return (ResponseMessage(content=parsed.content, role="assistant", tool_calls=to_responses(parsed.calls),
+                            reasoning_content=None), "tool_calls")
+
+
+def collect_chat(req: EngineRequest, host: ModelHost, want_logprobs: bool,
+                 plan: ToolPlan | None = None) -> ChatCompletionResponse:
+    """Wait for a chat request to finish and assemble the response (tool calls parsed under `plan`)."""
     accs = [_ChoiceAcc() for _ in range(req.n)]
     last = None
     try:
@@ -160,13 +206,12 @@ def collect_chat(req: EngineRequest, host: ModelHost, want_logprobs: bool) -> Ch
                 a.stop_sequence = d.stop_sequence or a.stop_sequence
     finally:
         req.cancel()  # no-op once finished; stops the engine if the caller was interrupted
-    choices = [
-        Choice(finish_reason=a.finish_reason or "canceled", index=i,
-               message=ResponseMessage(content=a.text, role="assistant", tool_calls=None, reasoning_content=None),
-               logprobs=Logprobs(content=_logprobs(host, a.samples)) if want_logprobs else None,
-               stop_sequence=a.stop_sequence)
-        for i, a in enumerate(accs)
-    ]
+    choices = []
+    for i, a in enumerate(accs):
+        message, reason = _message(a.text, a.finish_reason or "canceled", plan)
+        choices.append(Choice(finish_reason=reason, index=i, message=message,
+                              logprobs=Logprobs(content=_logprobs(host, a.samples)) if want_logprobs else None,
+                              stop_sequence=a.stop_sequence))
     return ChatCompletionResponse(id=req.request_id, choices=choices, created=int(time.time()), model=host.model_id,
                                   usage=_usage(last))
 
@@ -174,9 +219,10 @@ def collect_chat(req: EngineRequest, host: ModelHost, want_logprobs: bool) -> Ch
 class ChatStream:
     """Iterator of `ChatCompletionChunkResponse`; closing it (or dropping it) cancels the request."""
 
-    def __init__(self, req: EngineRequest, host: ModelHost, want_logprobs: bool) -> None:
+    def __init__(self, req: EngineRequest, host: ModelHost, want_logprobs: bool, plan: ToolPlan | None = None) -> None:
         self._req, self._host, self._want_logprobs = req, host, want_logprobs
         self._accs = [_ChoiceAcc() for _ in range(req.n)]
+        self._parsers = [StreamingToolParser(plan.family, plan.names) for _ in range(req.n)] if plan else None
         self._done = False
         self._created = int(time.time())
 
@@ -197,13 +243,22 @@ class ChatStream:
             choices = []
             for d in out.deltas:
                 text = self._accs[d.index].add(d.text, trim_start=True)
+                reason, calls = d.finish_reason, None
+                if self._parsers is not None:
+                    parser = self._parsers[d.index]
+                    text = parser.push(text)
+                    if reason is not None:
+                        rest = parser.finish()
+                        text += rest.content or ""
+                        if rest.calls:
+                            calls, reason = to_responses(rest.calls), "tool_calls"
                 lp = None
                 if self._want_logprobs and d.samples:
                     lp = _logprobs(self._host, d.samples[-1:])[0]
-                if not text and d.finish_reason is None and not lp:
+                if not text and reason is None and not lp:
                     continue
-                choices.append(ChunkChoice(finish_reason=d.finish_reason, index=d.index,
-                                           delta=Delta(content=text or None, role="assistant", tool_calls=None,
+                choices.append(ChunkChoice(finish_reason=reason, index=d.index,
+                                           delta=Delta(content=text or None, role="assistant", tool_calls=calls,
                                                        reasoning_content=None),
                                            logprobs=lp, stop_sequence=d.stop_sequence))
             if out.finished:

@@ -3,7 +3,9 @@
 Construction loads the model synchronously (with a progress bar) and starts its engine thread.
 Every method may be called from any thread at once: requests are tokenized in the caller's
 thread and continuously batched by the engine. Errors follow mistralrs: `ValueError` for bad
-requests and unknown models, `TypeError` for wrong argument types.
+requests and unknown models, `TypeError` for wrong argument types. More models can be added
+with `add_model`; the table (aliases, default, unload/reload, in-flight leases) lives in
+`agentkit.model_table`.
 
 Not covered yet: the server-side tool loop, sessions, web search, MCP, code execution, AnyMoE,
 speculative decoding, quantization (their arguments raise `NotSupportedError` until they land).
@@ -12,21 +14,31 @@ speculative decoding, quantization (their arguments raise `NotSupportedError` un
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 
+from agentkit.agent_loop import AgentLoop
 from agentkit.chat import ChatStream, collect_chat, collect_completion, prepare_chat, prepare_completion
+from agentkit.config import RunnerConfig
 from agentkit.engine.config import EngineConfig
 from agentkit.engine.hub import parse_token_source
-from agentkit.errors import ModelNotFoundError, NotSupportedError
+from agentkit.engine.sequence import EngineRequest, RequestOutput
+from agentkit.errors import NotSupportedError
 from agentkit.isq import isq_mode
-from agentkit.model_host import EmbeddingHost, ModelHost, load_model
+from agentkit.model_host import EmbeddingHost, ModelHost, load_model, model_name
+from agentkit.model_table import Lease, ModelTable
+from agentkit.plugin_manager import PluginHost
+from agentkit.plugins.tool_callbacks import ToolCallbacksPlugin
 from agentkit.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from agentkit.responses import ChatCompletionChunkResponse, ChatCompletionResponse, CompletionResponse
+from agentkit.session_store import MemorySessionStore, SessionStore, open_session_store
+from agentkit.sessions import PluginStateStore
 from agentkit.which import Which
 
 log = logging.getLogger("agentkit")
@@ -39,7 +51,6 @@ _UNSUPPORTED = {
     "mcp_client_config": "MCP tools",
     "code_execution_config": "code execution",
     "shell_config": "the shell tool",
-    "tool_callbacks": "server-side tool callbacks",
     "num_device_layers": "manual device mapping",
 }
 
@@ -85,18 +96,29 @@ class Runner:
         device: str | None = None,
         weights: str = "auto",
         progress: bool = True,
+        plugins: Sequence[object] = (),
+        session_store: SessionStore | str | os.PathLike[str] | None = None,
+        max_sessions: int = 128,
+        session_idle_ttl_s: float | None = 1800.0,
     ) -> None:
         if not isinstance(which, Which):
             raise TypeError(f"which must be a Which variant (e.g. Which.GGUF(...)), got {type(which).__name__}")
         given = dict(mtp_model=mtp_model, anymoe_config=anymoe_config,
                      which_draft=which_draft, search_callback=search_callback, mcp_client_config=mcp_client_config,
                      code_execution_config=code_execution_config, shell_config=shell_config,
-                     tool_callbacks=tool_callbacks, num_device_layers=num_device_layers)
+                     num_device_layers=num_device_layers)
         for name, value in given.items():
             if value is not None:
                 raise NotSupportedError(f"{name}= ({_UNSUPPORTED[name]}) is not supported by agentkit yet")
         if enable_search:
             raise NotSupportedError("enable_search= (web search) is not supported by agentkit yet")
+        self._plugins = self._make_plugins(plugins, tool_callbacks, RunnerConfig(
+            model_id=model_name(which), tool_callbacks=tool_callbacks, seed=seed, speculative_gamma=speculative_gamma))
+        self._sessions = (MemorySessionStore(max_sessions, session_idle_ttl_s) if session_store is None
+                          else open_session_store(session_store))
+        self._agent = AgentLoop(self._plugins.all_tools, self._plugins.execute_tool, self._sessions,
+                                save_plugins=lambda s: self._plugins.session_dump(s, PluginStateStore(s, "plugins")),
+                                load_plugins=lambda s: self._plugins.session_load(s, PluginStateStore(s, "plugins")))
         self._token = parse_token_source(token_source)
         if paged_attn and no_paged_attn:
             raise ValueError("paged_attn and no_paged_attn are mutually exclusive")
@@ -113,23 +135,80 @@ class Runner:
         self._chat_template, self._jinja_explicit = chat_template, jinja_explicit
         self._device, self._progress = device, progress
         self._lock = threading.RLock()
-        self._models: dict[str, ModelHost] = {}
         if weights not in ("auto", "dense"):
             raise ValueError(f"weights must be 'auto' or 'dense', got {weights!r}")
         mode = isq_mode(in_situ_quant) if in_situ_quant is not None else weights
-        host = load_model(which, engine_config=self._engine_config, token=self._token, chat_template=chat_template,
-                          jinja_explicit=jinja_explicit, device=device, progress=progress, weight_mode=mode)
-        self._models[host.model_id] = host
-        self._default: str | None = host.model_id
+        loader = self._loader(which, self._engine_config, chat_template=chat_template, jinja_explicit=jinja_explicit,
+                              weight_mode=mode)
+        host = loader()
+        self._models = ModelTable()
+        self._models.add(host.model_id, loader, host=host, default=True)
         log.info("loaded %s in %.2f s", host.model_id, host.load_time_s)
 
+    @staticmethod
+    def _make_plugins(plugins: Sequence[object], tool_callbacks: Any, config: RunnerConfig) -> PluginHost:
+        """Built-ins, entry points, `tool_callbacks` and the user's `plugins` (called first), configured."""
+        if isinstance(plugins, (str, bytes)) or not isinstance(plugins, (list, tuple)):
+            raise TypeError(f"plugins must be a list of plugin objects (modules, classes or instances), "
+                            f"got {type(plugins).__name__}")
+        own = [ToolCallbacksPlugin(tool_callbacks)] if tool_callbacks is not None else []
+        host = PluginHost.create([*own, *plugins])
+        host.configure(config)
+        return host
+
     # ---- routing -------------------------------------------------------------------------------
+    def _loader(self, which: Which, engine_config: EngineConfig, *, chat_template: str | None,
+                jinja_explicit: str | None, weight_mode: str,
+                model_id: str | None = None) -> Callable[[], ModelHost | EmbeddingHost]:
+        """A closure that loads `which` afresh (for the first load and every reload).
+
+        It captures the configuration only, never a host or the Runner, so unloading frees the model.
+        Each call gets its own copy of `engine_config` (loading fills in `max_seq_len`).
+        """
+        token, device, progress = self._token, self._device, self._progress
+
+        def load() -> ModelHost | EmbeddingHost:
+            host = load_model(which, engine_config=dataclasses.replace(engine_config), token=token,
+                              chat_template=chat_template, jinja_explicit=jinja_explicit, device=device,
+                              progress=progress, weight_mode=weight_mode)
+            if model_id is not None:
+                host.model_id = model_id
+            return host
+
+        return load
+
+    def _lease(self, model_id: str | None, kind: str = "chat") -> Lease:
+        """Acquire the model (reloading it if unloaded) and check it serves `kind` ("chat"/"embedding").
+
+        The lease marks a request in flight: `unload_model` waits for it. Release it when the
+        request is over (it is a context manager; streams release on exhaustion or close).
+        """
+        lease = self._models.acquire(model_id)
+        host = lease.host
+        if kind == "chat" and isinstance(host, EmbeddingHost):
+            lease.release()
+            raise ValueError(f"model {host.model_id!r} is an embedding model: use send_embedding_request")
+        if kind == "embedding" and not isinstance(host, EmbeddingHost):
+            lease.release()
+            raise ValueError(f"model {host.model_id!r} is not an embedding model: load it with Which.Embedding")
+        return lease
+
+    @staticmethod
+    def _watch(lease: Lease, ereq: EngineRequest) -> None:
+        """Let an unload that times out end `ereq` cleanly: cancel it and post an error event."""
+        def abort(reason: str) -> None:
+            ereq.cancel()
+            ereq.outputs.put(RequestOutput(ereq.request_id, [], finished=True, error=reason))
+
+        lease.on_abort(abort)
+
     def _entry(self, model_id: str | None) -> ModelHost | EmbeddingHost:
-        with self._lock:
-            key = self._default if model_id is None else model_id
-            if key is None or key not in self._models:
-                raise ModelNotFoundError(f"Model {model_id if model_id is not None else '(default)'} not found")
-            return self._models[key]
+        """The model's live host (reloaded if needed), for quick lookups that need no lease."""
+        lease = self._models.acquire(model_id)
+        try:
+            return lease.host
+        finally:
+            lease.release()
 
     def _host(self, model_id: str | None) -> ModelHost:
         host = self._entry(model_id)
@@ -144,11 +223,22 @@ class Runner:
         """Run a chat request; returns the response, or a chunk iterator when `request.stream`."""
         if not isinstance(request, ChatCompletionRequest):
             raise TypeError(f"request must be a ChatCompletionRequest, got {type(request).__name__}")
-        host = self._host(model_id)
-        ereq = host.engine.submit(prepare_chat(request, host))
-        if request.stream:
-            return ChatStream(ereq, host, request.logprobs)
-        return collect_chat(ereq, host, request.logprobs)
+        with self._lease(model_id) as lease:
+            host = lease.host
+            if self._agent.applies(request):
+                def submit(ereq: EngineRequest) -> None:
+                    host.engine.submit(ereq)
+                    self._watch(lease, ereq)
+
+                if request.stream:
+                    return _LeasedStream(self._agent.stream(request, host, submit), lease.keep())
+                return self._agent.run(request, host, submit)
+            ereq, plan = prepare_chat(request, host)
+            host.engine.submit(ereq)
+            self._watch(lease, ereq)
+            if request.stream:
+                return _LeasedStream(ChatStream(ereq, host, request.logprobs, plan), lease.keep())
+            return collect_chat(ereq, host, request.logprobs, plan)
 
     def send_chat_completion_request_to_model(
         self, request: ChatCompletionRequest, model_id: str
@@ -160,9 +250,11 @@ class Runner:
         """Run a raw-prompt completion (no chat template)."""
         if not isinstance(request, CompletionRequest):
             raise TypeError(f"request must be a CompletionRequest, got {type(request).__name__}")
-        host = self._host(model_id)
-        ereq = host.engine.submit(prepare_completion(request, host))
-        return collect_completion(ereq, host, request)
+        with self._lease(model_id) as lease:
+            host = lease.host
+            ereq = host.engine.submit(prepare_completion(request, host))
+            self._watch(lease, ereq)
+            return collect_completion(ereq, host, request)
 
     def send_completion_request_to_model(self, request: CompletionRequest, model_id: str) -> CompletionResponse:
         """`send_completion_request` with a mandatory model id."""
@@ -172,11 +264,10 @@ class Runner:
         """Embed each input (input order preserved); needs a `Which.Embedding` model."""
         if not isinstance(request, EmbeddingRequest):
             raise TypeError(f"request must be an EmbeddingRequest, got {type(request).__name__}")
-        host = self._entry(model_id)
-        if not isinstance(host, EmbeddingHost):
-            raise ValueError(f"model {host.model_id!r} is not an embedding model: load it with Which.Embedding")
-        with host.lock:
-            return host.model.embed(request.inputs(), truncate=request.truncate_sequence)
+        with self._lease(model_id, "embedding") as lease:
+            host = lease.host
+            with host.lock:
+                return host.model.embed(request.inputs(), truncate=request.truncate_sequence)
 
     # ---- asyncio ---------------------------------------------------------------------------------
     async def asend_chat_completion_request(
@@ -214,33 +305,171 @@ class Runner:
         return self._entry(model_id).max_seq_len
 
     # ---- model table ---------------------------------------------------------------------------
+    # Every `model_id` argument is an id or an alias; None means the default model. Unknown ids
+    # raise ModelNotFoundError (a ValueError) "Model X not found".
+    def add_model(
+        self,
+        which: Which,
+        model_id: str | None = None,
+        alias: str | None = None,
+        *,
+        in_situ_quant: str | None = None,
+        chat_template: str | None = None,
+        jinja_explicit: str | None = None,
+        max_seq_len: int | None = None,
+        weights: str = "auto",
+        max_seqs: int | None = None,
+        no_kv_cache: bool | None = None,
+        prefix_cache_n: int | None = None,
+        memory_goal: str | float | None = None,
+        pa_blk_size: int | None = None,
+        pa_cache_type: Any = None,
+        no_paged_attn: bool = False,
+        paged_attn: bool = False,
+        pa_gpu_mem: int | None = None,
+        pa_gpu_mem_usage: float | None = None,
+        pa_ctxt_len: int | None = None,
+        num_threads: int | None = None,
+        default: bool = False,
+    ) -> str:
+        """Load another model into this Runner (an agentkit extension); returns its id.
+
+        `model_id` is the id it is listed and routed under (default: the model id / repo string
+        of `which`, as for the first model); `alias` is an extra name for it. Engine options that
+        are not given (`max_seqs`, prefix cache, KV budget, threads, `max_seq_len`, paged
+        attention) default to the Runner's; template, ISQ and `weights` options are this model's
+        own. Giving any KV budget knob (`pa_ctxt_len`, `pa_gpu_mem_usage`, `pa_gpu_mem`,
+        `memory_goal`) replaces the Runner's whole KV budget. `default=True` makes it the
+        default model. Each model runs its own engine thread, so requests to different models
+        run concurrently. Raises ValueError if the id or alias is taken.
+        """
+        if not isinstance(which, Which):
+            raise TypeError(f"which must be a Which variant (e.g. Which.GGUF(...)), got {type(which).__name__}")
+        if weights not in ("auto", "dense"):
+            raise ValueError(f"weights must be 'auto' or 'dense', got {weights!r}")
+        if paged_attn and no_paged_attn:
+            raise ValueError("paged_attn and no_paged_attn are mutually exclusive")
+        name = model_name(which) if model_id is None else model_id
+        self._models.check_new(name, alias)
+        mode = isq_mode(in_situ_quant) if in_situ_quant is not None else weights
+        overrides: dict[str, Any] = {
+            k: v for k, v in dict(max_seqs=max_seqs, no_kv_cache=no_kv_cache, prefix_cache_n=prefix_cache_n,
+                                  max_seq_len=max_seq_len, num_threads=num_threads, block_size=pa_blk_size).items()
+            if v is not None}
+        if pa_cache_type is not None:
+            overrides["cache_type"] = _cache_type(pa_cache_type)
+        if paged_attn or no_paged_attn:
+            overrides["paged_attn"] = bool(paged_attn)
+        budget = dict(kv_ctxt_len=pa_ctxt_len, kv_mem_usage=pa_gpu_mem_usage, kv_mem_mb=pa_gpu_mem,
+                      memory_goal=memory_goal)
+        if any(v is not None for v in budget.values()):
+            overrides.update(budget)
+        config = dataclasses.replace(self._engine_config, **overrides)
+        loader = self._loader(which, config, chat_template=chat_template, jinja_explicit=jinja_explicit,
+                              weight_mode=mode, model_id=name)
+        self._models.add(name, loader, alias=alias, default=default)
+        log.info("added model %s", name)
+        return name
+
+    def add_model_alias(self, alias: str, model_id: str | None = None) -> None:
+        """Make `alias` another name for a model (an agentkit extension)."""
+        self._models.add_alias(alias, model_id)
+
     def list_models(self) -> list[str]:
-        """Ids of the loaded models."""
-        with self._lock:
-            return list(self._models)
+        """Ids of the loaded models (primary ids, not aliases)."""
+        return self._models.list_loaded()
 
     def get_default_model_id(self) -> str | None:
         """The model used when a request names none."""
-        with self._lock:
-            return self._default
+        return self._models.default
 
     def set_default_model_id(self, model_id: str) -> None:
-        """Route requests without a model id to `model_id` (must be loaded)."""
-        with self._lock:
-            if model_id not in self._models:
-                raise ModelNotFoundError(f"Model {model_id} not found")
-            self._default = model_id
+        """Route requests without a model id to `model_id` (an id or alias of a known model)."""
+        self._models.set_default(model_id)
 
     def is_model_loaded(self, model_id: str) -> bool:
         """Whether `model_id` is loaded (unknown ids give False)."""
-        with self._lock:
-            return model_id in self._models
+        return self._models.is_loaded(model_id)
+
+    def unload_model(self, model_id: str, timeout: float | None = None) -> None:
+        """Free a model's weights and KV cache, keeping its configuration so it can be reloaded.
+
+        Requests arriving from now on wait, and reload the model once the unload is over.
+        Requests in flight (a stream counts until it is exhausted or closed) are waited for;
+        with `timeout` (seconds), those still running then are cancelled and end with a
+        ValueError ("model X was unloaded while the request was running"). Do not call it
+        from a thread that is itself consuming a stream of the same model without a timeout.
+        Raises ValueError if the model is already unloaded, ModelNotFoundError if unknown.
+        """
+        self._models.unload(model_id, timeout=timeout)
+
+    def reload_model(self, model_id: str) -> None:
+        """Load an unloaded model again (blocking; a no-op for a loaded model).
+
+        Requests to an unloaded model reload it automatically too.
+        """
+        self._models.reload(model_id)
+
+    def list_models_with_status(self) -> list[tuple[str, str]]:
+        """`(model id, status)` for every model; status is "loaded", "unloaded" or "reloading"."""
+        return self._models.list_with_status()
+
+    def list_unloaded_models(self) -> list[str]:
+        """Ids of the unloaded models."""
+        return self._models.list_unloaded()
+
+    def get_model_status(self, model_id: str) -> str | None:
+        """"loaded", "unloaded" or "reloading"; None for an unknown id."""
+        return self._models.status(model_id)
+
+    def remove_model(self, model_id: str, timeout: float | None = None) -> None:
+        """Shut down and forget a model (in-flight requests are waited for, as in `unload_model`).
+
+        Raises ValueError "Cannot remove the last model" when it is the only one; if it was
+        the default, another model (a loaded one if any) becomes the default.
+        """
+        self._models.remove(model_id, timeout=timeout)
+
+    # ---- agentic sessions ----------------------------------------------------------------------
+    def _check_model(self, model_id: str | None) -> None:
+        if model_id is not None:
+            self._models.resolve(model_id)
+
+    def export_session(self, session_id: str, model_id: str | None = None) -> str | None:
+        """The stored agentic session as JSON (runner-api §2.8 shape plus `version`), or None if absent."""
+        self._check_model(model_id)
+        session = self._sessions.get(session_id)
+        return None if session is None else session.to_json_str()
+
+    def import_session(self, session_id: str, session_json: str, model_id: str | None = None) -> None:
+        """Store a session exported before (replaces any session with this id); ValueError on bad JSON."""
+        self._check_model(model_id)
+        if not isinstance(session_json, (str, bytes)):
+            raise TypeError(f"session_json must be a JSON str, got {type(session_json).__name__}")
+        self._sessions.import_json(session_id, session_json)
+
+    def delete_session(self, session_id: str, model_id: str | None = None) -> bool:
+        """Delete a session (and its remembered approvals); whether it existed."""
+        self._check_model(model_id)
+        return self._sessions.delete(session_id)
+
+    def list_session_ids(self, model_id: str | None = None) -> list[str]:
+        """Ids of the stored sessions."""
+        self._check_model(model_id)
+        return self._sessions.ids()
 
     def shutdown(self) -> None:
-        """Stop every engine thread. The Runner is unusable afterwards. Idempotent."""
-        with self._lock:
-            for host in self._models.values():
-                host.shutdown()
+        """Stop every engine thread, then let plugins release their resources (`runner_shutdown`) and
+        close the session store. The Runner is unusable afterwards. Idempotent."""
+        models = getattr(self, "_models", None)
+        if models is not None:
+            models.shutdown_all()
+        plugins = getattr(self, "_plugins", None)
+        if plugins is not None:
+            plugins.shutdown(self)
+        sessions = getattr(self, "_sessions", None)
+        if sessions is not None:
+            sessions.close()
 
     def __enter__(self) -> Runner:
         return self
@@ -251,6 +480,60 @@ class Runner:
     def __del__(self) -> None:
         try:
             self.shutdown()
+        except Exception:
+            pass
+
+
+class _LeasedStream:
+    """A chat chunk stream that holds its model's lease until it is exhausted, fails or is closed.
+
+    The lease keeps `unload_model` waiting while the stream is consumed. Once finished, the
+    wrapper drops the inner stream so that no reference to the model outlives the request.
+    Any chunk iterator with a `close()` works (a `ChatStream`, or a generator such as the agent
+    loop's); a `ChatStream` is released as soon as its final chunk is read.
+    """
+
+    def __init__(self, stream: Iterator[ChatCompletionChunkResponse], lease: Lease) -> None:
+        self._stream: Iterator[ChatCompletionChunkResponse] | None = stream
+        self._lease: Lease | None = lease
+
+    def __iter__(self) -> _LeasedStream:
+        return self
+
+    def __next__(self) -> ChatCompletionChunkResponse:
+        stream = self._stream
+        if stream is None:
+            raise StopIteration
+        try:
+            chunk = next(stream)
+        except BaseException:
+            self.close()
+            raise
+        if getattr(stream, "_done", False):  # the final chunk: free the model now, not at the next call
+            self.close()
+        return chunk
+
+    def close(self) -> None:
+        """Stop generating (if still running) and release the model."""
+        stream, self._stream = self._stream, None
+        lease, self._lease = self._lease, None
+        try:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if lease is not None:
+                lease.release()
+
+    def __enter__(self) -> _LeasedStream:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
         except Exception:
             pass
 

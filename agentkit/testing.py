@@ -16,7 +16,9 @@ from typing import Any
 
 ARCHITECTURES = ("llama", "qwen2", "mistral", "qwen3", "phi3", "gemma")
 
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>"]
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Added but not special, as in Qwen2.5: decoding keeps them, so tool calls survive in the text.
+TOOL_TOKENS = ["<tool_call>", "</tool_call>"]
 
 CHATML_TOOLS_TEMPLATE = (
     "{%- if tools %}"
@@ -82,7 +84,7 @@ _EXTRA: dict[str, dict[str, Any]] = {
 
 def tiny_tokenizer() -> Any:
     """A byte-level BPE tokenizer (vocab ~500) with ChatML specials and a tool-aware template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     corpus = _CORPUS_SEED * 20
@@ -97,6 +99,7 @@ def tiny_tokenizer() -> Any:
         show_progress=False,
     )
     bpe.train_from_iterator(corpus, trainer=trainer)
+    bpe.add_tokens([AddedToken(t, special=False, normalized=False) for t in TOOL_TOKENS])
     tok = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         bos_token="<|endoftext|>",

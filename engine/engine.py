@@ -5,6 +5,13 @@ its queue. The engine thread loops: take new requests, drop cancelled ones, sche
 run the model once, sample, detokenize, apply stop conditions and publish deltas. A failure
 inside a step fails only the requests that caused it; the engine keeps serving.
 
+Constrained decoding: a request with a `Grammar` gets one matcher per sequence at admission.
+Each step the allowed-token masks of the constrained rows are computed on a worker thread while
+the forward runs (the state for step t depends only on tokens up to t-1), joined before sampling
+and applied to those rows only; the sampled token is then consumed. EOS is masked until the
+grammar accepts; a completed grammar ends its sequence with "stop". Unconstrained batches skip
+all of it.
+
 Not covered: chat templates, tool calls and response objects (the Runner's job).
 """
 
@@ -22,6 +29,7 @@ import torch
 
 from agentkit.engine.block_manager import BlockManager
 from agentkit.engine.config import EngineConfig
+from agentkit.engine.grammar import GrammarStats, MaskBatch, MaskWorker, compute_masks
 from agentkit.engine.model_runner import BatchItem, ModelRunner
 from agentkit.engine.sampling import SampleRow, dry_breaker_ids, make_generator, sample
 from agentkit.engine.scheduler import Scheduler
@@ -41,6 +49,16 @@ def _shutdown_all() -> None:
         engine.shutdown()
 
 _DEFAULT_BREAKERS = ("\n", ":", '"', "*")
+
+
+class _Done:
+    """An already computed result with a Future's `result()` (masks computed inline)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
 
 
 class Engine:
@@ -63,6 +81,9 @@ class Engine:
         self._breakers: dict[tuple[str, ...], frozenset[int]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._masks = MaskWorker()
+        self._overlap_masks = True  # False: compute masks before the forward (benchmark baseline)
+        self.grammar_stats = GrammarStats()
         _live_engines.add(self)
         if start:
             self._thread = threading.Thread(target=self.serve, name=f"agentkit-engine-{name}", daemon=True)
@@ -112,6 +133,7 @@ class Engine:
                 self._step_guarded()
         for req in list(self._active.values()):
             self._fail(req, "engine shut down")
+        self._masks.shutdown()
 
     def _drain(self, block: bool) -> None:
         try:
@@ -134,6 +156,20 @@ class Engine:
                 f"the prompt ({len(req.prompt_ids)} tokens) does not fit in the KV cache of "
                 f"{self.blocks.num_blocks * self.blocks.block_size} tokens; raise pa_ctxt_len or memory_goal")))
             return
+        matchers: list[Any] = [None] * req.n
+        if req.grammar is not None:
+            error = None
+            if req.grammar.tokenizer is not self.tokenizer:
+                error = (f"the request's grammar was compiled for another tokenizer than {self.name!r}'s; "
+                         "compile it with this model's tokenizer")
+            else:
+                try:
+                    matchers = [req.grammar.new_matcher() for _ in range(req.n)]
+                except Exception as exc:  # never let one request take the engine thread down
+                    error = f"constrained decoding failed: {type(exc).__name__}: {exc}"
+            if error is not None:
+                req.outputs.put(RequestOutput(req.request_id, [], finished=True, error=error))
+                return
         limit = self.max_seq_len - len(req.prompt_ids)
         max_tokens = min(req.params.max_tokens or limit, limit)
         p = req.params
@@ -144,7 +180,8 @@ class Engine:
                 gen = make_generator(seed, self.runner.device)
             seq = Sequence(request=req, index=i, token_ids=list(req.prompt_ids), num_prompt=len(req.prompt_ids),
                            max_tokens=max_tokens, generator=gen,
-                           detok=IncrementalDetokenizer(self.tokenizer, skip_special_tokens=True))
+                           detok=IncrementalDetokenizer(self.tokenizer, skip_special_tokens=True),
+                           matcher=matchers[i])
             req.seqs.append(seq)
             self.scheduler.add(seq)
         self._active[req.request_id] = req
@@ -185,21 +222,42 @@ class Engine:
         for it in items:
             if it.seq.t_start is None:
                 it.seq.t_start = now
-        logits = self.runner.execute(items)  # [n_logit_rows, V]
+        constrained = [it.seq for it in items if it.need_logits and it.seq.matcher is not None]
+        job = None
+        if constrained:
+            jobs = [(s.matcher, s.params.ignore_eos) for s in constrained]
+            job = self._masks.submit(jobs) if self._overlap_masks else _Done(compute_masks(jobs))
+        try:
+            logits = self.runner.execute(items)  # [n_logit_rows, V]; the masks are computed meanwhile
+        finally:
+            masks = self._join_masks(job) if job is not None else None  # before any retry touches matchers
         for it in items:
             it.seq.num_computed = it.start + it.count
             self.blocks.register_computed(it.seq)
         sampled = [it.seq for it in items if it.need_logits]
         if not sampled:
             return
-        rows = [SampleRow(params=s.params, token_ids=s.token_ids, generator=s.generator,
-                          dry_breakers=self._dry_breakers(s)) for s in sampled]
-        results = sample(logits, rows)
-        now = time.perf_counter()
         by_req: dict[str, list[Sequence]] = {}
+        failed: dict[str, tuple[EngineRequest, str]] = {}
+        allowed: dict[int, Any] = {}
+        if masks is not None:
+            sampled, logits = self._apply_grammar_outcomes(constrained, masks, sampled, logits, by_req, failed,
+                                                           allowed)
+        rows = [SampleRow(params=s.params, token_ids=s.token_ids, generator=s.generator,
+                          dry_breakers=self._dry_breakers(s), allowed_token_mask=allowed.get(s.seq_id))
+                for s in sampled]
+        results = sample(logits, rows) if sampled else []
+        now = time.perf_counter()
         for s, res in zip(sampled, results):
             self._append(s, res, now)
+            if s.matcher is not None:
+                error = self._advance_matcher(s, res.token)
+                if error is not None:
+                    failed.setdefault(s.request.request_id, (s.request, error))
             by_req.setdefault(s.request.request_id, []).append(s)
+        for rid, (req, message) in failed.items():
+            by_req.pop(rid, None)
+            self._fail(req, message)
         for seqs in by_req.values():
             req = seqs[0].request
             self._publish(req, seqs, finished=all(x.finish_reason is not None for x in req.seqs))
@@ -207,6 +265,48 @@ class Engine:
             for s in sampled:
                 if s.finish_reason is None:
                     self.scheduler.preempt(s)
+
+    def _join_masks(self, job: Any) -> MaskBatch:
+        t0 = time.perf_counter()
+        masks = job.result()
+        st = self.grammar_stats
+        st.wait_s += masks.compute_s if isinstance(job, _Done) else time.perf_counter() - t0
+        st.mask_s += masks.compute_s
+        st.steps += 1
+        st.rows += len(masks.rows)
+        return masks
+
+    def _apply_grammar_outcomes(self, constrained: list[Sequence], masks: MaskBatch, sampled: list[Sequence],
+                                logits: torch.Tensor, by_req: dict[str, list[Sequence]],
+                                failed: dict[str, tuple[EngineRequest, str]],
+                                allowed: dict[int, Any]) -> tuple[list[Sequence], torch.Tensor]:
+        """Masks -> `allowed`; completed grammars finish with "stop" and errors fail their request,
+        both without sampling: returns the sequences (and their logit rows) still to sample."""
+        for s, m in zip(constrained, masks.rows):
+            if m.error is not None:
+                failed.setdefault(s.request.request_id, (s.request, f"constrained decoding failed: {m.error}"))
+            elif m.stopped:
+                s.finish_reason = "stop"
+                by_req.setdefault(s.request.request_id, []).append(s)
+            else:
+                allowed[s.seq_id] = m.allowed
+        keep = [i for i, s in enumerate(sampled)
+                if s.finish_reason is None and s.request.request_id not in failed]
+        if len(keep) == len(sampled):
+            return sampled, logits
+        return [sampled[i] for i in keep], logits[keep]
+
+    def _advance_matcher(self, s: Sequence, token: int) -> str | None:
+        """Consume the sampled token; a completed grammar ends the sequence. Returns an error or None."""
+        t0 = time.perf_counter()
+        ok = s.matcher.consume(token)
+        stopped = ok and s.matcher.is_stopped()
+        self.grammar_stats.consume_s += time.perf_counter() - t0
+        if not ok:
+            return f"constrained decoding failed: token {token} does not satisfy the grammar ({s.matcher.error})"
+        if stopped and s.stop_sequence is None:
+            s.finish_reason = "stop"
+        return None
 
     def _dry_breakers(self, s: Sequence) -> frozenset[int]:
         if s.params.dry_multiplier is None:

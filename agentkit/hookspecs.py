@@ -1,0 +1,170 @@
+"""The agentkit plugin contract: the pluggy markers and every hook specification.
+
+Scope: `PROJECT` (the pluggy project name *and* the entry-point group), the `hookspec` and
+`hookimpl` markers, and one spec per hook with a docstring stating when it runs, how often, and
+what returning `None` means. docs/plugins.md documents the same hooks for plugin authors (a test
+keeps the two in sync).
+
+Rules every hook follows:
+- Hooks are called with keyword arguments only, through the typed façade in
+  `agentkit.plugin_manager` (`PluginHost`); an implementation may accept fewer arguments than
+  the spec declares, so specs may gain arguments but never rename or drop them.
+- Plugins *register things* once per Runner; there are no per-token hooks.
+- Types are imported under TYPE_CHECKING only, so `import agentkit.hookspecs` stays light.
+
+Non-goals: building the plugin manager, loading entry points, calling hooks (all in
+`agentkit.plugin_manager`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from agentkit.config import RunnerConfig
+    from agentkit.engine.speculative import DraftProposer
+    from agentkit.runner import Runner
+    from agentkit.sessions import PluginStateStore, Session
+    from agentkit.tools import ToolCall, ToolResult
+
+__all__ = ["PROJECT", "hookimpl", "hookspec"]
+
+PROJECT = "agentkit"
+"""The pluggy project name and the entry-point group (`[project.entry-points.agentkit]`)."""
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# ---- lifecycle ---------------------------------------------------------------------------------
+
+
+@hookspec(historic=True)
+def runner_configure(config: RunnerConfig) -> None:
+    """Receive the Runner's validated configuration.
+
+    When: once per Runner, after its options are validated and before any model loads.
+    Historic: a plugin registered later still receives the call when it registers.
+    Return value: ignored (historic hooks return nothing to the caller); return None.
+    Wrappers are not allowed on historic hooks.
+    """
+
+
+@hookspec
+def runner_shutdown(runner: Runner) -> None:
+    """Release resources held for this Runner (MCP sessions, kernels, sandboxes, threads).
+
+    When: when the Runner closes (explicitly or at interpreter exit); at most once per Runner,
+    but implementations must be idempotent. Every implementation runs even if another raises
+    (errors are logged). Return value: ignored; return None.
+    """
+
+
+# ---- registration: once per Runner; plugins call register(...) ---------------------------------
+
+
+@hookspec
+def register_tools(register: Callable[..., None]) -> None:
+    """Register static Python tools with `register(fn_or_tool, name=None)`.
+
+    `fn_or_tool` is an `agentkit.tools.Tool` (used as is, renamed when `name` is given) or a
+    plain function (wrapped with `Tool.from_function`: its parameters are the tool arguments).
+    When: once per Runner, the first time the tool list is needed; the result is cached.
+    A name registered twice raises `PluginError` naming both plugins.
+    Return value: ignored; return None (register through the callback).
+    """
+
+
+@hookspec
+def register_tool_sources(register: Callable[..., None], config: RunnerConfig) -> None:
+    """Register dynamic tool providers with `register(source)` (e.g. one per MCP server).
+
+    A source is any object with a `name` and `list_tools() -> list[Tool]`
+    (`agentkit.tools.ToolSource`); its tools are listed when a request starts, and static tools
+    win a name clash. When: once per Runner (cached). Return value: ignored; return None.
+    """
+
+
+@hookspec
+def register_search_providers(register: Callable[..., None]) -> None:
+    """Register web-search providers with `register(name, provider)`.
+
+    `provider(query, options) -> list[SearchResult]`. When: once per Runner (cached).
+    A name registered twice raises `PluginError`. Return value: ignored; return None.
+    """
+
+
+@hookspec
+def register_code_executors(register: Callable[..., None]) -> None:
+    """Register code executors with `register(name, factory)`.
+
+    `factory(session, sandbox_config) -> CodeExecutor`. When: once per Runner (cached).
+    A name registered twice raises `PluginError`. Return value: ignored; return None.
+    """
+
+
+# ---- engine: model-load time only --------------------------------------------------------------
+
+
+@hookspec
+def engine_prepare_model(model: nn.Module, config: RunnerConfig) -> None:
+    """Mutate a freshly loaded model in place (AnyMoE gates, adapters).
+
+    When: once per loaded model, after the weights load and before quantization and KV-cache
+    sizing, so implementations see the full-precision model. Every implementation runs; order
+    them with `tryfirst`/`trylast`. Return value: ignored; return None (mutate `model`).
+    """
+
+
+@hookspec(firstresult=True)
+def engine_draft_proposer(runner: Runner, config: RunnerConfig) -> DraftProposer | None:
+    """Return a speculative-decoding proposer (draft model, n-gram lookup) for this Runner.
+
+    When: once per loaded model, after the KV cache is sized. firstresult: the first non-None
+    return wins and later implementations are not called. Return None when this plugin does
+    not provide speculation for `config` (e.g. `config.which_draft` is unset); if every
+    implementation returns None the Runner decodes without speculation.
+    """
+
+
+# ---- agent loop: once per tool call (never per token) ------------------------------------------
+
+
+@hookspec(firstresult=True)
+def agent_execute_tool(call: ToolCall, session: Session | None) -> ToolResult | None:
+    """Run one tool call the model made and return its `ToolResult`.
+
+    When: once per tool call in the agent loop. firstresult: the first non-None return is the
+    result. Return None when this plugin does not handle `call.name`; the core router (trylast)
+    runs registered tools, and returns None for unknown names, in which case the loop reports
+    `not_found` or hands the call back to the client. Wrap it with `@hookimpl(wrapper=True)`
+    for approval, timeouts, caching or logging; raise `agentkit.errors.CancelToolCall` (in a
+    wrapper before `yield`, or in a `tryfirst` implementation) to deny the call.
+    """
+
+
+# ---- session persistence -----------------------------------------------------------------------
+
+
+@hookspec
+def session_dump(session: Session, store: PluginStateStore) -> None:
+    """Save plugin state into a session with `store.put(key, json_safe_value)`.
+
+    When: each time a session is saved or exported. Use a key unique to the plugin (its name).
+    Return value: ignored; return None.
+    """
+
+
+@hookspec
+def session_load(session: Session, store: PluginStateStore) -> None:
+    """Restore what `session_dump` saved with `store.get(key, default=None)`.
+
+    When: each time a session is loaded or imported. Tolerate a missing key (sessions saved
+    without this plugin). Return value: ignored; return None.
+    """
+

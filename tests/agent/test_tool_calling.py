@@ -1,0 +1,150 @@
+"""Tool plans, prompt rewriting and tool-call grammars (agentkit.tool_calling), checked with llguidance."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from agentkit.engine.chat_template import ChatTemplate
+from agentkit.testing import CHATML_TOOLS_TEMPLATE
+from agentkit.tool_calling import ToolPlan, plan_tools, prompt_messages, tool_grammar
+from agentkit.tool_parsing import parse_tool_calls
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+                   "additionalProperties": False}, "strict": True}}
+CALC = {"type": "function", "function": {
+    "name": "calculator", "description": "Evaluate arithmetic",
+    "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]}}}
+
+PLAIN_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def _host(source: str, arch: str = "llama") -> SimpleNamespace:
+    return SimpleNamespace(template=ChatTemplate(source=source, origin="test"), arch=arch, extra={})
+
+
+def test_plan_follows_template_and_choice():
+    plan = plan_tools(_host(CHATML_TOOLS_TEMPLATE), [WEATHER], "auto")
+    assert plan.family == "hermes" and not plan.inject and plan.names == ["get_weather"]
+    plan = plan_tools(_host(PLAIN_TEMPLATE), [WEATHER], "auto")
+    assert plan.inject and plan.family == "hermes"  # the template ignores tools: agentkit describes them
+    assert plan_tools(_host(PLAIN_TEMPLATE), [WEATHER], "none") is None
+    assert plan_tools(_host(PLAIN_TEMPLATE), [], "auto") is None
+
+
+@pytest.mark.parametrize("choice, match", [
+    ({"type": "function", "function": {"name": "nope"}}, "not among the request's tools"),
+    ("sometimes", "tool_choice must be"),
+])
+def test_plan_rejects_bad_choice(choice, match):
+    with pytest.raises(ValueError, match=match):
+        plan_tools(_host(PLAIN_TEMPLATE), [WEATHER], choice)
+
+
+def test_required_without_tools_is_an_error():
+    with pytest.raises(ValueError, match="needs tools"):
+        plan_tools(_host(PLAIN_TEMPLATE), [], "required")
+
+
+def test_injected_prompt_lists_tools_and_rewrites_history():
+    plan = plan_tools(_host(PLAIN_TEMPLATE), [WEATHER, CALC], "auto")
+    history = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "call-1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]},
+        {"role": "tool", "tool_call_id": "call-1", "content": "rainy"},
+    ]
+    out = prompt_messages(history, plan)
+    assert history[2]["tool_calls"]  # inputs untouched
+    assert out[0]["role"] == "system" and out[0]["content"].startswith("Be brief.")
+    assert '"name": "calculator"' in out[0]["content"] and "<tool_call>" in out[0]["content"]
+    assert out[2] == {"role": "assistant",
+                      "content": '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'}
+    assert out[3] == {"role": "user", "content": "<tool_response>\nrainy\n</tool_response>"}
+    # what the model is shown is what the parser reads back
+    assert parse_tool_calls(out[2]["content"], "hermes", ["get_weather"]).calls[0].name == "get_weather"
+    native = plan_tools(_host(CHATML_TOOLS_TEMPLATE), [WEATHER], "auto")
+    assert prompt_messages(history, native) is history
+
+
+def test_no_grammar_for_auto_without_strict_tools():
+    plan = ToolPlan(tools=[CALC], choice="auto", family="hermes", inject=True)
+    assert tool_grammar(plan, set()) is None
+
+
+def _ids(tok, text: str, split_markers: bool) -> list[int]:
+    """Token ids of `text`; with `split_markers`, tool markers are spelled with ordinary tokens
+    (as in tokenizers such as SmolLM2's, which have no `<tool_call>` token)."""
+    if not split_markers:
+        return tok.encode(text)
+    ids: list[int] = []
+    for piece in text.replace("<tool_call>", "<tool\0_call>").replace("</tool_call>", "</tool\0_call>").split("\0"):
+        ids += tok.encode(piece)
+    return ids
+
+
+def _matches(lark: str, text: str, split_markers: bool = False) -> bool:
+    pytest.importorskip("llguidance")
+    import llguidance
+    import llguidance.hf
+
+    from agentkit.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    ll = llguidance.hf.from_tokenizer(tok, n_vocab=len(tok))
+    grammar = llguidance.LLMatcher.grammar_from_lark(lark)
+    assert llguidance.LLMatcher.validate_grammar(grammar, ll) == ""
+    matcher = llguidance.LLMatcher(ll, grammar)
+    for t in _ids(tok, text, split_markers):
+        if not matcher.consume_token(t):
+            return False
+    return matcher.is_accepting()
+
+
+ADDED = {"<tool_call>", "</tool_call>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"}
+
+
+def test_required_grammar_forces_one_schema_valid_call():
+    plan = ToolPlan(tools=[WEATHER, CALC], choice="required", family="hermes", inject=False)
+    lark = tool_grammar(plan, ADDED)
+    assert _matches(lark, '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>')
+    assert _matches(lark, '<tool_call>\n{"name": "calculator", "arguments": {"expression": "2+2"}}\n</tool_call>')
+    assert not _matches(lark, 'Sure: <tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>')
+    assert not _matches(lark, '<tool_call>\n{"name": "get_weather", "arguments": {"town": "Oslo"}}\n</tool_call>')
+    assert not _matches(lark, '<tool_call>\n{"name": "other", "arguments": {}}\n</tool_call>')
+
+
+def test_named_choice_grammar_allows_only_that_function():
+    plan = ToolPlan(tools=[WEATHER, CALC], choice={"type": "function", "function": {"name": "calculator"}},
+                    family="hermes", inject=False)
+    lark = tool_grammar(plan, ADDED)
+    assert _matches(lark, '<tool_call>\n{"name": "calculator", "arguments": {"expression": "1"}}\n</tool_call>')
+    assert not _matches(lark, '<tool_call>\n{"name": "get_weather", "arguments": {"city": "x"}}\n</tool_call>')
+
+
+@pytest.mark.parametrize("added", [ADDED, set()], ids=["marker-token", "marker-text"])
+def test_auto_strict_grammar_is_lazy(added):
+    plan = ToolPlan(tools=[WEATHER, CALC], choice="auto", family="hermes", inject=False)
+    lark = tool_grammar(plan, added)
+    split = not added
+    assert _matches(lark, "No tool needed, it is 4.", split)
+    assert _matches(lark, 'Let me check.<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n'
+                          '</tool_call>', split)
+    # strict arguments are enforced once the call starts; non-strict tools take any object
+    assert not _matches(lark, 'x<tool_call>\n{"name": "get_weather", "arguments": {"city": 3}}\n</tool_call>', split)
+    assert _matches(lark, '<tool_call>\n{"name": "calculator", "arguments": {"anything": [1, 2]}}\n</tool_call>',
+                    split)
+
+
+def test_generic_family_required_is_bare_json():
+    plan = ToolPlan(tools=[WEATHER], choice="required", family="generic", inject=False)
+    lark = tool_grammar(plan, ADDED)
+    text = '{"name": "get_weather", "arguments": {"city": "Rome"}}'
+    assert _matches(lark, text)
+    assert json.loads(text)["name"] == "get_weather"
