@@ -191,15 +191,20 @@ class AgentLoop:
         self.sessions.put(turn.session)
 
     # ---- entry points --------------------------------------------------------------------------
+    def _submit_round(self, req: ChatCompletionRequest, host: Any, turn: _Turn,
+                      submit: Callable[[EngineRequest], Any] | None) -> tuple[EngineRequest, Any]:
+        """Render this round's prompt (history + offered tools) and hand it to the engine."""
+        ereq, plan = prepare_chat(req, host, messages=turn.messages, tools=turn.offered,
+                                  tool_choice=self._choice(req, turn))
+        (submit or host.engine.submit)(ereq)
+        return ereq, plan
+
     def run(self, req: ChatCompletionRequest, host: Any,
             submit: Callable[[EngineRequest], Any] | None = None) -> ChatCompletionResponse:
         """Run the loop to its final reply (non-streaming)."""
-        submit = submit or host.engine.submit
         turn = self._start(req)
         while True:
-            ereq, plan = prepare_chat(req, host, messages=turn.messages, tools=turn.offered,
-                                      tool_choice=self._choice(req, turn))
-            submit(ereq)
+            ereq, plan = self._submit_round(req, host, turn, submit)
             resp = collect_chat(ereq, host, req.logprobs, plan)
             turn.add_usage(resp.usage)
             message = resp.choices[0].message
@@ -212,12 +217,9 @@ class AgentLoop:
     def stream(self, req: ChatCompletionRequest, host: Any,
                submit: Callable[[EngineRequest], Any] | None = None) -> Iterator[ChatCompletionChunkResponse]:
         """Run the loop, streaming each round's text; the finish chunk comes once, for the final round."""
-        submit = submit or host.engine.submit
         turn = self._start(req)
         while True:
-            ereq, plan = prepare_chat(req, host, messages=turn.messages, tools=turn.offered,
-                                      tool_choice=self._choice(req, turn))
-            submit(ereq)
+            ereq, plan = self._submit_round(req, host, turn, submit)
             stream = ChatStream(ereq, host, req.logprobs, plan)
             text, calls, final = "", None, None
             try:

@@ -216,7 +216,26 @@ def collect_chat(req: EngineRequest, host: ModelHost, want_logprobs: bool,
                                   usage=_usage(last))
 
 
-class ChatStream:
+class ClosingStream:
+    """Mixin for chunk iterators with a `close()`: `with` closes it, and so does dropping it."""
+
+    def close(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class ChatStream(ClosingStream):
     """Iterator of `ChatCompletionChunkResponse`; closing it (or dropping it) cancels the request."""
 
     def __init__(self, req: EngineRequest, host: ModelHost, want_logprobs: bool, plan: ToolPlan | None = None) -> None:
@@ -273,18 +292,6 @@ class ChatStream:
         if not self._done:
             self._done = True
             self._req.cancel()
-
-    def __enter__(self) -> ChatStream:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def collect_completion(req: EngineRequest, host: ModelHost, creq: CompletionRequest) -> CompletionResponse:

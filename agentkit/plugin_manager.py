@@ -515,6 +515,27 @@ class PluginHost:
         """Call `session_dump(session, store)`: plugins `store.put(...)` their state."""
         self.pm.hook.session_dump(session=session, store=store)
 
+    def save_session_state(self, session: Session) -> None:
+        """`session_dump` for each plugin with its own store (`session.plugin_state[<plugin name>]`).
+
+        A plugin that raises is logged and skipped: saving the conversation matters more.
+        """
+        self._per_plugin("session_dump", session)
+
+    def restore_session_state(self, session: Session) -> None:
+        """`session_load` for each plugin with its own store (the state its `session_dump` saved)."""
+        self._per_plugin("session_load", session)
+
+    def _per_plugin(self, hook_name: str, session: Session) -> None:
+        from agentkit.sessions import PluginStateStore
+
+        for impl in self._impls(hook_name):
+            args = {"session": session, "store": PluginStateStore(session, impl.plugin_name)}
+            try:
+                impl.function(**{a: args[a] for a in impl.argnames})
+            except Exception:
+                logger.exception("plugin %r failed in %s", impl.plugin_name, hook_name)
+
     def session_load(self, session: Session, store: PluginStateStore) -> None:
         """Call `session_load(session, store)`: plugins `store.get(...)` their state back."""
         self.pm.hook.session_load(session=session, store=store)

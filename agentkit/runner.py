@@ -24,7 +24,14 @@ from typing import Any
 import torch
 
 from agentkit.agent_loop import AgentLoop
-from agentkit.chat import ChatStream, collect_chat, collect_completion, prepare_chat, prepare_completion
+from agentkit.chat import (
+    ChatStream,
+    ClosingStream,
+    collect_chat,
+    collect_completion,
+    prepare_chat,
+    prepare_completion,
+)
 from agentkit.config import RunnerConfig
 from agentkit.engine.config import EngineConfig
 from agentkit.engine.hub import parse_token_source
@@ -38,7 +45,6 @@ from agentkit.plugins.tool_callbacks import ToolCallbacksPlugin
 from agentkit.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from agentkit.responses import ChatCompletionChunkResponse, ChatCompletionResponse, CompletionResponse
 from agentkit.session_store import MemorySessionStore, SessionStore, open_session_store
-from agentkit.sessions import PluginStateStore
 from agentkit.which import Which
 
 log = logging.getLogger("agentkit")
@@ -117,8 +123,8 @@ class Runner:
         self._sessions = (MemorySessionStore(max_sessions, session_idle_ttl_s) if session_store is None
                           else open_session_store(session_store))
         self._agent = AgentLoop(self._plugins.all_tools, self._plugins.execute_tool, self._sessions,
-                                save_plugins=lambda s: self._plugins.session_dump(s, PluginStateStore(s, "plugins")),
-                                load_plugins=lambda s: self._plugins.session_load(s, PluginStateStore(s, "plugins")))
+                                save_plugins=self._plugins.save_session_state,
+                                load_plugins=self._plugins.restore_session_state)
         self._token = parse_token_source(token_source)
         if paged_attn and no_paged_attn:
             raise ValueError("paged_attn and no_paged_attn are mutually exclusive")
@@ -484,7 +490,7 @@ class Runner:
             pass
 
 
-class _LeasedStream:
+class _LeasedStream(ClosingStream):
     """A chat chunk stream that holds its model's lease until it is exhausted, fails or is closed.
 
     The lease keeps `unload_model` waiting while the stream is consumed. Once finished, the
@@ -524,18 +530,6 @@ class _LeasedStream:
         finally:
             if lease is not None:
                 lease.release()
-
-    def __enter__(self) -> _LeasedStream:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 async def _aiter_stream(stream: Iterator[ChatCompletionChunkResponse]) -> AsyncIterator[ChatCompletionChunkResponse]:

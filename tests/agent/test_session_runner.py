@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from agentkit import ChatCompletionRequest, Runner, ToolChoice, Which
+from agentkit import ChatCompletionRequest, Runner, ToolChoice, Which, hookimpl
 
 CITY = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city.", "strict": True,
                                          "parameters": {"type": "object", "properties": {"city": {"enum": ["Oslo", "Rome"]}},
@@ -80,7 +80,7 @@ def test_import_rejects_bad_json_and_newer_versions(tiny_llama):
 
 CHILD = textwrap.dedent("""
     import json, sys
-    from agentkit import ChatCompletionRequest, Runner, ToolChoice, Which
+    from agentkit import ChatCompletionRequest, Runner, ToolChoice, Which, hookimpl
     model, store, session_id, history = sys.argv[1:5]
     with Runner(Which.Plain(model), progress=False, session_store=store,
                 tool_callbacks={"get_weather": lambda n, a: "sunny"}) as r:
@@ -124,3 +124,35 @@ def test_corrupt_session_file_is_quarantined_and_others_work(tiny_llama, tmp_pat
         assert list((store / "quarantine").iterdir())  # kept, not deleted
         assert json.loads(r.export_session("good"))["id"] == "good"
         assert _follow_up(r, "good", []).session_id == "good"
+
+
+class Notes:
+    """A plugin that keeps state in each session through the session hooks."""
+
+    plugin_name = "notes"
+
+    def __init__(self):
+        self.loaded = []
+
+    @hookimpl
+    def session_dump(self, session, store):
+        store.put("seen", {"messages": len(session.messages)})
+
+    @hookimpl
+    def session_load(self, session, store):
+        self.loaded.append(store.get("seen"))
+
+
+def test_plugin_state_travels_with_the_session(tiny_llama):
+    with Runner(Which.Plain(tiny_llama), progress=False, plugins=[Notes()],
+                tool_callbacks={"get_weather": get_weather}) as a:
+        first = _first_turn(a)
+        exported = a.export_session(first.session_id)
+    assert json.loads(exported)["plugin_state"] == {"notes": {"seen": {"messages": 4}}}
+    notes = Notes()
+    with Runner(Which.Plain(tiny_llama), progress=False, plugins=[notes],
+                tool_callbacks={"get_weather": get_weather}) as b:
+        b.import_session("s", exported)
+        _follow_up(b, "s", _visible(exported))
+        assert notes.loaded == [{"messages": 4}]
+        assert json.loads(b.export_session("s"))["plugin_state"]["notes"]["seen"] == {"messages": 6}
