@@ -39,6 +39,7 @@ from agentkit.responses import (
     TopLogprob,
     Usage,
 )
+from agentkit.streams import ClosingStream
 from agentkit.tool_calling import ToolPlan, plan_tools, prompt_messages, tool_grammar
 from agentkit.tool_parsing import StreamingToolParser, parse_tool_calls, to_responses
 
@@ -214,25 +215,6 @@ def collect_chat(req: EngineRequest, host: ModelHost, want_logprobs: bool,
                               stop_sequence=a.stop_sequence))
     return ChatCompletionResponse(id=req.request_id, choices=choices, created=int(time.time()), model=host.model_id,
                                   usage=_usage(last))
-
-
-class ClosingStream:
-    """Mixin for chunk iterators with a `close()`: `with` closes it, and so does dropping it."""
-
-    def close(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 class ChatStream(ClosingStream):

@@ -5,10 +5,12 @@ Every method may be called from any thread at once: requests are tokenized in th
 thread and continuously batched by the engine. Errors follow mistralrs: `ValueError` for bad
 requests and unknown models, `TypeError` for wrong argument types. More models can be added
 with `add_model`; the table (aliases, default, unload/reload, in-flight leases) lives in
-`agentkit.model_table`.
+`agentkit.model_table`. Plugins (`plugins=`, entry points, `tool_callbacks`) are managed by a
+`PluginHost`; chat requests that involve tools run through `agentkit.agent_loop`, whose sessions
+live in the session store (`session_store=`; memory by default).
 
-Not covered yet: the server-side tool loop, sessions, web search, MCP, code execution, AnyMoE,
-speculative decoding, quantization (their arguments raise `NotSupportedError` until they land).
+Not covered yet: web search, MCP, code execution, AnyMoE, speculative decoding (their arguments
+raise `NotSupportedError` until they land).
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import torch
 from agentkit.agent_loop import AgentLoop
 from agentkit.chat import (
     ChatStream,
-    ClosingStream,
     collect_chat,
     collect_completion,
     prepare_chat,
@@ -45,6 +46,7 @@ from agentkit.plugins.tool_callbacks import ToolCallbacksPlugin
 from agentkit.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from agentkit.responses import ChatCompletionChunkResponse, ChatCompletionResponse, CompletionResponse
 from agentkit.session_store import MemorySessionStore, SessionStore, open_session_store
+from agentkit.streams import LeasedStream, aiter_stream
 from agentkit.which import Which
 
 log = logging.getLogger("agentkit")
@@ -62,7 +64,14 @@ _UNSUPPORTED = {
 
 
 class Runner:
-    """Load a model and serve chat/completion requests (the mistralrs `Runner` API)."""
+    """Load a model and serve chat/completion requests (the mistralrs `Runner` API).
+
+    Positional arguments and defaults are mistralrs 0.9.5's. agentkit's keyword-only extras:
+    `plugins` (plugin objects, called before entry-point plugins), `session_store` (a directory
+    path or a `SessionStore`: agentic sessions then survive restarts), `max_sessions` and
+    `session_idle_ttl_s` (the in-memory store's cap and idle expiry), plus the engine knobs
+    (`pa_*`, `max_seq_len`, `num_threads`, `device`, `weights`, `progress`).
+    """
 
     def __init__(
         self,
@@ -237,13 +246,13 @@ class Runner:
                     self._watch(lease, ereq)
 
                 if request.stream:
-                    return _LeasedStream(self._agent.stream(request, host, submit), lease.keep())
+                    return LeasedStream(self._agent.stream(request, host, submit), lease.keep())
                 return self._agent.run(request, host, submit)
             ereq, plan = prepare_chat(request, host)
             host.engine.submit(ereq)
             self._watch(lease, ereq)
             if request.stream:
-                return _LeasedStream(ChatStream(ereq, host, request.logprobs, plan), lease.keep())
+                return LeasedStream(ChatStream(ereq, host, request.logprobs, plan), lease.keep())
             return collect_chat(ereq, host, request.logprobs, plan)
 
     def send_chat_completion_request_to_model(
@@ -283,7 +292,7 @@ class Runner:
         result = await asyncio.to_thread(self.send_chat_completion_request, request, model_id)
         if isinstance(result, ChatCompletionResponse):
             return result
-        return _aiter_stream(result)
+        return aiter_stream(result)
 
     async def asend_completion_request(self, request: CompletionRequest,
                                        model_id: str | None = None) -> CompletionResponse:
@@ -488,63 +497,6 @@ class Runner:
             self.shutdown()
         except Exception:
             pass
-
-
-class _LeasedStream(ClosingStream):
-    """A chat chunk stream that holds its model's lease until it is exhausted, fails or is closed.
-
-    The lease keeps `unload_model` waiting while the stream is consumed. Once finished, the
-    wrapper drops the inner stream so that no reference to the model outlives the request.
-    Any chunk iterator with a `close()` works (a `ChatStream`, or a generator such as the agent
-    loop's); a `ChatStream` is released as soon as its final chunk is read.
-    """
-
-    def __init__(self, stream: Iterator[ChatCompletionChunkResponse], lease: Lease) -> None:
-        self._stream: Iterator[ChatCompletionChunkResponse] | None = stream
-        self._lease: Lease | None = lease
-
-    def __iter__(self) -> _LeasedStream:
-        return self
-
-    def __next__(self) -> ChatCompletionChunkResponse:
-        stream = self._stream
-        if stream is None:
-            raise StopIteration
-        try:
-            chunk = next(stream)
-        except BaseException:
-            self.close()
-            raise
-        if getattr(stream, "_done", False):  # the final chunk: free the model now, not at the next call
-            self.close()
-        return chunk
-
-    def close(self) -> None:
-        """Stop generating (if still running) and release the model."""
-        stream, self._stream = self._stream, None
-        lease, self._lease = self._lease, None
-        try:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
-        finally:
-            if lease is not None:
-                lease.release()
-
-
-async def _aiter_stream(stream: Iterator[ChatCompletionChunkResponse]) -> AsyncIterator[ChatCompletionChunkResponse]:
-    """Drain a sync chunk stream without blocking the event loop; closing the iterator cancels."""
-    sentinel = object()
-    try:
-        while True:
-            chunk = await asyncio.to_thread(next, stream, sentinel)
-            if chunk is sentinel:
-                return
-            yield chunk
-    finally:
-        close = getattr(stream, "close", None)
-        if close is not None:
-            close()
 
 
 def _cache_type(value: Any) -> str:

@@ -1,0 +1,97 @@
+"""Chunk-stream wrappers shared by the Runner and the agent loop.
+
+Scope: `ClosingStream` (a `with`-able iterator closed when dropped), `LeasedStream` (holds a model
+lease until the stream ends, so `unload_model` waits for it) and `aiter_stream` (a sync chunk
+stream drained from asyncio without blocking the event loop).
+
+Non-goals: producing chunks (`agentkit.chat.ChatStream`, `agentkit.agent_loop`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+from agentkit.responses import ChatCompletionChunkResponse
+
+if TYPE_CHECKING:
+    from agentkit.model_table import Lease
+
+__all__ = ["ClosingStream", "LeasedStream", "aiter_stream"]
+
+
+class ClosingStream:
+    """Mixin for chunk iterators with a `close()`: `with` closes it, and so does dropping it."""
+
+    def close(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class LeasedStream(ClosingStream):
+    """A chat chunk stream that holds its model's lease until it is exhausted, fails or is closed.
+
+    The lease keeps `unload_model` waiting while the stream is consumed. Once finished, the
+    wrapper drops the inner stream so that no reference to the model outlives the request.
+    Any chunk iterator with a `close()` works (a `ChatStream`, or a generator such as the agent
+    loop's); a `ChatStream` is released as soon as its final chunk is read.
+    """
+
+    def __init__(self, stream: Iterator[ChatCompletionChunkResponse], lease: Lease) -> None:
+        self._stream: Iterator[ChatCompletionChunkResponse] | None = stream
+        self._lease: Lease | None = lease
+
+    def __iter__(self) -> LeasedStream:
+        return self
+
+    def __next__(self) -> ChatCompletionChunkResponse:
+        stream = self._stream
+        if stream is None:
+            raise StopIteration
+        try:
+            chunk = next(stream)
+        except BaseException:
+            self.close()
+            raise
+        if getattr(stream, "_done", False):  # the final chunk: free the model now, not at the next call
+            self.close()
+        return chunk
+
+    def close(self) -> None:
+        """Stop generating (if still running) and release the model."""
+        stream, self._stream = self._stream, None
+        lease, self._lease = self._lease, None
+        try:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if lease is not None:
+                lease.release()
+
+
+async def aiter_stream(stream: Iterator[ChatCompletionChunkResponse]) -> AsyncIterator[ChatCompletionChunkResponse]:
+    """Drain a sync chunk stream without blocking the event loop; closing the iterator cancels."""
+    sentinel = object()
+    try:
+        while True:
+            chunk = await asyncio.to_thread(next, stream, sentinel)
+            if chunk is sentinel:
+                return
+            yield chunk
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
