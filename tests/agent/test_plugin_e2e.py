@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agentkit.testing import smollm2_gguf
+from agentkit.testing import smollm2_gguf, write_dist_info
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "plugin_package"
@@ -49,11 +49,7 @@ def test_installed_plugin_tool_is_used_by_an_unchanged_script(tmp_path):
     without = _run(gguf, [])
     assert without.returncode != 0 and "needs tools" in without.stderr  # nothing to call yet
     project = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]
-    info = tmp_path / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
-    eps = project["entry-points"]["agentkit"]
-    (info / "entry_points.txt").write_text("[agentkit]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()))
+    write_dist_info(tmp_path, project["name"], project["version"], project["entry-points"])
     out = _run(gguf, [str(tmp_path), str(EXAMPLE)])
     assert out.returncode == 0, out.stderr[-2000:]
     calls = json.loads(out.stdout.strip().splitlines()[-1])

@@ -4,33 +4,21 @@ its tool has the right schema, and it runs through PluginHost.execute_tool."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-import types
 from pathlib import Path
 
 import pytest
 
 from agentkit.plugin_manager import PluginHost, make_plugin_manager
+from agentkit.testing import install_plugin_package
 from agentkit.tools import ToolCall
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "plugin_package"
 
 
-def _load_plugin_utils() -> types.ModuleType:
-    """tests/agent/plugin_utils.py by path (`--import-mode=importlib` puts no test dir on sys.path)."""
-    name = "agentkit_tests_plugin_utils"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("plugin_utils.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
-install_plugin_package = _load_plugin_utils().install_plugin_package
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ RunnerConfig, and docs/plugins.md documenting exactly the hooks. A fresh manager
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 import logging
@@ -20,6 +19,7 @@ import pluggy
 import pytest
 
 from agentkit import hookspecs, plugin_manager
+from agentkit import testing as plugin_utils
 from agentkit.config import RunnerConfig
 from agentkit.errors import CancelToolCall, ConfigError, PluginError
 from agentkit.hookspecs import PROJECT, hookimpl
@@ -35,18 +35,8 @@ from agentkit.tools import Tool, ToolCall, ToolResult
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load_plugin_utils() -> types.ModuleType:
-    """tests/agent/plugin_utils.py by path (`--import-mode=importlib` puts no test dir on sys.path)."""
-    name = "agentkit_tests_plugin_utils"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("plugin_utils.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
-plugin_utils = _load_plugin_utils()
 
 HOOKS = ["runner_configure", "runner_shutdown", "register_tools", "register_tool_sources",
          "register_search_providers", "register_code_executors", "engine_prepare_model",
