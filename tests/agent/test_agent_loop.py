@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Literal
 
 import pytest
 
@@ -13,7 +15,10 @@ from agentkit import (
     Runner,
     ToolChoice,
     Which,
+    hookimpl,
 )
+from agentkit.errors import CancelToolCall
+from agentkit.tools import Tool
 
 CITY_SCHEMA = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}},
                "required": ["city"], "additionalProperties": False}
@@ -206,3 +211,69 @@ def test_without_callbacks_tool_calls_go_to_the_client(tiny_llama):
         assert chunks[-1].choices[0].finish_reason == "tool_calls"
         none = r.send_chat_completion_request(_req(tool_choice=ToolChoice.NoTools, max_tool_rounds=None))
         assert none.choices[0].message.tool_calls is None
+
+
+class DicePlugin:
+    """A plugin object given to Runner(plugins=[...]): one strict tool plus a logging wrapper."""
+
+    plugin_name = "dice"
+
+    def __init__(self):
+        self.log = []
+
+    @hookimpl
+    def register_tools(self, register):
+        def roll(sides: Literal["d6", "d20"]) -> str:
+            """Roll a die.
+
+            Args:
+                sides: which die
+            """
+            return "4" if sides == "d6" else "17"
+
+        register(Tool.from_function(roll, strict=True))
+
+    @hookimpl(wrapper=True)
+    def agent_execute_tool(self, call, session):
+        self.log.append(("before", call.name, session.id))
+        result = yield
+        self.log.append(("after", result.content))
+        return result
+
+
+def test_plugin_tool_and_wrapper_through_the_runner(tiny_llama):
+    dice = DicePlugin()
+    with Runner(Which.Plain(tiny_llama), progress=False, plugins=[dice]) as r:
+        resp = r.send_chat_completion_request(_req(tool_schemas=None, tool_choice="required"))
+        rec = resp.agentic_tool_calls
+        assert [x.name for x in rec] == ["roll"]
+        expected = "4" if json.loads(rec[0].arguments)["sides"] == "d6" else "17"
+        assert rec[0].result_content == expected
+        assert dice.log == [("before", "roll", resp.session_id), ("after", expected)]
+        # the async twin runs the same loop
+        again = asyncio.run(r.asend_chat_completion_request(_req(tool_schemas=None, tool_choice="required")))
+        assert [x.name for x in again.agentic_tool_calls] == ["roll"] and again.session_id
+
+
+class Veto:
+    """An approval policy as a plugin: a wrapper that cancels every call."""
+
+    @hookimpl(wrapper=True)
+    def agent_execute_tool(self, call, session):
+        raise CancelToolCall(f"{call.name} is not allowed here")
+        yield  # pragma: no cover
+
+
+def test_wrapper_can_cancel_calls(tiny_llama, calls):
+    calls.clear()
+
+    def get_weather(name, args):
+        calls.append(args)
+        return "sunny"
+
+    with Runner(Which.Plain(tiny_llama), progress=False, plugins=[Veto()],
+                tool_callbacks={"get_weather": get_weather}) as r:
+        resp = r.send_chat_completion_request(_req(tool_choice="required"))
+    assert calls == []
+    out = json.loads(resp.agentic_tool_calls[0].result_content)
+    assert out["status"] == "denied" and "not allowed here" in out["error"]
