@@ -41,7 +41,7 @@ from agentkit.errors import NotSupportedError
 from agentkit.isq import isq_mode
 from agentkit.model_host import EmbeddingHost, ModelHost, load_model, model_name
 from agentkit.model_table import Lease, ModelTable
-from agentkit.plugin_manager import PluginHost
+from agentkit.plugin_host import PluginHost
 from agentkit.plugins.tool_callbacks import ToolCallbacksPlugin
 from agentkit.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from agentkit.responses import ChatCompletionChunkResponse, ChatCompletionResponse, CompletionResponse

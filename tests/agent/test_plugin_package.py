@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agentkit.plugin_manager import PluginHost, make_plugin_manager
+from agentkit.plugin_host import PluginHost
+from agentkit.plugin_manager import make_plugin_manager
 from agentkit.testing import install_plugin_package
 from agentkit.tools import ToolCall
 

@@ -23,12 +23,8 @@ from agentkit import testing as plugin_utils
 from agentkit.config import RunnerConfig
 from agentkit.errors import CancelToolCall, ConfigError, PluginError
 from agentkit.hookspecs import PROJECT, hookimpl
-from agentkit.plugin_manager import (
-    CORE_ROUTER_NAME,
-    PluginHost,
-    make_plugin_manager,
-    run_tool,
-)
+from agentkit.plugin_host import PluginHost, run_tool
+from agentkit.plugin_manager import CORE_ROUTER_NAME, make_plugin_manager
 from agentkit.plugins.tool_callbacks import ToolCallbacksPlugin
 from agentkit.tools import Tool, ToolCall, ToolResult
 
