@@ -1,6 +1,6 @@
 """The server-side agent loop (runner-api.md §2.1-2.3, §2.6, §2.8): generate, run tools, repeat.
 
-Scope: `AgentLoop.applies` decides whether a chat request runs through the loop; `run` and
+Scope: `AgentLoop.tools_for` decides whether a chat request runs through the loop; `run` and
 `stream` then resolve the request's session (explicit id, else message-prefix lookup, else a new
 one), splice the stored tool history into the incoming messages, and alternate model replies with
 tool execution until a reply calls no tool or `max_tool_rounds` is reached. Every call of a reply
@@ -94,13 +94,20 @@ class AgentLoop:
         self._save_plugins, self._load_plugins = save_plugins, load_plugins
 
     # ---- deciding ------------------------------------------------------------------------------
-    def applies(self, req: ChatCompletionRequest) -> bool:
-        """Whether `req` runs through the loop: tools are registered, or `max_tool_rounds` is set (not 0)."""
-        if req.max_tool_rounds == 0:
-            return False
-        return req.max_tool_rounds is not None or bool(self._tools()) or req.session_id is not None
+    def tools_for(self, req: ChatCompletionRequest) -> dict[str, Tool] | None:
+        """The registered tools when `req` runs through the loop, else None.
 
-    def _start(self, req: ChatCompletionRequest) -> _Turn:
+        The loop runs when tools are registered, `max_tool_rounds` is set (0 disables it), or a
+        `session_id` is given. Tool sources are listed once here and reused for the request.
+        """
+        if req.max_tool_rounds == 0:
+            return None
+        tools = self._tools()
+        if tools or req.max_tool_rounds is not None or req.session_id is not None:
+            return tools
+        return None
+
+    def _start(self, req: ChatCompletionRequest, registered: dict[str, Tool]) -> _Turn:
         incoming = req.normalized_messages()
         session = None
         if req.session_id is not None:
@@ -111,7 +118,6 @@ class AgentLoop:
         if session.messages and self._load_plugins is not None:
             self._load_plugins(session)
         messages = splice_history(session.messages, incoming) if session.messages else incoming
-        registered = self._tools()
         offered = req.parsed_tools()
         declared = {t["function"]["name"] for t in offered}
         offered += [t.schema() for name, t in registered.items() if name not in declared]
@@ -130,7 +136,7 @@ class AgentLoop:
     def _approve(self, req: ChatCompletionRequest, turn: _Turn, tool: Tool, call: ToolCall) -> ToolResult | None:
         """None when the call may run, else the denied result the model sees instead."""
         label = tool.label or tool.name
-        permission = _strictest(getattr(tool, "permission", None), req.effective_permission())
+        permission = _strictest(tool.permission, req.effective_permission())
         if permission is AgentPermission.Auto or tool.name in turn.session.approved_tools:
             return None
         if permission is AgentPermission.Deny:
@@ -199,10 +205,10 @@ class AgentLoop:
         (submit or host.engine.submit)(ereq)
         return ereq, plan
 
-    def run(self, req: ChatCompletionRequest, host: Any,
+    def run(self, req: ChatCompletionRequest, host: Any, tools: dict[str, Tool],
             submit: Callable[[EngineRequest], Any] | None = None) -> ChatCompletionResponse:
-        """Run the loop to its final reply (non-streaming)."""
-        turn = self._start(req)
+        """Run the loop to its final reply (non-streaming); `tools` from `tools_for(req)`."""
+        turn = self._start(req, tools)
         while True:
             ereq, plan = self._submit_round(req, host, turn, submit)
             resp = collect_chat(ereq, host, req.logprobs, plan)
@@ -214,10 +220,10 @@ class AgentLoop:
                                session_id=turn.session.id)
             self._run_calls(req, turn, message.content, message.tool_calls)
 
-    def stream(self, req: ChatCompletionRequest, host: Any,
+    def stream(self, req: ChatCompletionRequest, host: Any, tools: dict[str, Tool],
                submit: Callable[[EngineRequest], Any] | None = None) -> Iterator[ChatCompletionChunkResponse]:
         """Run the loop, streaming each round's text; the finish chunk comes once, for the final round."""
-        turn = self._start(req)
+        turn = self._start(req, tools)
         while True:
             ereq, plan = self._submit_round(req, host, turn, submit)
             stream = ChatStream(ereq, host, req.logprobs, plan)

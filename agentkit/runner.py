@@ -240,14 +240,15 @@ class Runner:
             raise TypeError(f"request must be a ChatCompletionRequest, got {type(request).__name__}")
         with self._lease(model_id) as lease:
             host = lease.host
-            if self._agent.applies(request):
+            tools = self._agent.tools_for(request)
+            if tools is not None:
                 def submit(ereq: EngineRequest) -> None:
                     host.engine.submit(ereq)
                     self._watch(lease, ereq)
 
                 if request.stream:
-                    return LeasedStream(self._agent.stream(request, host, submit), lease.keep())
-                return self._agent.run(request, host, submit)
+                    return LeasedStream(self._agent.stream(request, host, tools, submit), lease.keep())
+                return self._agent.run(request, host, tools, submit)
             ereq, plan = prepare_chat(request, host)
             host.engine.submit(ereq)
             self._watch(lease, ereq)

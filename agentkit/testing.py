@@ -5,7 +5,8 @@ architecture, a small byte-level BPE tokenizer trained in milliseconds and a Cha
 (with a Qwen-style `<tools>` section) to `path`, so tests run on real weights, a real tokenizer and
 a real template without any download.
 
-`install_plugin_package(example_dir, tmp_path, monkeypatch)` makes a plugin distribution
+`write_tiny_gguf(model_dir, path, arch)` writes such a model as a GGUF file the way llama.cpp
+does (float or quantized blocks). `install_plugin_package(example_dir, tmp_path, monkeypatch)` makes a plugin distribution
 discoverable through its entry points without pip (a `*.dist-info` on `sys.path`).
 
 Not covered: realistic outputs (the weights are random). Use the SmolLM2 GGUF for those.
@@ -146,6 +147,77 @@ def tiny_model(path: str | os.PathLike[str], arch: str = "llama", seed: int = 0)
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def _llamacpp_permute(w: Any, n_head: int) -> Any:
+    # llama.cpp convert_hf_to_gguf.py LlamaModel.permute
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_tiny_gguf(
+    model_dir: str,
+    path: str,
+    arch: str = "llama",
+    *,
+    np_dtype: Any = None,
+    qtype: Any = None,
+    extra_tensors: Mapping[str, Any] | None = None,
+    name: str = "tiny",
+    keep=None,
+) -> dict[str, Any]:
+    """Write the tiny model at `model_dir` as a GGUF like llama.cpp would; return its HF weights.
+
+    Matrices are stored as `np_dtype` (float32 by default), or quantized: `qtype` is one GGML type
+    for every matrix, or a mapping from the tensor kind ("attn_q", "ffn_up", "token_embd", ...)
+    to a type (kinds not listed stay float). Llama q/k rows are permuted as llama.cpp does;
+    `keep(gguf_name)` filters tensors, `extra_tensors` adds some.
+    """
+    import gguf
+    import numpy as np
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(model_dir)
+    sd = load_file(os.path.join(model_dir, "model.safetensors"))
+    w = gguf.GGUFWriter(path, arch)
+    w.add_name(name)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    w.add_vocab_size(cfg.vocab_size)
+    w.add_bos_token_id(cfg.bos_token_id)
+    w.add_eos_token_id(cfg.eos_token_id)
+    w.add_pad_token_id(cfg.pad_token_id)
+    w.add_chat_template("{{ messages[0]['content'] }}")
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], cfg.num_hidden_layers)
+    for hf_name, t in sd.items():
+        base, suffix = hf_name.rsplit(".", 1)
+        gguf_name = f"{name_map.get_name(base)}.{suffix}"
+        if keep is not None and not keep(gguf_name):
+            continue
+        arr = t.float().numpy()
+        if arch == "llama" and ".attn_q." in gguf_name:
+            arr = _llamacpp_permute(arr, cfg.num_attention_heads)
+        elif arch == "llama" and ".attn_k." in gguf_name:
+            arr = _llamacpp_permute(arr, cfg.num_key_value_heads)
+        kind = gguf_name.split(".")[-2]
+        qt = qtype.get(kind) if isinstance(qtype, Mapping) else qtype
+        if qt is not None and arr.ndim == 2:
+            w.add_tensor(gguf_name, gguf.quants.quantize(arr, qt), raw_dtype=qt)
+        else:
+            w.add_tensor(gguf_name, arr.astype(np_dtype or np.float32) if arr.ndim == 2 else arr.astype(np.float32))
+    for gguf_name, arr in (extra_tensors or {}).items():
+        w.add_tensor(gguf_name, arr)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return sd
 
 
 def smollm2_gguf() -> tuple[str, str] | None:

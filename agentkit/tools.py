@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from agentkit.enums import AgentToolKind, AgentToolSource
+from agentkit.enums import AgentPermission, AgentToolKind, AgentToolSource
 
 __all__ = ["Tool", "ToolCall", "ToolResult", "ToolSource", "ToolStatus"]
 
@@ -107,7 +107,8 @@ class Tool:
 
     `fn(name, arguments)` runs a call (`arguments` already parsed to a dict) and returns the text
     the model sees. `fn` is None for schema-only tools (the caller runs them: client-side loop).
-    `strict` asks for decoding constrained to `parameters`.
+    `strict` asks for decoding constrained to `parameters`. `permission` is the tool's own floor
+    (None = Auto); a request's `agent_permission` can only make it stricter.
     """
 
     name: str
@@ -118,6 +119,7 @@ class Tool:
     source: AgentToolSource = AgentToolSource.User
     kind: AgentToolKind = AgentToolKind.Custom
     label: str | None = None
+    permission: AgentPermission | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name)

@@ -121,7 +121,8 @@ def test_non_string_result_is_an_error_result(faulty_runner):
 
 def test_callback_without_schema_is_offered_with_derived_schema(faulty_runner):
     # no tool_schemas: each registered callback is offered, described by its docstring
-    turn = faulty_runner._agent._start(_req(tool_schemas=None))
+    req = _req(tool_schemas=None)
+    turn = faulty_runner._agent._start(req, faulty_runner._agent.tools_for(req))
     offered = {t["function"]["name"]: t["function"] for t in turn.offered}
     assert offered["broken"]["description"] == "Always fails."
     assert offered["broken"]["parameters"] == {"type": "object", "properties": {"reason": {
@@ -277,3 +278,22 @@ def test_wrapper_can_cancel_calls(tiny_llama, calls):
     assert calls == []
     out = json.loads(resp.agentic_tool_calls[0].result_content)
     assert out["status"] == "denied" and "not allowed here" in out["error"]
+
+
+class LockedDice(DicePlugin):
+    """The same tool with its own permission floor: Deny."""
+
+    @hookimpl
+    def register_tools(self, register):
+        def roll(sides: Literal["d6", "d20"]) -> str:
+            """Roll a die."""
+            return "4"
+
+        register(Tool.from_function(roll, strict=True, permission=AgentPermission.Deny))
+
+
+def test_tool_permission_floor_applies_without_request_permission(tiny_llama):
+    with Runner(Which.Plain(tiny_llama), progress=False, plugins=[LockedDice()]) as r:
+        resp = r.send_chat_completion_request(_req(tool_schemas=None, tool_choice="required"))
+    assert json.loads(resp.agentic_tool_calls[0].result_content) == {
+        "status": "denied", "exception": "roll was denied by policy."}

@@ -21,6 +21,7 @@ import torch
 from agentkit.engine.hub import parse_token_source, resolve_model_dir
 from agentkit.engine.loader import LoadedModel, load_gguf, load_plain, resolve_dtype
 from agentkit.errors import ConfigError, ModelLoadError, ModelNotFoundError
+from agentkit.testing import write_tiny_gguf
 
 # --------------------------------------------------------------------------- token sources
 
@@ -230,74 +231,12 @@ def test_load_plain_needs_config(tmp_path):
 # --------------------------------------------------------------------------- GGUF (tiny, written here)
 
 
-def _llamacpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
-    # llama.cpp convert_hf_to_gguf.py LlamaModel.permute
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def _write_gguf(
-    model_dir: str,
-    path: str,
-    arch: str,
-    *,
-    np_dtype=np.float32,
-    qtype=None,
-    extra_tensors: dict[str, np.ndarray] | None = None,
-    name: str = "tiny",
-    keep=None,
-) -> dict[str, torch.Tensor]:
-    """Write the tiny model at `model_dir` as a GGUF like llama.cpp would; return its HF weights."""
-    import gguf
-    from safetensors.torch import load_file
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(model_dir)
-    sd = load_file(os.path.join(model_dir, "model.safetensors"))
-    w = gguf.GGUFWriter(path, arch)
-    w.add_name(name)
-    w.add_block_count(cfg.num_hidden_layers)
-    w.add_context_length(cfg.max_position_embeddings)
-    w.add_embedding_length(cfg.hidden_size)
-    w.add_feed_forward_length(cfg.intermediate_size)
-    w.add_head_count(cfg.num_attention_heads)
-    w.add_head_count_kv(cfg.num_key_value_heads)
-    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    w.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
-    w.add_vocab_size(cfg.vocab_size)
-    w.add_bos_token_id(cfg.bos_token_id)
-    w.add_eos_token_id(cfg.eos_token_id)
-    w.add_pad_token_id(cfg.pad_token_id)
-    w.add_chat_template("{{ messages[0]['content'] }}")
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], cfg.num_hidden_layers)
-    for hf_name, t in sd.items():
-        base, suffix = hf_name.rsplit(".", 1)
-        gguf_name = f"{name_map.get_name(base)}.{suffix}"
-        if keep is not None and not keep(gguf_name):
-            continue
-        arr = t.numpy()
-        if arch == "llama" and ".attn_q." in gguf_name:
-            arr = _llamacpp_permute(arr, cfg.num_attention_heads)
-        elif arch == "llama" and ".attn_k." in gguf_name:
-            arr = _llamacpp_permute(arr, cfg.num_key_value_heads)
-        if qtype is not None and arr.ndim == 2:
-            w.add_tensor(gguf_name, gguf.quants.quantize(arr, qtype), raw_dtype=qtype)
-        else:
-            w.add_tensor(gguf_name, arr.astype(np_dtype if arr.ndim == 2 else np.float32))
-    for gguf_name, arr in (extra_tensors or {}).items():
-        w.add_tensor(gguf_name, arr)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return sd
-
-
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
 def test_load_gguf_roundtrip_native(tiny_models, tmp_path, arch):
     from transformers import AutoConfig
 
     d = tiny_models(arch)
-    original = _write_gguf(d, str(tmp_path / "m.gguf"), arch)
+    original = write_tiny_gguf(d, str(tmp_path / "m.gguf"), arch)
     lm = load_gguf(str(tmp_path), "m.gguf", dtype=torch.float32, progress=False)
     _assert_same_weights(lm.state_dict, original)  # exact: F32 tensors, permutation undone
     if arch == "qwen2":
@@ -336,7 +275,7 @@ def test_load_gguf_f16_dtypes_and_untied_head(tiny_llama, tmp_path):
     cfg = AutoConfig.from_pretrained(tiny_llama)
     rng = np.random.default_rng(0)
     head = rng.standard_normal((cfg.vocab_size, cfg.hidden_size)).astype(np.float16)  # HF order
-    original = _write_gguf(
+    original = write_tiny_gguf(
         tiny_llama,
         str(tmp_path / "h.gguf"),
         "llama",
@@ -358,13 +297,13 @@ def test_load_gguf_f16_dtypes_and_untied_head(tiny_llama, tmp_path):
 
 
 def test_load_gguf_split_files(tiny_llama, tmp_path):
-    first = _write_gguf(
+    first = write_tiny_gguf(
         tiny_llama,
         str(tmp_path / "s-00001-of-00002.gguf"),
         "llama",
         keep=lambda n: not n.startswith("blk.1."),
     )
-    _write_gguf(
+    write_tiny_gguf(
         tiny_llama, str(tmp_path / "s-00002-of-00002.gguf"), "llama", keep=lambda n: n.startswith("blk.1.")
     )
     names = ["s-00001-of-00002.gguf", "s-00002-of-00002.gguf"]
@@ -381,7 +320,7 @@ def test_load_gguf_q8_0_matches_transformers(tiny_llama, tmp_path):
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
-    original = _write_gguf(
+    original = write_tiny_gguf(
         tiny_llama, str(tmp_path / "q.gguf"), "llama", qtype=gguf.GGMLQuantizationType.Q8_0
     )
     lm = load_gguf(str(tmp_path), "q.gguf", dtype=torch.float32, progress=False)
@@ -403,7 +342,7 @@ def test_load_gguf_llama3_rope_freqs(tiny_llama, tmp_path):
 
     factors = np.array(_llama3_factors(10000.0, 16, 8.0, 1.0, 4.0, 8192), dtype=np.float32)
     assert 1.0 < sorted(factors)[-2] < 8.0  # the smoothed band is exercised
-    _write_gguf(tiny_llama, str(tmp_path / "r.gguf"), "llama", extra_tensors={"rope_freqs.weight": factors})
+    write_tiny_gguf(tiny_llama, str(tmp_path / "r.gguf"), "llama", extra_tensors={"rope_freqs.weight": factors})
     lm = load_gguf(str(tmp_path), "r.gguf", dtype=torch.float32, progress=False)
     rope = lm.config.rope_parameters
     assert rope["rope_type"] == "llama3" and rope["factor"] == 8.0
@@ -414,14 +353,14 @@ def test_load_gguf_llama3_rope_freqs(tiny_llama, tmp_path):
     )
 
     odd = np.linspace(1.0, 3.0, 8, dtype=np.float32)
-    _write_gguf(tiny_llama, str(tmp_path / "odd.gguf"), "llama", extra_tensors={"rope_freqs.weight": odd})
+    write_tiny_gguf(tiny_llama, str(tmp_path / "odd.gguf"), "llama", extra_tensors={"rope_freqs.weight": odd})
     with pytest.warns(UserWarning, match="rope_freqs"):
         lm = load_gguf(str(tmp_path), "odd.gguf", dtype=torch.float32, progress=False)
     assert lm.config.rope_parameters["rope_type"] == "default"
 
 
 def test_load_gguf_mistral_named_llama(tiny_llama, tmp_path):
-    original = _write_gguf(tiny_llama, str(tmp_path / "m.gguf"), "llama", name="Mistral 7B Instruct v0.3")
+    original = write_tiny_gguf(tiny_llama, str(tmp_path / "m.gguf"), "llama", name="Mistral 7B Instruct v0.3")
     lm = load_gguf(str(tmp_path), "m.gguf", dtype=torch.float32, progress=False)
     assert lm.arch == "mistral" and lm.config.sliding_window is None
     _assert_same_weights(lm.state_dict, original)
@@ -430,7 +369,7 @@ def test_load_gguf_mistral_named_llama(tiny_llama, tmp_path):
 def test_load_gguf_fallback_through_transformers(tiny_models, tmp_path):
     # phi3 (fused qkv / gate_up) has no native mapping: transformers' GGUF loader handles it.
     d = tiny_models("phi3")
-    original = _write_gguf(d, str(tmp_path / "p.gguf"), "phi3")
+    original = write_tiny_gguf(d, str(tmp_path / "p.gguf"), "phi3")
     lm = load_gguf(str(tmp_path), "p.gguf", dtype=torch.float32, progress=False)
     assert lm.arch == "phi3"
     _assert_same_weights(lm.state_dict, original)

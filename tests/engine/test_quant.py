@@ -29,6 +29,7 @@ from agentkit.engine.quant import (
     quantize_int8_per_channel,
 )
 from agentkit.errors import ConfigError
+from agentkit.testing import write_tiny_gguf
 
 CPU = torch.device("cpu")
 BF16_REL = 2.0**-7  # a few bf16 roundings (activation, scale, zero, output), relative
@@ -277,48 +278,12 @@ def test_cuda_int4_and_auto():  # pragma: no cover - no GPU in CI
 # --------------------------------------------------------------------------- loader
 
 
-def _write_tiny_gguf(model_dir: str, path: str) -> None:
-    """The tiny llama as a GGUF with mixed block types, q/k permuted as llama.cpp does."""
-    import gguf
-    from safetensors.torch import load_file
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(model_dir)
-    sd = load_file(os.path.join(model_dir, "model.safetensors"))
-    w = gguf.GGUFWriter(path, "llama")
-    w.add_block_count(cfg.num_hidden_layers)
-    w.add_context_length(cfg.max_position_embeddings)
-    w.add_embedding_length(cfg.hidden_size)
-    w.add_feed_forward_length(cfg.intermediate_size)
-    w.add_head_count(cfg.num_attention_heads)
-    w.add_head_count_kv(cfg.num_key_value_heads)
-    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    w.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
-    w.add_vocab_size(cfg.vocab_size)
-    types = {"attn_q": QT.Q4_1, "attn_k": QT.Q4_1, "attn_v": QT.Q4_0, "attn_output": QT.Q8_0,
-             "ffn_gate": QT.Q4_1, "ffn_up": QT.Q5_0, "ffn_down": QT.Q4_1, "token_embd": QT.Q8_0}
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg.num_hidden_layers)
-    for hf_name, t in sd.items():
-        base, suffix = hf_name.rsplit(".", 1)
-        gguf_name = f"{name_map.get_name(base)}.{suffix}"
-        arr = t.float().numpy()
-        heads = {"attn_q": cfg.num_attention_heads, "attn_k": cfg.num_key_value_heads}
-        part = gguf_name.split(".")[-2]
-        if part in heads:
-            n = heads[part]
-            arr = arr.reshape(n, 2, arr.shape[0] // n // 2, *arr.shape[1:]).swapaxes(1, 2).reshape(arr.shape)
-        if arr.ndim == 2 and part in types:
-            w.add_tensor(gguf_name, quantize(arr, types[part]), raw_dtype=types[part])
-        else:
-            w.add_tensor(gguf_name, arr.astype(np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+MIXED_TYPES = {"attn_q": QT.Q4_1, "attn_k": QT.Q4_1, "attn_v": QT.Q4_0, "attn_output": QT.Q8_0,
+               "ffn_gate": QT.Q4_1, "ffn_up": QT.Q5_0, "ffn_down": QT.Q4_1, "token_embd": QT.Q8_0}
 
 
 def test_load_gguf_keep_quantized_matches_dense(tiny_llama, tmp_path):
-    _write_tiny_gguf(tiny_llama, str(tmp_path / "m.gguf"))
+    write_tiny_gguf(tiny_llama, str(tmp_path / "m.gguf"), qtype=MIXED_TYPES)  # q/k permuted as llama.cpp does
     dense = load_gguf(str(tmp_path), "m.gguf", dtype=torch.float32, progress=False)
     kept = load_gguf(str(tmp_path), "m.gguf", dtype=torch.float32, progress=False, keep_quantized=True)
     assert sorted(kept.state_dict) == sorted(dense.state_dict)
