@@ -102,6 +102,7 @@ from agentkit.responses import (
     TopLogprob,
     Usage,
 )
+from agentkit.session_history import SessionConflictError
 from agentkit.session_store import DirectorySessionStore, MemorySessionStore, SessionStore
 from agentkit.sessions import Session
 from agentkit.tools import Tool, ToolCall, ToolResult
@@ -122,6 +123,7 @@ __all__ = [
     "MemorySessionStore",
     "PluginError",
     "Session",
+    "SessionConflictError",
     "SessionError",
     "SessionStore",
     "Tool",

@@ -2,7 +2,7 @@
 
 Scope: `AgentLoop.tools_for` decides whether a chat request runs through the loop; `run` and
 `stream` then resolve the request's session (explicit id, else message-prefix lookup, else a new
-one), splice the stored tool history into the incoming messages, and alternate model replies with
+one), join the incoming messages to the stored history (`agentkit.session_history`), and alternate model replies with
 tool execution until a reply calls no tool or `max_tool_rounds` is reached. Every call of a reply
 runs, in order; each result becomes a tool message with its `tool_call_id`. Permissions (Auto /
 Ask / Deny, strictest wins) and approval callbacks gate every call. Usage is summed over rounds,
@@ -39,8 +39,9 @@ from agentkit.responses import (
     ToolCallResponse,
     Usage,
 )
+from agentkit.session_history import join_history
 from agentkit.session_store import check_session_id
-from agentkit.sessions import Session, splice_history
+from agentkit.sessions import Session
 from agentkit.tools import Tool, ToolCall, ToolResult
 
 log = logging.getLogger("agentkit.agent")
@@ -115,9 +116,9 @@ class AgentLoop:
             session = self.sessions.get(req.session_id) or Session.new(req.session_id)
         else:
             session = self.sessions.find_by_prefix(incoming) or Session.new()
+        messages = join_history(session.id, session.messages, incoming)  # resend, continue or conflict
         if session.messages and self._load_plugins is not None:
             self._load_plugins(session)
-        messages = splice_history(session.messages, incoming) if session.messages else incoming
         offered = req.parsed_tools()
         declared = {t["function"]["name"] for t in offered}
         offered += [t.schema() for name, t in registered.items() if name not in declared]
