@@ -102,9 +102,10 @@ from agentkit.responses import (
     TopLogprob,
     Usage,
 )
+from agentkit.session_directory import DirectorySessionStore
 from agentkit.session_history import SessionConflictError
-from agentkit.session_store import DirectorySessionStore, MemorySessionStore, SessionStore
-from agentkit.sessions import Session
+from agentkit.session_store import MemorySessionStore, SessionStore
+from agentkit.sessions import Session, SessionVersionError
 from agentkit.tools import Tool, ToolCall, ToolResult
 from agentkit.which import (
     LoraAdapter,
@@ -126,6 +127,7 @@ __all__ = [
     "SessionConflictError",
     "SessionError",
     "SessionStore",
+    "SessionVersionError",
     "Tool",
     "ToolCall",
     "ToolResult",

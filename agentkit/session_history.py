@@ -1,6 +1,9 @@
-"""How an agentic request's messages join the history stored in its session.
+"""How an agentic request's messages relate to the history stored in its session (§2.8).
 
-Scope: `join_history(session_id, stored, incoming)` returns the message list the model sees for
+Scope: `visible_messages` / `is_hidden_message` (what a client sees), `messages_match` (the same
+turn, normalised), `find_session_by_prefix` (the lookup without a session id), `splice_history`
+(mistral.rs' merge of stored tool messages into a resent history), and
+`join_history(session_id, stored, incoming)`, which returns the message list the model sees for
 the turn, and `classify_history` names the client style it recognised:
 
 * ``"new"`` — nothing stored: the incoming messages as sent.
@@ -16,21 +19,147 @@ the turn, and `classify_history` names the client style it recognised:
   dropped or overwritten. To rewrite or fork a history on purpose, delete the session first or
   use a new `session_id` (`import_session(new, export_session(old))` copies it).
 
-Non-goals: finding the session (explicit id or `find_session_by_prefix`), storing it, and the
-message normalisation (`agentkit.sessions`).
+Non-goals: the `Session` value and its JSON format (`agentkit.sessions`), storing sessions
+(`agentkit.session_store`).
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+import json
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Literal
 
 from agentkit.errors import SessionError
-from agentkit.sessions import messages_match, splice_history, visible_messages
 
-__all__ = ["HistoryMode", "SessionConflictError", "classify_history", "join_history"]
+if TYPE_CHECKING:
+    from agentkit.sessions import Session
+
+__all__ = [
+    "HistoryMode",
+    "SessionConflictError",
+    "classify_history",
+    "find_session_by_prefix",
+    "is_hidden_message",
+    "join_history",
+    "messages_match",
+    "splice_history",
+    "visible_messages",
+]
 
 HistoryMode = Literal["new", "resend", "continue", "conflict"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Message comparison, content-matching lookup and the mistral.rs splice (§2.8)
+
+
+def is_hidden_message(msg: dict[str, Any]) -> bool:
+    """True for messages the client never sees: role "tool", or carrying non-empty `tool_calls`."""
+    return msg.get("role") == "tool" or bool(msg.get("tool_calls"))
+
+
+def visible_messages(messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The user-visible messages: tool messages and assistant messages with tool_calls dropped."""
+    return [m for m in messages if not is_hidden_message(m)]
+
+
+def _norm_content(content: Any) -> Any:
+    # A str and a list of text parts with the same texts compare equal; "" and None too.
+    if content is None:
+        return ()
+    if isinstance(content, str):
+        return (content,) if content else ()
+    if isinstance(content, list):
+        out: list[Any] = []
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+                if part["text"]:
+                    out.append(part["text"])
+            else:
+                out.append(("part", json.dumps(part, sort_keys=True, default=str)))
+        return tuple(out)
+    return ("other", json.dumps(content, sort_keys=True, default=str))
+
+
+def _norm_tool_calls(calls: Any) -> Any:
+    # Ids differ between the server's and a client's copy; arguments may be a JSON string or parsed.
+    if not calls:
+        return ()
+    out = []
+    for call in calls:
+        fn = call.get("function", {}) if isinstance(call, dict) else {}
+        if not isinstance(fn, dict):
+            fn = {}
+        args = fn.get("arguments")
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except json.JSONDecodeError:
+                pass
+        out.append(json.dumps([fn.get("name"), args], sort_keys=True, default=str))
+    return tuple(out)
+
+
+def _key(msg: dict[str, Any]) -> tuple[Any, Any, Any]:
+    return (msg.get("role"), _norm_content(msg.get("content")), _norm_tool_calls(msg.get("tool_calls")))
+
+
+def messages_match(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two messages are the same turn: equal role, (normalized) content and tool_calls."""
+    return _key(a) == _key(b)
+
+
+def find_session_by_prefix(sessions: Iterable[Session], incoming: list[dict[str, Any]]) -> Session | None:
+    """The first session whose visible messages are a prefix of the visible `incoming` messages.
+
+    Needs at least 2 incoming messages (system/user + assistant); sessions with no visible
+    messages never match. Returns None when nothing matches.
+    """
+    if len(incoming) < 2:
+        return None
+    inc = [_key(m) for m in visible_messages(incoming)]
+    for session in sessions:
+        stored = [_key(m) for m in visible_messages(session.messages)]
+        if stored and len(stored) <= len(inc) and stored == inc[: len(stored)]:
+            return session
+    return None
+
+
+def splice_history(stored: list[dict[str, Any]], incoming: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Merge a stored session's hidden tool messages back into an incoming message list (§2.8).
+
+    Walks both lists: stored hidden messages (tool results, assistant-with-tool_calls) are copied
+    in place; a visible stored message must match the next incoming one, else the conversation
+    diverged and no more stored history is used. Hidden messages right after the last consumed
+    stored message are kept; the remaining incoming messages are appended. A hidden incoming
+    message equal to the stored one it meets (a client echoing tool messages back) is not
+    duplicated. Returns a new list of copies; neither input is modified.
+    """
+    out: list[dict[str, Any]] = []
+    i = j = 0
+    while i < len(stored) and j < len(incoming):
+        s, m = stored[i], incoming[j]
+        if is_hidden_message(s):
+            if is_hidden_message(m) and messages_match(s, m):
+                j += 1
+            out.append(copy.deepcopy(s))
+            i += 1
+        elif not is_hidden_message(m) and messages_match(s, m):
+            out.append(copy.deepcopy(s))
+            i += 1
+            j += 1
+        else:
+            break  # diverged
+    while i < len(stored) and is_hidden_message(stored[i]):
+        out.append(copy.deepcopy(stored[i]))
+        i += 1
+    out.extend(copy.deepcopy(m) for m in incoming[j:])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Joining a request to its session
 
 
 def _brief(msg: dict[str, Any] | None) -> str:

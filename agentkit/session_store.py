@@ -7,10 +7,8 @@ Scope:
   `import_json`, `find_by_prefix`).
 * `MemorySessionStore` — mistral.rs' behaviour: in memory, at most `max_sessions` (LRU by last
   access), `idle_ttl_s` idle expiry checked on access, thread-safe, deep copies in and out.
-* `DirectorySessionStore` — one `<id>.json` per session in a directory, shared safely between
-  threads and processes: atomic writes (temp file + fsync + `os.replace` + directory fsync), a
-  `filelock` lock per session for writes and read-modify-write (`update`), and corrupt files
-  moved to `<dir>/quarantine/` (never deleted) with `SessionCorruptError`.
+* `DirectorySessionStore` — one JSON file per session, shared between processes; it lives in
+  `agentkit.session_directory` and is importable from here too.
 * `open_session_store(spec)` — None / path / store → store.
 
 Non-goals: expiry of persisted sessions (a directory store keeps them until deleted), the agent
@@ -20,26 +18,20 @@ loop's lookup policy, encryption, and remote/database backends (subclass `Sessio
 from __future__ import annotations
 
 import abc
-import contextlib
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import quote, unquote
-
-import filelock
 
 from agentkit.errors import SessionError
 from agentkit.sessions import Session, find_session_by_prefix
 
 __all__ = [
     "MAX_SESSION_ID_CHARS",
-    "DirectorySessionStore",
     "MemorySessionStore",
     "SessionCorruptError",
     "SessionStore",
@@ -50,8 +42,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MAX_SESSION_ID_CHARS = 128
-_MAX_FILE_STEM_BYTES = 200
-_LOCK_POLL_S = 0.002  # filelock polls a non-blocking flock; its 50 ms default serializes writers slowly
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 UpdateFn = Callable[[Session], "Session | None"]
@@ -127,7 +117,7 @@ class SessionStore(abc.ABC):
         make this atomic against concurrent `put`/`update` of the same id. Returns the stored
         session (a copy). If `fn` raises, nothing is written."""
         session = self.get(session_id) or Session(check_session_id(session_id))
-        result = _apply(session_id, fn, session)
+        result = apply_update(session_id, fn, session)
         self.put(result)
         return result.copy()
 
@@ -166,7 +156,8 @@ class SessionStore(abc.ABC):
         self.close()
 
 
-def _apply(session_id: str, fn: UpdateFn, session: Session) -> Session:
+def apply_update(session_id: str, fn: UpdateFn, session: Session) -> Session:
+    """Run an `update` callback on `session` and check its result (for `SessionStore.update` implementations)."""
     result = fn(session)
     if result is None:
         result = session
@@ -241,7 +232,7 @@ class MemorySessionStore(SessionStore):
         check_session_id(session_id)
         with self._lock:
             found = self._lookup(session_id)
-            result = _apply(session_id, fn, found.copy() if found is not None else Session(session_id))
+            result = apply_update(session_id, fn, found.copy() if found is not None else Session(session_id))
             self._store(result.copy())
             return result
 
@@ -271,219 +262,6 @@ class MemorySessionStore(SessionStore):
             self._items.clear()
 
 
-def _file_stem(session_id: str) -> str:
-    # Percent-encode everything outside [A-Za-z0-9_.-~] (so '/', '\\', '%' and ':' are safe and the
-    # mapping is reversible), and a leading '.' so no id maps to '.', '..' or a hidden/temp file.
-    stem = quote(session_id, safe="")
-    if stem.startswith("."):
-        stem = "%2E" + stem[1:]
-    return stem
-
-
-class DirectorySessionStore(SessionStore):
-    """Sessions as `<dir>/<id>.json` files, safe to share between threads and processes.
-
-    Ids are percent-encoded into file names (any `check_session_id` id whose encoded name fits in
-    200 bytes works). Writes go to a temp file in the same directory, are flushed and fsynced,
-    `os.replace`d over the target and the directory is fsynced, so readers never see a torn file
-    and a crash leaves either the old or the new version. Writers of one session serialize on a
-    `filelock` lock in `<dir>/.locks/`; `update` holds it across read-modify-write. A file that
-    does not parse is moved to `<dir>/quarantine/<name>.<timestamp>` and `get` raises
-    `SessionCorruptError`. No expiry: sessions stay until deleted.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], lock_timeout_s: float = 30.0) -> None:
-        path = os.fspath(path)
-        if not isinstance(path, str) or not path:
-            raise ValueError(f"DirectorySessionStore: `path` must be a non-empty directory path, got {path!r}")
-        self.path = os.path.abspath(path)
-        os.makedirs(self.path, exist_ok=True)
-        if not os.path.isdir(self.path):
-            raise ValueError(f"DirectorySessionStore: {self.path!r} is not a directory")
-        self.lock_dir = os.path.join(self.path, ".locks")
-        self.quarantine_dir = os.path.join(self.path, "quarantine")
-        os.makedirs(self.lock_dir, exist_ok=True)
-        self.lock_timeout_s = float(lock_timeout_s)
-        self._locks: dict[str, filelock.BaseFileLock] = {}
-        self._locks_guard = threading.Lock()
-
-    # -- paths and locks ------------------------------------------------------------------------
-
-    def file_path(self, session_id: str) -> str:
-        """The JSON file of `session_id` (ValueError for an id this store cannot hold)."""
-        stem = _file_stem(check_session_id(session_id))
-        if len(stem.encode()) > _MAX_FILE_STEM_BYTES:
-            raise ValueError(f"session id {session_id[:40]!r}... is too long once encoded as a file name "
-                             f"({len(stem.encode())} > {_MAX_FILE_STEM_BYTES} bytes); use a shorter or ASCII id")
-        return os.path.join(self.path, stem + ".json")
-
-    def _lock(self, session_id: str) -> filelock.BaseFileLock:
-        stem = os.path.basename(self.file_path(session_id))[: -len(".json")]
-        with self._locks_guard:
-            lock = self._locks.get(stem)
-            if lock is None:
-                # One object per file: reentrant within a thread, and each thread gets its own
-                # OS-level lock (thread_local), so threads exclude each other like processes do.
-                lock = self._locks[stem] = filelock.FileLock(
-                    os.path.join(self.lock_dir, stem + ".lock"), timeout=self.lock_timeout_s
-                )
-        return lock
-
-    @contextlib.contextmanager
-    def locked(self, session_id: str) -> Iterator[None]:
-        """Hold the cross-process lock of `session_id` (SessionError on timeout)."""
-        lock = self._lock(session_id)
-        try:
-            lock.acquire(poll_interval=_LOCK_POLL_S)
-        except filelock.Timeout:
-            raise SessionError(f"timed out after {self.lock_timeout_s} s waiting for the lock of session "
-                               f"{session_id!r} ({lock.lock_file}); another process holds it") from None
-        try:
-            yield
-        finally:
-            lock.release()
-
-    def _fsync_dir(self) -> None:
-        if os.name == "nt":  # directories cannot be opened for fsync on Windows
-            return
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    # -- reading --------------------------------------------------------------------------------
-
-    def _read(self, session_id: str) -> bytes | None:
-        try:
-            with open(self.file_path(session_id), "rb") as fh:
-                return fh.read()
-        except FileNotFoundError:
-            return None
-
-    def _quarantine(self, session_id: str, reason: str) -> SessionCorruptError:
-        src = self.file_path(session_id)
-        os.makedirs(self.quarantine_dir, exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f".{time.time_ns() % 1_000_000_000:09d}Z"
-        dst = os.path.join(self.quarantine_dir, f"{os.path.basename(src)}.{stamp}")
-        n = 0
-        while os.path.exists(dst):
-            n += 1
-            dst = os.path.join(self.quarantine_dir, f"{os.path.basename(src)}.{stamp}-{n}")
-        os.replace(src, dst)
-        self._fsync_dir()
-        logger.warning("session %r: corrupt file %s moved to %s (%s)", session_id, src, dst, reason)
-        return SessionCorruptError(session_id, dst, reason)
-
-    def _load(self, session_id: str, *, locked: bool) -> Session | None:
-        data = self._read(session_id)
-        if data is None:
-            return None
-        try:
-            return Session.from_json(data, session_id=session_id)
-        except (ValueError, TypeError) as exc:
-            if not locked:
-                # Writes are atomic so this is not a torn write; re-check under the lock so a
-                # file replaced meanwhile by a writer is never quarantined.
-                with self.locked(session_id):
-                    return self._load(session_id, locked=True)
-            raise self._quarantine(session_id, str(exc)) from None
-
-    def get(self, session_id: str) -> Session | None:
-        """The session, or None if absent. A corrupt file is quarantined and `SessionCorruptError`
-        raised (the session is absent afterwards)."""
-        return self._load(session_id, locked=False)
-
-    # -- writing --------------------------------------------------------------------------------
-
-    def _write(self, session: Session) -> None:
-        target = self.file_path(session.id)
-        data = session.to_json_str().encode("utf-8")
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp", dir=self.path)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        self._fsync_dir()
-
-    def put(self, session: Session) -> None:
-        """Write `session` atomically under its lock (replaces any same-id session)."""
-        if not isinstance(session, Session):
-            raise TypeError(f"put expects a Session, got {type(session).__name__}")
-        with self.locked(session.id):
-            self._write(session)
-
-    def update(self, session_id: str, fn: UpdateFn) -> Session:
-        """Read-modify-write under the session's cross-process lock: no concurrent `put`/`update`
-        of this id (in any process using this directory) can interleave or be lost. A corrupt
-        stored file raises `SessionCorruptError` (after quarantine) and `fn` is not called."""
-        with self.locked(session_id):
-            session = self._load(session_id, locked=True) or Session(session_id)
-            result = _apply(session_id, fn, session)
-            self._write(result)
-            return result
-
-    def delete(self, session_id: str) -> bool:
-        """Remove the session's file under its lock; returns whether it existed."""
-        with self.locked(session_id):
-            try:
-                os.unlink(self.file_path(session_id))
-            except FileNotFoundError:
-                return False
-            self._fsync_dir()
-            return True
-
-    # -- listing --------------------------------------------------------------------------------
-
-    def _entries(self) -> list[tuple[float, str]]:
-        out = []
-        with os.scandir(self.path) as it:
-            for entry in it:
-                name = entry.name
-                if not name.endswith(".json") or name.startswith("."):
-                    continue
-                try:
-                    if not entry.is_file():
-                        continue
-                    mtime = entry.stat().st_mtime
-                except FileNotFoundError:
-                    continue
-                out.append((mtime, unquote(name[: -len(".json")])))
-        out.sort(key=lambda e: (-e[0], e[1]))
-        return out
-
-    def ids(self) -> list[str]:
-        """Stored session ids (from `*.json` names; temp files and quarantine excluded), most
-        recently written first."""
-        return [sid for _, sid in self._entries()]
-
-    def sessions(self) -> Iterator[Session]:
-        """Every readable session, most recently written first; corrupt files are quarantined and
-        skipped with a warning, files deleted meanwhile are skipped."""
-        for sid in self.ids():
-            try:
-                session = self.get(sid)
-            except SessionCorruptError as exc:
-                logger.warning("skipping session %r: %s", sid, exc)
-                continue
-            if session is not None:
-                yield session
-
-    def close(self) -> None:
-        """Forget the cached lock objects (files stay)."""
-        with self._locks_guard:
-            self._locks.clear()
-
-    def __repr__(self) -> str:
-        return f"DirectorySessionStore({self.path!r})"
-
-
 def open_session_store(spec: SessionStore | str | os.PathLike[str] | None) -> SessionStore:
     """None → `MemorySessionStore()`; a path → `DirectorySessionStore(path)`; a store → itself."""
     if spec is None:
@@ -491,6 +269,18 @@ def open_session_store(spec: SessionStore | str | os.PathLike[str] | None) -> Se
     if isinstance(spec, SessionStore):
         return spec
     if isinstance(spec, (str, os.PathLike)):
+        from agentkit.session_directory import DirectorySessionStore
+
         return DirectorySessionStore(spec)
     raise TypeError(f"session_store must be None, a directory path or a SessionStore, got {type(spec).__name__} "
                     f"{spec!r}")
+
+
+def __getattr__(name: str) -> Any:
+    # `from agentkit.session_store import DirectorySessionStore` keeps working (the class moved to
+    # agentkit.session_directory, which imports this module).
+    if name == "DirectorySessionStore":
+        from agentkit.session_directory import DirectorySessionStore
+
+        return DirectorySessionStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

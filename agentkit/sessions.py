@@ -9,8 +9,8 @@ Scope (runner-api.md §2.8):
   `plugin_state`, `approved_tools`, `created_at`, `updated_at`); `Session.from_json()` validates,
   migrates a version-less mistral.rs export (format version 0) and refuses newer formats.
 * `PluginStateStore` — a plugin's JSON-safe key/value view of `Session.plugin_state`.
-* `visible_messages`, `find_session_by_prefix`, `splice_history` — the content-matching session
-  lookup and the splice of stored tool messages into an incoming request.
+* `visible_messages`, `find_session_by_prefix`, `splice_history` are re-exported from
+  `agentkit.session_history` (how a request's messages relate to a stored history).
 
 Non-goals: storing sessions (agentkit.session_store), running the agent loop, decoding images or
 videos (they stay base64 text here), and TTL/LRU policy.
@@ -24,17 +24,24 @@ import copy
 import json
 import time
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from agentkit.errors import SessionError
 from agentkit.files import File
+from agentkit.session_history import (
+    find_session_by_prefix,
+    is_hidden_message,
+    messages_match,
+    splice_history,
+    visible_messages,
+)
 
 __all__ = [
     "SESSION_FORMAT_VERSION",
     "PluginStateStore",
     "Session",
+    "SessionVersionError",
     "find_session_by_prefix",
     "is_hidden_message",
     "messages_match",
@@ -45,6 +52,21 @@ __all__ = [
 
 SESSION_FORMAT_VERSION = 1
 _PARSE_PREFIX = "Failed to parse session JSON: "
+
+
+class SessionVersionError(SessionError):
+    """A session was written in a newer format than this agentkit reads (`version`, `supported`).
+
+    Not corruption: a store leaves such a file in place for the newer process that wrote it.
+    """
+
+    def __init__(self, version: int, where: str = "") -> None:
+        super().__init__(f"{where + ': ' if where else ''}session format version {version} is newer than this "
+                         f"agentkit supports ({SESSION_FORMAT_VERSION}); upgrade agentkit to read it")
+        self.version, self.supported, self.where = version, SESSION_FORMAT_VERSION, where
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.version, self.where))
 
 
 def new_session_id() -> str:
@@ -160,8 +182,7 @@ class Session:
         if isinstance(version, bool) or not isinstance(version, int):
             raise _bad(f"`version` must be an integer format version, got {version!r}")
         if version > SESSION_FORMAT_VERSION:
-            raise SessionError(f"session format version {version} is newer than this agentkit supports "
-                               f"({SESSION_FORMAT_VERSION}); upgrade agentkit")
+            raise SessionVersionError(version)
         if version < 0:
             raise _bad(f"`version` must be >= 0, got {version}")
         # Format 0 (mistral.rs SerializedSession: messages, images, videos[, files]) migrates by
@@ -350,111 +371,3 @@ class PluginStateStore:
 
     def __contains__(self, key: object) -> bool:
         return key in (self._state(create=False) or {})
-
-
-# ---------------------------------------------------------------------------------------------
-# History helpers (§2.8)
-
-
-def is_hidden_message(msg: dict[str, Any]) -> bool:
-    """True for messages the client never sees: role "tool", or carrying non-empty `tool_calls`."""
-    return msg.get("role") == "tool" or bool(msg.get("tool_calls"))
-
-
-def visible_messages(messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The user-visible messages: tool messages and assistant messages with tool_calls dropped."""
-    return [m for m in messages if not is_hidden_message(m)]
-
-
-def _norm_content(content: Any) -> Any:
-    # A str and a list of text parts with the same texts compare equal; "" and None too.
-    if content is None:
-        return ()
-    if isinstance(content, str):
-        return (content,) if content else ()
-    if isinstance(content, list):
-        out: list[Any] = []
-        for part in content:
-            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-                if part["text"]:
-                    out.append(part["text"])
-            else:
-                out.append(("part", json.dumps(part, sort_keys=True, default=str)))
-        return tuple(out)
-    return ("other", json.dumps(content, sort_keys=True, default=str))
-
-
-def _norm_tool_calls(calls: Any) -> Any:
-    # Ids differ between the server's and a client's copy; arguments may be a JSON string or parsed.
-    if not calls:
-        return ()
-    out = []
-    for call in calls:
-        fn = call.get("function", {}) if isinstance(call, dict) else {}
-        if not isinstance(fn, dict):
-            fn = {}
-        args = fn.get("arguments")
-        if isinstance(args, str):
-            try:
-                args = json.loads(args)
-            except json.JSONDecodeError:
-                pass
-        out.append(json.dumps([fn.get("name"), args], sort_keys=True, default=str))
-    return tuple(out)
-
-
-def _key(msg: dict[str, Any]) -> tuple[Any, Any, Any]:
-    return (msg.get("role"), _norm_content(msg.get("content")), _norm_tool_calls(msg.get("tool_calls")))
-
-
-def messages_match(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two messages are the same turn: equal role, (normalized) content and tool_calls."""
-    return _key(a) == _key(b)
-
-
-def find_session_by_prefix(sessions: Iterable[Session], incoming: list[dict[str, Any]]) -> Session | None:
-    """The first session whose visible messages are a prefix of the visible `incoming` messages.
-
-    Needs at least 2 incoming messages (system/user + assistant); sessions with no visible
-    messages never match. Returns None when nothing matches.
-    """
-    if len(incoming) < 2:
-        return None
-    inc = [_key(m) for m in visible_messages(incoming)]
-    for session in sessions:
-        stored = [_key(m) for m in visible_messages(session.messages)]
-        if stored and len(stored) <= len(inc) and stored == inc[: len(stored)]:
-            return session
-    return None
-
-
-def splice_history(stored: list[dict[str, Any]], incoming: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Merge a stored session's hidden tool messages back into an incoming message list (§2.8).
-
-    Walks both lists: stored hidden messages (tool results, assistant-with-tool_calls) are copied
-    in place; a visible stored message must match the next incoming one, else the conversation
-    diverged and no more stored history is used. Hidden messages right after the last consumed
-    stored message are kept; the remaining incoming messages are appended. A hidden incoming
-    message equal to the stored one it meets (a client echoing tool messages back) is not
-    duplicated. Returns a new list of copies; neither input is modified.
-    """
-    out: list[dict[str, Any]] = []
-    i = j = 0
-    while i < len(stored) and j < len(incoming):
-        s, m = stored[i], incoming[j]
-        if is_hidden_message(s):
-            if is_hidden_message(m) and messages_match(s, m):
-                j += 1
-            out.append(copy.deepcopy(s))
-            i += 1
-        elif not is_hidden_message(m) and messages_match(s, m):
-            out.append(copy.deepcopy(s))
-            i += 1
-            j += 1
-        else:
-            break  # diverged
-    while i < len(stored) and is_hidden_message(stored[i]):
-        out.append(copy.deepcopy(stored[i]))
-        i += 1
-    out.extend(copy.deepcopy(m) for m in incoming[j:])
-    return out

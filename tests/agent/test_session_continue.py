@@ -14,7 +14,14 @@ import textwrap
 
 import pytest
 
-from agentkit import ChatCompletionRequest, Runner, SessionConflictError, ToolChoice, Which
+from agentkit import (
+    ChatCompletionRequest,
+    Runner,
+    SessionConflictError,
+    SessionVersionError,
+    ToolChoice,
+    Which,
+)
 
 HISTORY = [{"role": "user", "content": "My name is Ada and I live in Oslo."},
            {"role": "assistant", "content": "Nice to meet you, Ada from Oslo."}]
@@ -112,6 +119,12 @@ def test_a_new_process_continues_a_stored_session_with_only_the_new_message(runn
     with Runner(Which.Plain(tiny_llama), progress=False, session_store=str(store)) as first:
         ask(first, "durable", HISTORY[:1])
         saved = json.loads((store / "durable.json").read_text())["messages"]
+        newer = b'{"version": 2, "id": "future", "messages": []}'  # written by a newer agentkit
+        (store / "future.json").write_bytes(newer)
+        for call in (lambda: first.export_session("future"), lambda: ask(first, "future", [NEW])):
+            with pytest.raises(SessionVersionError, match="left in place"):
+                call()
+        assert (store / "future.json").read_bytes() == newer and not (store / "quarantine").exists()
     assert [m["role"] for m in saved] == ["user", "assistant"]
     expected = ask(runner, "ref-6", saved + [NEW])
     out = subprocess.run([sys.executable, "-c", CHILD, tiny_llama, str(store), json.dumps(NEW)],
