@@ -134,3 +134,16 @@ def test_a_new_process_continues_a_stored_session_with_only_the_new_message(runn
     assert tuple(json.loads(out.stdout.strip().splitlines()[-1])) == expected
     after = json.loads((store / "durable.json").read_text())["messages"]
     assert after[:3] == saved + [NEW] and [m["role"] for m in after] == ["user", "assistant", "user", "assistant"]
+
+
+@pytest.mark.slow
+def test_smollm2_continuing_a_session_puts_the_stored_history_in_the_prompt(smollm2):
+    with Runner(Which.GGUF(quantized_model_id=smollm2[0], quantized_filename=smollm2[1], tok_model_id=None),
+                progress=False) as r:
+        r.import_session("s1", json.dumps({"messages": HISTORY}))
+        alone = ask(r, "fresh", [NEW], temperature=0.0)
+        stateless = ask(r, "full", HISTORY + [NEW], temperature=0.0)
+        continued = ask(r, "s1", [NEW], temperature=0.0)
+        assert continued == stateless
+        assert continued[1] - alone[1] >= 20  # the stored exchange (31 tokens) was rendered in
+        assert [m["content"] for m in stored(r, "s1")][:3] == [m["content"] for m in HISTORY + [NEW]]
