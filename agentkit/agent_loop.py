@@ -39,7 +39,7 @@ from agentkit.responses import (
     ToolCallResponse,
     Usage,
 )
-from agentkit.session_history import join_history
+from agentkit.session_history import join_history, merge_turn
 from agentkit.session_store import check_session_id
 from agentkit.sessions import Session
 from agentkit.tools import Tool, ToolCall, ToolResult
@@ -61,6 +61,7 @@ class _Turn:
     offered: list[dict[str, Any]]
     executors: dict[str, Tool]
     cap: int
+    base: list[dict[str, Any]] = field(default_factory=list)  # the stored messages when the turn started
     usage: Usage | None = None
     records: list[AgenticToolCallRecord] = field(default_factory=list)
     round: int = 0
@@ -123,7 +124,8 @@ class AgentLoop:
         declared = {t["function"]["name"] for t in offered}
         offered += [t.schema() for name, t in registered.items() if name not in declared]
         cap = DEFAULT_MAX_TOOL_ROUNDS if req.max_tool_rounds is None else req.max_tool_rounds
-        return _Turn(session=session, messages=messages, offered=offered, executors=registered, cap=cap)
+        return _Turn(session=session, messages=messages, offered=offered, executors=registered, cap=cap,
+                     base=list(session.messages))
 
     def _choice(self, req: ChatCompletionRequest, turn: _Turn) -> str | dict[str, Any]:
         choice = req.normalized_tool_choice()
@@ -195,7 +197,8 @@ class AgentLoop:
         turn.session.touch()
         if self._save_plugins is not None:
             self._save_plugins(turn.session)
-        self.sessions.put(turn.session)
+        # a concurrent turn on this session may have been saved meanwhile: keep both
+        self.sessions.update(turn.session.id, lambda current: merge_turn(current, turn.session, turn.base))
 
     # ---- entry points --------------------------------------------------------------------------
     def _submit_round(self, req: ChatCompletionRequest, host: Any, turn: _Turn,

@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -147,3 +149,29 @@ def test_smollm2_continuing_a_session_puts_the_stored_history_in_the_prompt(smol
         assert continued == stateless
         assert continued[1] - alone[1] >= 20  # the stored exchange (31 tokens) was rendered in
         assert [m["content"] for m in stored(r, "s1")][:3] == [m["content"] for m in HISTORY + [NEW]]
+
+
+
+def test_two_concurrent_turns_on_one_session_both_survive(tiny_llama, tmp_path):
+    barrier = threading.Barrier(2, timeout=60)
+
+    def get_weather(name, args):
+        barrier.wait()  # both turns have read the stored session before either one saves
+        return "rain"
+
+    def turn(r, text):
+        return r.send_chat_completion_request(ChatCompletionRequest(
+            model="x", messages=[{"role": "user", "content": text}], session_id="both", max_tokens=32,
+            tool_schemas=[json.dumps(CITY)], tool_choice="required", max_tool_rounds=1))
+
+    for store in (None, str(tmp_path / "sessions")):
+        with Runner(Which.Plain(tiny_llama), progress=False, session_store=store,
+                    tool_callbacks={"get_weather": get_weather}) as r:
+            r.import_session("both", json.dumps({"messages": HISTORY}))
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(lambda text: turn(r, text), ["Weather in Oslo?", "Weather in Rome?"]))
+            messages = stored(r, "both")
+        assert messages[:2] == HISTORY
+        users = [m["content"] for m in messages if m["role"] == "user"][1:]
+        assert sorted(users) == ["Weather in Oslo?", "Weather in Rome?"]  # neither turn was lost
+        assert [m["role"] for m in messages] == ["user", "assistant"] + ["user", "assistant", "tool", "assistant"] * 2

@@ -82,3 +82,22 @@ def test_inputs_are_not_modified_and_results_are_copies():
     out[0]["content"] = "changed"
     out[-1]["content"] = "changed"
     assert stored == STORED and incoming == [u("Thanks")]
+
+
+def test_merge_turn_keeps_a_concurrent_turn_saved_first():
+    from agentkit.session_history import merge_turn
+    from agentkit.sessions import Session
+
+    base = [u("q1"), a("a1")]
+    theirs = Session("s", base + [u("q2"), a("a2")], images=["AAAA"], files=[{"id": "f1", "name": "x"}],
+                     approved_tools={"t1"})
+    ours = Session("s", base + [u("q3"), a("a3")], images=["AAAA", "BBBB"], files=[{"id": "f2", "name": "y"}],
+                   approved_tools={"t2"}, plugin_state={"p": {"k": 1}})
+    merged = merge_turn(theirs, ours, base)
+    assert merged.messages == base + [u("q2"), a("a2"), u("q3"), a("a3")]
+    assert merged.images == ["AAAA", "BBBB"] and [f["id"] for f in merged.files] == ["f1", "f2"]
+    assert merged.approved_tools == {"t1", "t2"} and merged.plugin_state == {"p": {"k": 1}}
+    assert ours.messages == base + [u("q3"), a("a3")]  # not modified
+    assert merge_turn(Session("s", list(base)), ours, base) is ours  # nothing saved meanwhile
+    assert merge_turn(Session("s"), ours, base) is ours  # deleted meanwhile
+    assert merge_turn(theirs, Session("s", [u("other")]), base).messages == [u("other")]
