@@ -3,8 +3,9 @@
 Scope: `<dir>/<id>.json` files shared safely between threads and processes: atomic writes (temp
 file + fsync + `os.replace` + directory fsync), a `filelock` lock per session for writes and
 read-modify-write (`update`), corrupt files moved to `<dir>/quarantine/` (never deleted) with
-`SessionCorruptError`, files of a newer format left in place with `SessionVersionError`, and
-temp files orphaned by a killed writer swept when the store opens (`stale_temp_s`).
+`SessionCorruptError`, files of a newer format left in place with `SessionVersionError`,
+temp files orphaned by a killed writer swept when the store opens (`stale_temp_s`), and a
+per-process digest index that keeps `find_by_prefix` from parsing every file per request.
 
 Non-goals: expiry of sessions (they stay until deleted), the session format (`agentkit.sessions`),
 the in-memory store and the store interface (`agentkit.session_store`), encryption.
@@ -20,11 +21,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote, unquote
 
 import filelock
 
 from agentkit.errors import SessionError
+from agentkit.session_history import find_session_by_prefix, history_digests
 from agentkit.session_store import SessionCorruptError, SessionStore, UpdateFn, apply_update, check_session_id
 from agentkit.sessions import Session, SessionVersionError
 
@@ -80,6 +83,8 @@ class DirectorySessionStore(SessionStore):
         self.lock_timeout_s = float(lock_timeout_s)
         self._locks: dict[str, filelock.BaseFileLock] = {}
         self._locks_guard = threading.Lock()
+        self._digests: dict[str, tuple[tuple[int, int, int], str | None]] = {}  # find_by_prefix index
+        self._digest_guard = threading.Lock()
         if stale_temp_s is not None:
             self.sweep_temp_files(stale_temp_s)
 
@@ -243,7 +248,9 @@ class DirectorySessionStore(SessionStore):
 
     # -- listing --------------------------------------------------------------------------------
 
-    def _entries(self) -> list[tuple[float, str]]:
+    def _entries(self) -> list[tuple[float, str, tuple[int, int, int]]]:
+        # (mtime, id, signature): os.replace gives every write a new inode, so the signature
+        # (inode, mtime_ns, size) changes whenever the file does.
         out = []
         with os.scandir(self.path) as it:
             for entry in it:
@@ -253,17 +260,17 @@ class DirectorySessionStore(SessionStore):
                 try:
                     if not entry.is_file():
                         continue
-                    mtime = entry.stat().st_mtime
+                    st = entry.stat()
                 except FileNotFoundError:
                     continue
-                out.append((mtime, unquote(name[: -len(".json")])))
+                out.append((st.st_mtime, unquote(name[: -len(".json")]), (st.st_ino, st.st_mtime_ns, st.st_size)))
         out.sort(key=lambda e: (-e[0], e[1]))
         return out
 
     def ids(self) -> list[str]:
         """Stored session ids (from `*.json` names; temp files and quarantine excluded), most
         recently written first."""
-        return [sid for _, sid in self._entries()]
+        return [sid for _, sid, _ in self._entries()]
 
     def sessions(self) -> Iterator[Session]:
         """Every readable session, most recently written first; corrupt files are quarantined and
@@ -277,10 +284,50 @@ class DirectorySessionStore(SessionStore):
             if session is not None:
                 yield session
 
+    def find_by_prefix(self, incoming: list[dict[str, Any]]) -> Session | None:
+        """The most recently written session whose visible messages are a prefix of `incoming`'s
+        (§2.8). Each file is parsed once per version: its history digest is cached by inode,
+        mtime and size, so a lookup parses only the candidates whose digest matches."""
+        if len(incoming) < 2:
+            return None
+        wanted = set(history_digests(incoming))
+        entries = self._entries()
+        with self._digest_guard:
+            live = {sid for _, sid, _ in entries}
+            for sid in [sid for sid in self._digests if sid not in live]:
+                del self._digests[sid]
+        for _, sid, signature in entries:
+            with self._digest_guard:
+                cached = self._digests.get(sid)
+            session = None
+            if cached is None or cached[0] != signature:
+                session = self._get_quietly(sid)
+                if session is None:  # deleted meanwhile, corrupt or newer
+                    continue
+                digests = history_digests(session.messages)
+                cached = (signature, digests[-1] if digests else None)
+                with self._digest_guard:
+                    self._digests[sid] = cached
+            if cached[1] is None or cached[1] not in wanted:
+                continue
+            session = session or self._get_quietly(sid)
+            if session is not None and find_session_by_prefix([session], incoming) is not None:
+                return session  # verified: a digest match alone is not trusted
+        return None
+
+    def _get_quietly(self, session_id: str) -> Session | None:
+        try:
+            return self.get(session_id)
+        except (SessionCorruptError, SessionVersionError) as exc:
+            logger.warning("skipping session %r: %s", session_id, exc)
+            return None
+
     def close(self) -> None:
-        """Forget the cached lock objects (files stay)."""
+        """Forget the cached lock objects and digests (files stay)."""
         with self._locks_guard:
             self._locks.clear()
+        with self._digest_guard:
+            self._digests.clear()
 
     def __repr__(self) -> str:
         return f"DirectorySessionStore({self.path!r})"

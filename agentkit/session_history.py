@@ -29,6 +29,7 @@ Non-goals: the `Session` value and its JSON format (`agentkit.sessions`), storin
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
@@ -43,6 +44,7 @@ __all__ = [
     "SessionConflictError",
     "classify_history",
     "find_session_by_prefix",
+    "history_digests",
     "is_hidden_message",
     "join_history",
     "merge_turn",
@@ -112,6 +114,17 @@ def _key(msg: dict[str, Any]) -> tuple[Any, Any, Any]:
 def messages_match(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two messages are the same turn: equal role, (normalized) content and tool_calls."""
     return _key(a) == _key(b)
+
+
+def history_digests(messages: Iterable[dict[str, Any]]) -> list[str]:
+    """One digest per prefix of the visible `messages` (the k-th covers the first k+1), equal for
+    histories that `messages_match` message by message; an index key for the prefix lookup."""
+    h = hashlib.sha256()
+    out = []
+    for msg in visible_messages(messages):
+        h.update(json.dumps(_key(msg), default=str).encode() + b"\n")
+        out.append(h.copy().hexdigest())
+    return out
 
 
 def find_session_by_prefix(sessions: Iterable[Session], incoming: list[dict[str, Any]]) -> Session | None:

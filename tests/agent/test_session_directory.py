@@ -127,3 +127,73 @@ def test_a_writer_killed_mid_write_leaves_a_temp_file_that_a_later_open_sweeps(t
     DirectorySessionStore(tmp_path)
     assert [n for n in os.listdir(tmp_path) if n.endswith(".tmp")] == []
     assert json.loads((tmp_path / "k1.json").read_text())["messages"] == [USER]
+
+
+def _parses(monkeypatch):
+    calls = []
+    real = Session.from_json.__func__
+
+    def counting(cls, obj, session_id=None):
+        calls.append(session_id)
+        return real(cls, obj, session_id)
+
+    monkeypatch.setattr(Session, "from_json", classmethod(counting))
+    return calls
+
+
+def _set_mtime(root, session_id, t):
+    os.utime(root / f"{session_id}.json", (t, t))
+
+
+def test_find_by_prefix_parses_each_file_once_per_version(tmp_path, monkeypatch):
+    store = DirectorySessionStore(tmp_path)
+    other = {"role": "user", "content": "other"}
+    for k in range(20):
+        store.put(Session(f"s{k}", [{"role": "user", "content": f"q{k}"}, ASSISTANT]))
+    store.put(Session("short", [USER, ASSISTANT]))
+    store.put(Session("long", [USER, ASSISTANT, other, ASSISTANT]))
+    for k, sid in enumerate(["short", "long"]):
+        _set_mtime(tmp_path, sid, time.time() + 10 + k)  # "long" is the most recently written
+    calls = _parses(monkeypatch)
+    assert store.find_by_prefix([USER, ASSISTANT, other, ASSISTANT, USER]).id == "long"
+    assert calls == ["long"]  # most recent first, stops at the first match
+    assert store.find_by_prefix([other, ASSISTANT]) is None
+    assert len(calls) == 1 + 21  # the rest indexed once
+    calls.clear()
+    assert store.find_by_prefix([USER, ASSISTANT, USER]).id == "short"
+    assert store.find_by_prefix([USER, ASSISTANT, other, ASSISTANT, USER]).id == "long"
+    assert store.find_by_prefix([other, ASSISTANT]) is None and store.find_by_prefix([USER]) is None
+    assert store.find_by_prefix([{"role": "user", "content": "q7"}, ASSISTANT, USER]).id == "s7"
+    assert calls == ["short", "long", "s7"]  # only the verified candidates were read
+
+    # another process rewrites "long" (new inode): re-indexed, and it no longer matches
+    DirectorySessionStore(tmp_path, stale_temp_s=None).put(Session("long", [other, ASSISTANT]))
+    calls.clear()
+    assert store.find_by_prefix([other, ASSISTANT, USER]).id == "long"
+    assert calls == ["long"]  # its new version parsed once (index and verification)
+    assert store.find_by_prefix([USER, ASSISTANT, other, ASSISTANT, USER]).id == "short"
+    os.unlink(tmp_path / "short.json")
+    assert store.find_by_prefix([USER, ASSISTANT, USER]) is None
+
+
+def test_find_by_prefix_skips_corrupt_and_newer_files(tmp_path, caplog):
+    store = DirectorySessionStore(tmp_path)
+    store.put(Session("ok", [USER, ASSISTANT]))
+    (tmp_path / "bad.json").write_text("{oops")
+    (tmp_path / "new.json").write_bytes(NEWER)
+    with caplog.at_level(logging.WARNING, logger="agentkit.session_store"):
+        assert store.find_by_prefix([USER, ASSISTANT, USER]).id == "ok"
+    assert "'bad'" in caplog.text and "'new'" in caplog.text
+    assert (tmp_path / "new.json").read_bytes() == NEWER and list((tmp_path / "quarantine").iterdir())
+
+
+def test_find_by_prefix_verifies_a_digest_match(tmp_path, monkeypatch):
+    import agentkit.session_directory as sd
+
+    store = DirectorySessionStore(tmp_path)
+    store.put(Session("a", [{"role": "user", "content": "other"}, ASSISTANT]))
+    _set_mtime(tmp_path, "a", time.time() + 10)
+    store.put(Session("b", [USER, ASSISTANT]))
+    monkeypatch.setattr(sd, "history_digests", lambda messages: ["collision"])  # every digest equal
+    assert store.find_by_prefix([USER, ASSISTANT, USER]).id == "b"
+    assert store.find_by_prefix([ASSISTANT, USER]) is None
