@@ -200,7 +200,7 @@ class SessionConflictError(SessionError):
                  incoming: dict[str, Any] | None) -> None:
         super().__init__(
             f"session {session_id!r}: the request's messages carry an earlier conversation that differs from "
-            f"the stored one at visible message {index} (stored {_brief(stored)}, request {_brief(incoming)}). "
+            f"the stored one at visible message {index} (counting from 0, tool traffic excluded; stored {_brief(stored)}, request {_brief(incoming)}). "
             "Nothing was changed. To continue the session send only the new message(s) (no assistant "
             "messages) or the whole stored history followed by them; to replace or fork the history, "
             "delete the session first (Runner.delete_session) or use a new session_id "
