@@ -21,6 +21,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from agentkit.engine.hub import resolve_model_dir
@@ -211,7 +212,7 @@ def load_plain(
         raise _no_weights_error(model_dir)
 
     state_dict: dict[str, torch.Tensor] = {}
-    handles = [_checked(path, lambda p=path: safe_open(p, framework="pt", device="cpu")) for path in files]
+    handles = [_checked(path, partial(safe_open, path, framework="pt", device="cpu")) for path in files]
     total = sum(len(h.keys()) for h in handles)
     with tqdm(
         total=total,
@@ -221,7 +222,7 @@ def load_plain(
     ) as bar:
         for path, handle in zip(files, handles):
             for key in handle.keys():
-                t = _checked(path, lambda h=handle, k=key: h.get_tensor(k))
+                t = _checked(path, partial(handle.get_tensor, key))
                 if t.is_floating_point() and t.dtype != dtype:
                     t = t.to(dtype)
                 state_dict[key] = t

@@ -112,7 +112,7 @@ class RenderBudget:
     def remember(self, x: Any, total: int) -> int:
         self.known[id(x)] = (x, total)
         if len(self.known) > _KNOWN_MAX:
-            self.known.popitem(last=False)
+            self.known.pop(next(iter(self.known), -1), None)  # tolerant of a concurrent untimed render
         return total
 
     def built(self, x: Any, what: str) -> Any:
@@ -265,6 +265,23 @@ def _bounded_filters(env: Any) -> None:
     env.filters[_LOOP_FILTER] = counted
 
 
+class _Buffer(list):
+    """The output buffer of a macro or block: counts what is written into it against the budget."""
+
+    def __init__(self, budget: RenderBudget) -> None:
+        super().__init__()
+        self.budget, self.chars = budget, 0
+
+    def append(self, item: Any) -> None:
+        self.chars += len(item) if isinstance(item, str) else 1
+        self.budget.size(self.chars, "a macro or block's output")
+        super().append(item)
+
+    def extend(self, items: Any) -> None:
+        for item in items:
+            self.append(item)
+
+
 def _bounded_lipsum(generate: Any) -> Any:
     def lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:  # noqa: A002
         _budget().size(int(n) * int(max) * 16, "lipsum() output")
@@ -285,6 +302,10 @@ def bounded_environment(base: type, filters: dict[str, Any], globals: dict[str, 
     _Namespace = Namespace
 
     class BoundedCodeGenerator(CodeGenerator):
+        def buffer(self, frame: Any) -> None:  # macro, call, filter and set blocks: a counting list
+            frame.buffer = self.temporary_identifier()
+            self.writeline(f"{frame.buffer} = environment.agentkit_buffer()")
+
         def _built(self, visit: Any, node: Any, frame: Any) -> None:
             self.write("environment.agentkit_built(")
             visit(self, node, frame)
@@ -319,6 +340,9 @@ def bounded_environment(base: type, filters: dict[str, Any], globals: dict[str, 
             parts = list(parts)
             _check_join(_budget(), "", parts, "a template buffer")
             return "".join(parts)
+
+        def agentkit_buffer(self) -> _Buffer:
+            return _Buffer(_budget())
 
         def agentkit_built(self, value: Any) -> Any:
             return _budget().built(value, "a list, tuple or dict literal")
