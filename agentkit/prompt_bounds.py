@@ -66,15 +66,16 @@ def _text_size(value: Any) -> int:
 def check_message_size(messages: list[dict[str, Any]], host: ModelHost, truncate: bool, cap: int) -> None:
     """Reject chat messages whose text alone is too long, before the template renders them.
 
-    Without truncation the bound is `prompt_bound`; with it, `cap` (the render size limit).
+    The bound is `cap` (the template's output limit), and without truncation `prompt_bound` too.
     """
     size = _text_size(messages)
     bound = prompt_bound(host)
-    limit = cap if truncate else bound.max_chars
-    if size > limit:
-        what = (f"the chat template's output limit of {cap} characters" if truncate
-                else f"what model {host.model_id!r} can take: at most {bound.describe()}")
-        raise RequestError(f"the chat messages hold {size} characters of text, more than {what}; shorten them")
+    if size > bound.max_chars and not truncate:
+        raise RequestError(f"the chat messages hold {size} characters of text, more than model {host.model_id!r}"
+                           f" can take: at most {bound.describe()}; shorten them or pass truncate_sequence=True")
+    if size > cap:
+        raise RequestError(f"the chat messages hold {size} characters of text, more than the chat template's"
+                           f" output limit of {cap} characters; shorten them")
 
 
 def check_prompt_size(text: str, host: ModelHost, truncate: bool, what: str) -> str:

@@ -68,6 +68,9 @@ def test_too_long_prompts_rejected_before_tokenizing(runner, monkeypatch):
     assert out.usage.prompt_tokens < host.max_seq_len
     out = runner.send_chat_completion_request(_chat(big, truncate_sequence=True))
     assert out.usage.prompt_tokens < host.max_seq_len
+    # even with truncation, messages beyond the template's output limit are refused before rendering
+    with pytest.raises(RequestError, match="output limit of 8388608 characters"):
+        runner.send_chat_completion_request(_chat("x" * 9_000_000, truncate_sequence=True))
 
 
 def test_empty_prompts_rejected_before_the_engine(runner, tiny_llama, caplog):
