@@ -14,7 +14,7 @@ Scope: `bounded_environment` builds the Jinja sandbox chat templates render in: 
   block buffers, and the rendered output: at most `max_chars` characters each.
 
 A render holds the GIL, so it slows every other request on the Runner while it runs: the bounds
-are what keep that short (a hostile nested loop stops after ~0.5 s of steps). Exceeding a bound
+are what keep that short (a hostile nested loop stops within about a second, at `max_steps`). Exceeding a bound
 raises `TemplateResourceError` (a `TemplateError`, so a `ValueError`).
 
 Non-goals: sandboxing code execution (jinja2's sandbox does that), isolating renders in a
@@ -101,6 +101,7 @@ class RenderBudget:
             return 1
         hit = self.known.get(id(x))
         if hit is not None and hit[0] is x:
+            self.known.move_to_end(id(x), last=True)
             return hit[1]
         total = len(items)
         for item in items:
