@@ -22,8 +22,10 @@ from typing import Any
 
 from agentkit.engine.sampling import SampleResult, SamplingParams
 from agentkit.engine.sequence import EngineRequest, RequestOutput
+from agentkit.engine.template_sandbox import DEFAULT_LIMITS
 from agentkit.errors import RequestError
 from agentkit.model_host import ModelHost
+from agentkit.prompt_bounds import check_message_size, check_not_empty, check_prompt_size
 from agentkit.requests import ChatCompletionRequest, CompletionRequest
 from agentkit.responses import (
     ChatCompletionChunkResponse,
@@ -107,13 +109,16 @@ def prepare_chat(req: ChatCompletionRequest, host: ModelHost, *, messages: list[
             f"model {host.model_id!r} has no chat template; pass chat_template= or jinja_explicit= to Runner"
         )
     messages = req.normalized_messages() if messages is None else messages
+    check_message_size(messages, host, req.truncate_sequence, DEFAULT_LIMITS.max_chars)
     tools = req.parsed_tools() if tools is None else tools
     plan = plan_tools(host, tools, req.normalized_tool_choice() if tool_choice is None else tool_choice)
     rendered = prompt_messages(messages, plan)
     prompt = host.template.render(rendered, add_generation_prompt=True,
                                   tools=plan.tools if plan is not None and not plan.inject else None,
                                   enable_thinking=req.enable_thinking, reasoning_effort=req.reasoning_effort)
+    prompt = check_prompt_size(prompt, host, req.truncate_sequence, "the rendered chat prompt")
     ids = host.tokenizer.encode(prompt, add_special_tokens=False)
+    check_not_empty(ids, "the chat prompt rendered by the chat template")
     ids = fit_prompt(ids, host, req.truncate_sequence, req.max_tokens)
     params = sampling_params(req, host, logprobs=req.logprobs)
     grammar = None
@@ -131,7 +136,9 @@ def prepare_chat(req: ChatCompletionRequest, host: ModelHost, *, messages: list[
 def prepare_completion(req: CompletionRequest, host: ModelHost) -> EngineRequest:
     """Tokenize a raw prompt; `best_of` picks the top sequences of `n_choices` by logprob."""
     user_grammar = req.validate_grammar()
-    ids = host.tokenizer.encode(req.prompt, add_special_tokens=True)
+    prompt = check_prompt_size(req.prompt, host, req.truncate_sequence, "the completion prompt")
+    ids = host.tokenizer.encode(prompt, add_special_tokens=True)
+    check_not_empty(ids, "the completion prompt")
     ids = fit_prompt(ids, host, req.truncate_sequence, req.max_tokens)
     params = sampling_params(req, host, logprobs=False)
     grammar = _compile(host, *user_grammar) if user_grammar is not None else None

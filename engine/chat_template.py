@@ -5,6 +5,8 @@ Scope: `resolve_chat_template` picks the template by mistral.rs's order (explici
 GGUF metadata), and `ChatTemplate.render` renders it in a Jinja sandbox configured like transformers
 5.x `apply_chat_template` (same filters, globals, message normalisation), so prompts match
 transformers' byte for byte. `tools_rendered` tells whether a template shows the tools it is given.
+Rendering is bounded in time, steps and size (`agentkit.engine.template_sandbox`); every failure,
+resource errors included, is a `TemplateError` (a ValueError).
 
 Non-goals: tokenising the prompt, describing tools for templates that ignore them, parsing model
 output, multimodal processor templates. Imports only jinja2 (lazily), never torch/transformers.
@@ -104,14 +106,15 @@ def _environment() -> Any:
             _check_name(name)
             jinja2.utils.Namespace.__setitem__(self, name, value)
 
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[GenerationTag, jinja2.ext.loopcontrols]
+    from agentkit.engine.template_sandbox import bounded_environment
+
+    env = bounded_environment(
+        ImmutableSandboxedEnvironment,
+        filters={"tojson": tojson},
+        globals={"raise_exception": raise_exception, "strftime_now": strftime_now, "dict": TemplateDict(),
+                 "namespace": TemplateNamespace},
+        trim_blocks=True, lstrip_blocks=True, extensions=[GenerationTag, jinja2.ext.loopcontrols],
     )
-    env.filters["tojson"] = tojson
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = strftime_now
-    env.globals["dict"] = TemplateDict()
-    env.globals["namespace"] = TemplateNamespace
     _ENV = env
     return env
 
@@ -196,6 +199,8 @@ class ChatTemplate:
         """
         import jinja2
 
+        from agentkit.engine.template_sandbox import render_bounded
+
         if tools is not None and not all(isinstance(t, dict) for t in tools):
             raise TypeError(f"tools must be a list of JSON-schema dicts, got {tools!r}")
         variables: dict[str, Any] = {"date_string": datetime.now().strftime("%d, %B, %Y")}
@@ -210,15 +215,16 @@ class ChatTemplate:
         variables.setdefault("documents", None)
         chat = _normalize_messages(messages)
         template = self.compiled
+        variables.update(messages=chat, tools=_plain(tools), add_generation_prompt=add_generation_prompt)
         try:
-            return template.render(
-                messages=chat, tools=_plain(tools), add_generation_prompt=add_generation_prompt, **variables
-            )
+            return render_bounded(template, variables, self.origin)
         except TemplateError:
             raise
         except jinja2.exceptions.SecurityError as e:
             raise TemplateSecurityError(f"chat template from {self.origin} is unsafe: {e}") from e
-        except (jinja2.TemplateError, TypeError, KeyError, IndexError, AttributeError) as e:
+        except (RecursionError, MemoryError, OverflowError) as e:  # resource errors: a TemplateError too
+            raise TemplateError(f"chat template from {self.origin} ran out of resources: {type(e).__name__}: {e}") from e
+        except Exception as e:  # anything else the template raised is the template's failure
             raise TemplateError(f"chat template from {self.origin} failed to render: {type(e).__name__}: {e}") from e
 
 

@@ -441,12 +441,16 @@ def read_gguf(
     ``dequantize(dtype)`` equals the dense tensor this function returns otherwise).
 
     Raises ModelLoadError (a ValueError) for unsupported architectures, mixture-of-experts files,
-    unknown tensor names or incomplete metadata.
+    unknown tensor names, incomplete metadata, and truncated or hostile files (declared sizes
+    beyond the file's end, see `agentkit.engine.gguf_check`).
     """
     from tqdm.auto import tqdm
 
+    from agentkit.engine.gguf_check import check_gguf_file
+
     readers = []
     for path in paths:
+        check_gguf_file(path)  # declared sizes vs file size: the reader trusts them
         try:
             readers.append(_open_reader(path))
         except Exception as exc:

@@ -19,7 +19,9 @@ from __future__ import annotations
 import glob
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from agentkit.engine.hub import resolve_model_dir
@@ -140,6 +142,26 @@ def _no_weights_error(model_dir: str) -> ModelLoadError:
     )
 
 
+def _checked(path: str, read: Callable[[], Any]) -> Any:
+    """`read()` with safetensors' own errors (not ValueErrors, no file name) as ModelLoadError."""
+    from safetensors import SafetensorError
+
+    try:
+        return read()
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if head[:1] == b"\x80" or head == b"PK\x03\x04":  # pickle protocol 2+, or torch.save's zip
+            raise ModelLoadError(
+                f"{path} is a pickle (torch.save) checkpoint named like safetensors; agentkit never unpickles"
+                " weights. Convert it where you trust the file, or use the real *.safetensors files"
+            ) from exc
+        raise ModelLoadError(
+            f"cannot read safetensors file {path} ({exc}); it is truncated or corrupt (an interrupted"
+            " download?): re-download it"
+        ) from exc
+
+
 def _normalise_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop stale rotary buffers; prefix base-model checkpoints (``layers.0...``) with ``model.``."""
     state_dict = {k: v for k, v in state_dict.items() if not k.endswith("rotary_emb.inv_freq")}
@@ -173,6 +195,10 @@ def load_plain(
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         gguf = sorted(os.path.basename(p) for p in glob.glob(os.path.join(model_dir, "*.gguf")))
         hint = f" It holds GGUF files ({', '.join(gguf[:3])}): use Which.GGUF." if gguf else ""
+        pickled = pickle_weight_files(model_dir)
+        if pickled and not gguf:
+            hint = (f" It holds pickle weights ({', '.join(pickled[:3])}), which agentkit never loads: only"
+                    " *.safetensors (with config.json) or GGUF files are loaded.")
         raise ModelLoadError(
             f"{model_dir} has no config.json, so it is not a transformers model directory.{hint}"
         )
@@ -186,7 +212,7 @@ def load_plain(
         raise _no_weights_error(model_dir)
 
     state_dict: dict[str, torch.Tensor] = {}
-    handles = [safe_open(path, framework="pt", device="cpu") for path in files]
+    handles = [_checked(path, partial(safe_open, path, framework="pt", device="cpu")) for path in files]
     total = sum(len(h.keys()) for h in handles)
     with tqdm(
         total=total,
@@ -194,9 +220,9 @@ def load_plain(
         unit="tensor",
         disable=not progress,
     ) as bar:
-        for handle in handles:
+        for path, handle in zip(files, handles):
             for key in handle.keys():
-                t = handle.get_tensor(key)
+                t = _checked(path, partial(handle.get_tensor, key))
                 if t.is_floating_point() and t.dtype != dtype:
                     t = t.to(dtype)
                 state_dict[key] = t
