@@ -311,6 +311,10 @@ def _open_reader(path: str) -> Any:
     package's internals differ.
     """
     import numpy as np
+
+    from agentkit.engine.gguf_package import ensure_gguf
+
+    ensure_gguf()
     from gguf import GGUFReader
 
     class _FastReader(GGUFReader):

@@ -86,8 +86,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from torch import nn
+
+from agentkit.engine.gguf_package import ensure_gguf
+
+ensure_gguf()  # before any `from gguf import`: a user's gguf.py may shadow the package
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType  # noqa: E402
 
 __all__ = [
     "AUTO_SWITCH_M",
