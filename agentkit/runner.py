@@ -35,6 +35,7 @@ from agentkit.chat import (
 )
 from agentkit.config import RunnerConfig
 from agentkit.engine.config import EngineConfig
+from agentkit.engine.device_map import DeviceLayers, parse_num_device_layers
 from agentkit.engine.hub import parse_token_source
 from agentkit.engine.sequence import EngineRequest, RequestOutput
 from agentkit.errors import NotSupportedError
@@ -59,7 +60,6 @@ _UNSUPPORTED = {
     "mcp_client_config": "MCP tools",
     "code_execution_config": "code execution",
     "shell_config": "the shell tool",
-    "num_device_layers": "manual device mapping",
 }
 
 
@@ -120,8 +120,7 @@ class Runner:
             raise TypeError(f"which must be a Which variant (e.g. Which.GGUF(...)), got {type(which).__name__}")
         given = dict(mtp_model=mtp_model, anymoe_config=anymoe_config,
                      which_draft=which_draft, search_callback=search_callback, mcp_client_config=mcp_client_config,
-                     code_execution_config=code_execution_config, shell_config=shell_config,
-                     num_device_layers=num_device_layers)
+                     code_execution_config=code_execution_config, shell_config=shell_config)
         for name, value in given.items():
             if value is not None:
                 raise NotSupportedError(f"{name}= ({_UNSUPPORTED[name]}) is not supported by agentkit yet")
@@ -153,8 +152,9 @@ class Runner:
         if weights not in ("auto", "dense"):
             raise ValueError(f"weights must be 'auto' or 'dense', got {weights!r}")
         mode = isq_mode(in_situ_quant) if in_situ_quant is not None else weights
+        layers = None if num_device_layers is None else parse_num_device_layers(num_device_layers)
         loader = self._loader(which, self._engine_config, chat_template=chat_template, jinja_explicit=jinja_explicit,
-                              weight_mode=mode)
+                              weight_mode=mode, device_layers=layers)
         host = loader()
         self._models = ModelTable()
         self._models.add(host.model_id, loader, host=host, default=True)
@@ -173,8 +173,8 @@ class Runner:
 
     # ---- routing -------------------------------------------------------------------------------
     def _loader(self, which: Which, engine_config: EngineConfig, *, chat_template: str | None,
-                jinja_explicit: str | None, weight_mode: str,
-                model_id: str | None = None) -> Callable[[], ModelHost | EmbeddingHost]:
+                jinja_explicit: str | None, weight_mode: str, model_id: str | None = None,
+                device_layers: tuple[DeviceLayers, ...] | None = None) -> Callable[[], ModelHost | EmbeddingHost]:
         """A closure that loads `which` afresh (for the first load and every reload).
 
         It captures the configuration only, never a host or the Runner, so unloading frees the model.
@@ -185,7 +185,7 @@ class Runner:
         def load() -> ModelHost | EmbeddingHost:
             host = load_model(which, engine_config=dataclasses.replace(engine_config), token=token,
                               chat_template=chat_template, jinja_explicit=jinja_explicit, device=device,
-                              progress=progress, weight_mode=weight_mode)
+                              progress=progress, weight_mode=weight_mode, device_layers=device_layers)
             if model_id is not None:
                 host.model_id = model_id
             return host
