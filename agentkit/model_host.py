@@ -173,13 +173,29 @@ def _load(which: Which, *, engine_config: EngineConfig, token: str | None, chat_
     runner = build_runner(loaded.config, loaded.state_dict, dtype, dev, ctx, kv,
                           prefer_native=ec.paged_attn is not False, weight_mode=weight_mode)
     loaded.state_dict.clear()  # the runner holds its own (possibly fused) tensors now
+    extra: dict[str, Any] = {}
+    if weight_mode in ("int4", "int8") and runner.kind == "native":
+        extra["isq"] = _calibrator(which, loaded, runner, weight_mode)
     engine_config.max_seq_len = ctx
     name = model_name(which)
     engine = Engine(runner, tokenizer, engine_config, eos_token_ids=tokenizer.eos_token_ids | _eos_ids(loaded),
                     name=name, start=False)
     return ModelHost(model_id=name, engine=engine, tokenizer=tokenizer, template=template,
                      generation_config=loaded.generation_config, max_seq_len=ctx, arch=loaded.arch,
-                     runner_kind=runner.kind, load_time_s=time.perf_counter() - t0)
+                     runner_kind=runner.kind, load_time_s=time.perf_counter() - t0, extra=extra)
+
+
+def _calibrator(which: Which, loaded: LoadedModel, runner: Any, weight_mode: str) -> Any:
+    """Online calibration / re-ISQ support for an ISQ model, reading the source weights on demand."""
+    from agentkit.engine.calibration import GgufSource, OnlineCalibrator, SafetensorsSource
+
+    if loaded.gguf_path is not None:
+        names = which.quantized_filename
+        names = [names] if isinstance(names, str) else list(names)
+        source: Any = GgufSource([os.path.join(loaded.model_dir or "", n) for n in names])
+    else:
+        source = SafetensorsSource(loaded.model_dir)
+    return OnlineCalibrator(runner.model, weight_mode, source)
 
 
 def _ordinals(main: torch.device) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from agentkit import calibration
 from agentkit.agent_loop import AgentLoop
 from agentkit.chat import (
     ChatStream,
@@ -45,7 +46,12 @@ from agentkit.model_table import Lease, ModelTable
 from agentkit.plugin_host import PluginHost
 from agentkit.plugins.tool_callbacks import ToolCallbacksPlugin
 from agentkit.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from agentkit.responses import ChatCompletionChunkResponse, ChatCompletionResponse, CompletionResponse
+from agentkit.responses import (
+    CalibrationStatus,
+    ChatCompletionChunkResponse,
+    ChatCompletionResponse,
+    CompletionResponse,
+)
 from agentkit.session_store import MemorySessionStore, SessionStore, open_session_store
 from agentkit.streams import LeasedStream, aiter_stream
 from agentkit.which import Which
@@ -319,6 +325,24 @@ class Runner:
     def max_sequence_length(self, model_id: str | None = None) -> int | None:
         """The model's context length in tokens."""
         return self._entry(model_id).max_seq_len
+
+    # ---- ISQ: online calibration and re-quantization (agentkit.calibration) --------------------
+    def begin_calibration(self, model_id: str | None = None) -> CalibrationStatus:
+        """Start collecting activation statistics from live traffic (ISQ models only)."""
+        return calibration.begin_calibration(self._host(model_id))
+
+    def calibration_status(self, model_id: str | None = None) -> CalibrationStatus:
+        """Layers tracked and token rows seen since `begin_calibration`."""
+        return calibration.calibration_status(self._host(model_id))
+
+    def apply_calibration(self, save_cimatrix: str | None = None, model_id: str | None = None) -> CalibrationStatus:
+        """Requantize from the source weights with the collected imatrix, swapping layers live;
+        returns the status before applying. `save_cimatrix` (a `.cimatrix` path) keeps the matrix."""
+        return calibration.apply_calibration(self._host(model_id), save_cimatrix)
+
+    def send_re_isq(self, dtype: str, model_id: str | None = None) -> None:
+        """Requantize the live ISQ model to ISQ type `dtype` (e.g. "Q8_0"); later requests use it."""
+        calibration.send_re_isq(self._host(model_id), dtype)
 
     # ---- model table ---------------------------------------------------------------------------
     # Every `model_id` argument is an id or an alias; None means the default model. Unknown ids
