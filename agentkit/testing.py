@@ -175,9 +175,9 @@ def write_tiny_gguf(
     import numpy as np
     from safetensors.torch import load_file
 
-    from agentkit.engine.gguf_package import ensure_gguf
+    from agentkit.engine.shadowed_imports import ensure_package
 
-    gguf = ensure_gguf()
+    gguf = ensure_package("gguf")
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(model_dir)

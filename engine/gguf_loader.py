@@ -312,9 +312,9 @@ def _open_reader(path: str) -> Any:
     """
     import numpy as np
 
-    from agentkit.engine.gguf_package import ensure_gguf
+    from agentkit.engine.shadowed_imports import ensure_package
 
-    ensure_gguf()
+    ensure_package("gguf")
     from gguf import GGUFReader
 
     class _FastReader(GGUFReader):

@@ -88,9 +88,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agentkit.engine.gguf_package import ensure_gguf
+from agentkit.engine.shadowed_imports import ensure_package
 
-ensure_gguf()  # before any `from gguf import`: a user's gguf.py may shadow the package
+ensure_package("gguf")  # before any `from gguf import`: a user's gguf.py may shadow the package
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType  # noqa: E402
 
 __all__ = [
