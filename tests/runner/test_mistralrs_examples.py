@@ -57,8 +57,9 @@ def _add_smollm2(hf_home: Path, smollm2: tuple[str, str]) -> None:
         target.symlink_to(os.path.join(*smollm2))
     tok_dir = _cache_repo(hub, "mistralai/Mistral-7B-Instruct-v0.1")
     if not (tok_dir / "tokenizer.json").exists():
-        from agentkit.engine.tokenizer import load_tokenizer  # the GGUF's tokenizer, converted once and cached
+        from agentkit.engine.tokenizer import load_tokenizer
 
+        # the GGUF's own tokenizer, converted once and cached by agentkit
         load_tokenizer(None, gguf_path=os.path.join(*smollm2)).hf.save_pretrained(tok_dir)
 
 
