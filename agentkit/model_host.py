@@ -14,6 +14,7 @@ import json
 import os
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,6 +177,9 @@ def _load(which: Which, *, engine_config: EngineConfig, token: str | None, chat_
     extra: dict[str, Any] = {}
     if weight_mode in ("int4", "int8") and runner.kind == "native":
         extra["isq"] = _calibrator(which, loaded, runner, weight_mode)
+    elif weight_mode in ("int4", "int8"):
+        warnings.warn(f"in_situ_quant has no effect on {loaded.arch}: it runs on the transformers fallback, "
+                      "whose weights stay dense", RuntimeWarning, stacklevel=2)
     engine_config.max_seq_len = ctx
     name = model_name(which)
     engine = Engine(runner, tokenizer, engine_config, eos_token_ids=tokenizer.eos_token_ids | _eos_ids(loaded),
