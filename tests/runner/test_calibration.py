@@ -135,3 +135,13 @@ def test_non_isq_models_get_a_clear_error(tiny_llama):
             runner.send_re_isq("Q8_0")
     finally:
         runner.shutdown()
+
+
+def test_isq_on_the_transformers_fallback_warns_and_calibration_says_why(tiny_models):
+    with pytest.warns(RuntimeWarning, match="in_situ_quant has no effect on phi3"):
+        runner = Runner(Which.Plain(tiny_models("phi3")), in_situ_quant="Q4K", progress=False)
+    try:
+        with pytest.raises(ValueError, match="phi3 runs on the transformers fallback"):
+            runner.begin_calibration()
+    finally:
+        runner.shutdown()
