@@ -24,9 +24,8 @@ weights are dense: there is nothing to calibrate), MoE experts.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -66,7 +65,6 @@ class _Stats:
     sum_sq: torch.Tensor
     rows: int = 0
     calls: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class SafetensorsSource:
@@ -150,12 +148,13 @@ class OnlineCalibrator:
     def begin(self) -> int:
         """Start (or restart from zero) collecting on every tracked module; returns the key count."""
         self._remove_hooks()
-        self._stats = {}
+        fresh: dict[TrackedLinear, _Stats] = {}  # published whole: `counts` may read from another thread
         for t in self.tracked:
             module = getattr(self.model.layers[t.layer], t.attr)
             stats = _Stats(torch.zeros(module.in_features, dtype=torch.float32, device=self.model.device))
-            self._stats[t] = stats
+            fresh[t] = stats
             self._hooks.append(module.register_forward_pre_hook(_collector(stats, module.in_features)))
+        self._stats = fresh
         return self.num_keys
 
     def counts(self) -> CalibrationCounts:
@@ -218,10 +217,8 @@ def _collector(stats: _Stats, k: int) -> Callable[[nn.Module, tuple[Any, ...]], 
         x = args[0].reshape(-1, k)
         if x.shape[0] == 0:
             return
-        sq = x.float().pow(2).sum(0)
-        with stats.lock:
-            stats.sum_sq = stats.sum_sq + sq
-            stats.rows += int(x.shape[0])
-            stats.calls += 1
+        stats.sum_sq = stats.sum_sq + x.float().pow(2).sum(0)  # engine thread only
+        stats.rows += int(x.shape[0])
+        stats.calls += 1
 
     return hook
