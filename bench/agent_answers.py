@@ -4,15 +4,16 @@ The README's main job (examples/agent_tools.py) with its two tools, `get_weather
 `calculator` (imported from the example, not copied), and its request: round 1 forced with
 `tool_choice="required"`, later rounds "auto", `max_tool_rounds=3`, greedy, 160 tokens a round.
 Each final answer is scored:
-- *in words*: non-empty, no tool-call or tool-response markup, no tool call, not a JSON value,
-  and at least one word of three letters;
+- *in words*: non-empty, no tool-call or tool-response markup (in any spelling, `<tool-call>`
+  too, or a `{"name": ..., "arguments": ...}` object), no tool call, not a JSON value, and at
+  least one word of three letters;
 - *uses result*: it contains the key value of a tool result the loop produced (the temperature
   of `get_weather`, the number `calculator` returned), compared as numbers with a tolerance of
   0.5% (so "0.33" matches 0.3333 and "125" matches 125.0; "1,024" is read as 1024);
 - *answered* (the headline): in words and uses the result;
 - *right tool* (reported, not part of *answered*): the first call is the tool the question needs,
   and *correct*: answered with the value of the right tool's result.
-Run: .venv/bin/python bench/agent_answers.py [--out bench/results/agent_answers.json] [--stream]
+Run: .venv/bin/python bench/agent_answers.py [--out bench/results/agent_answers.json] [--stream] [--threads 1]
      (prints a table, writes the JSON with every question's rounds, answer and verdicts)
 """
 
@@ -61,6 +62,9 @@ QUESTIONS: list[tuple[str, str]] = [
 
 _MARKUP = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "[TOOL_CALLS]", "<|python_tag|>",
            "[TOOL_RESULTS]", "<|eom_id|>")
+# Tag-like tool markup in any spelling (`<tool_call>`, `<tool-call id=...>`, `</tool_response>`) and call objects.
+_MARKUP_RE = re.compile(r'</?\s*tool[\s_-]*(call|response)|\{\s*"name"\s*:\s*"[^"]*"\s*,\s*"(arguments|parameters)"',
+                        re.IGNORECASE)
 _NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?")
 
 
@@ -85,7 +89,7 @@ def mentions(text: str, value: float) -> bool:
 
 def in_words(content: str | None, has_calls: bool) -> bool:
     text = (content or "").strip()
-    if has_calls or not text or any(m in text for m in _MARKUP):
+    if has_calls or not text or any(m in text for m in _MARKUP) or _MARKUP_RE.search(text):
         return False
     try:
         json.loads(text)
@@ -131,6 +135,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-tokens", type=int, default=160)
     ap.add_argument("--stream", action="store_true", help="stream each request, as the example does")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: the Runner's); 1 is far steadier on a busy shared machine")
     ap.add_argument("--label", default="agentkit", help="a label stored in the JSON (e.g. before/after)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "agent_answers.json"))
     args = ap.parse_args()
@@ -141,7 +147,7 @@ def main() -> None:
 
     agent_tools.VERBOSE = False
     runner = mod.Runner(mod.Which.GGUF(quantized_model_id=found[0], quantized_filename=found[1], tok_model_id=None),
-                        tool_callbacks=agent_tools.CALLBACKS, progress=False)
+                        tool_callbacks=agent_tools.CALLBACKS, progress=False, num_threads=args.threads)
     rows = [ask(mod, runner, q, want, args.max_tokens, args.stream) for q, want in tqdm(QUESTIONS, desc="questions")]
     runner.shutdown()
     n = len(rows)
@@ -159,7 +165,8 @@ def main() -> None:
           f"{totals['correct']}/{n}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"label": args.label, "model": "SmolLM2-135M-Instruct Q4_1",
-                                          "stream": args.stream, "max_tokens": args.max_tokens, "n": n,
+                                          "stream": args.stream, "max_tokens": args.max_tokens,
+                                          "threads": args.threads, "n": n,
                                           **totals, "rows": rows}, indent=1))
     print(f"wrote {args.out}")
 
