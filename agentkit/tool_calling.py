@@ -155,11 +155,15 @@ def _readable(content: str) -> str:
     return content
 
 
+RESULT_LINE = "Here is what {name} returned: {result}"
+ANSWER_LINE = "With that, answer in one sentence: {question}"
+
+
 def _results_turn(results: list[dict[str, Any]], question: str | None) -> dict[str, Any]:
-    lines = [f"Here is what {m.get('name') or 'the tool'} returned: {_readable(str(m.get('content') or ''))}"
+    lines = [RESULT_LINE.format(name=m.get("name") or "the tool", result=_readable(str(m.get("content") or "")))
              for m in results]
     if question:
-        lines.append(f"With that, answer in one sentence: {question}")
+        lines.append(ANSWER_LINE.format(question=question))
     return {"role": "user", "content": "\n".join(lines)}
 
 
