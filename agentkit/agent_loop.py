@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from agentkit.agent_types import AgentToolApproval, AgentToolApprovalDecision, AgentToolMetadata
@@ -206,7 +207,7 @@ class AgentLoop:
             if result is None:
                 try:
                     call.parsed_arguments()
-                    result = run_with_timeout(lambda c=call: self._execute(c, turn.session), call,
+                    result = run_with_timeout(partial(self._execute, call, turn.session), call,
                                               self.limits.timeout_secs)
                 except ValueError as exc:
                     result = ToolResult.failure(call, str(exc))

@@ -227,8 +227,8 @@ class ChatStream(ClosingStream):
     def __init__(self, req: EngineRequest, host: ModelHost, want_logprobs: bool, plan: ToolPlan | None = None) -> None:
         self._req, self._host, self._want_logprobs = req, host, want_logprobs
         self._accs = [_ChoiceAcc() for _ in range(req.n)]
-        parse = plan is not None and not plan.answer_only
-        self._parsers = [StreamingToolParser(plan.family, plan.names) for _ in range(req.n)] if parse else None
+        self._parsers = ([StreamingToolParser(plan.family, plan.names) for _ in range(req.n)]
+                         if plan is not None and not plan.answer_only else None)
         self._done = False
         self._created = int(time.time())
 

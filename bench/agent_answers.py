@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples"))
 
+import agent_tools  # noqa: E402  (examples/agent_tools.py: TOOLS, CALLBACKS)
 from tqdm import tqdm  # noqa: E402
 
-import agent_tools  # noqa: E402  (examples/agent_tools.py: TOOLS, CALLBACKS)
 from agentkit.testing import smollm2_gguf  # noqa: E402
 
 QUESTIONS: list[tuple[str, str]] = [

@@ -67,7 +67,8 @@ def test_injected_prompt_lists_tools_and_rewrites_history():
     assert out[2] == {"role": "assistant",
                       "content": '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'}
     # results are words the small model answers from, followed by the question they serve
-    assert out[3] == {"role": "user", "content": "get_weather returned: rainy\nUse this to answer: Weather in Oslo?"}
+    assert out[3] == {"role": "user", "content": "Here is what get_weather returned: rainy\n"
+                                                 "Answer with these values: Weather in Oslo?"}
     # what the model is shown is what the parser reads back
     assert parse_tool_calls(out[2]["content"], "hermes", ["get_weather"]).calls[0].name == "get_weather"
     native = plan_tools(_host(CHATML_TOOLS_TEMPLATE), [WEATHER], "auto")
@@ -85,9 +86,13 @@ def test_results_of_several_calls_make_one_readable_turn():
                {"role": "tool", "tool_call_id": "b", "name": "calculator", "content": '{"nested": {"x": 1}}'}]
     out = prompt_messages(history, plan)
     assert [m["role"] for m in out] == ["system", "user", "assistant", "user"]
-    assert out[3]["content"] == ('get_weather returned: city: Oslo, temperature_c: 7\n'
-                                 'calculator returned: {"nested": {"x": 1}}\nUse this to answer: Oslo and 2+2?')
+    assert out[3]["content"] == ('Here is what get_weather returned: city: Oslo, temperature_c: 7\n'
+                                 'Here is what calculator returned: {"nested": {"x": 1}}\n'
+                                 'Answer with these values: Oslo and 2+2?')
     assert "<tool_response>" not in out[3]["content"]
+    # the answer-only round withdraws the injected tool list and the call turns; the results stay
+    final = prompt_messages(history, plan_tools(_host(PLAIN_TEMPLATE), [WEATHER, CALC], "auto", answer_only=True))
+    assert [m["role"] for m in final] == ["user", "user"] and final[1] == out[3]
 
 
 def test_auto_without_strict_tools_only_bans_result_markup():
@@ -193,6 +198,8 @@ def test_strict_strings_stop_at_the_closing_quote():
     assert not _matches(lark, call.format('"}}  # 1000 - 387 = 613"'))  # the run-on seen from SmolLM2
     assert not _matches(lark, call.format('"Oslo\\" and more"'))  # no escapes: the first quote closes
     assert not _matches(lark, call.format('""'))  # at least one character
+    assert not _matches(lark, call.format('".23 * 19"'))  # nor a separator first
+    assert not _matches(lark, call.format('"' + "x" * 129 + '"'))  # and at most 128
     own = {"type": "function", "function": {**WEATHER["function"], "parameters": {
         "type": "object", "properties": {"city": {"type": "string", "pattern": "^[{}a-z]*$"}}, "required": ["city"]}}}
     lark = tool_grammar(ToolPlan(tools=[own], choice="required", family="hermes", inject=False), ADDED)
