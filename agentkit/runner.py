@@ -54,6 +54,7 @@ from agentkit.responses import (
 )
 from agentkit.session_store import MemorySessionStore, SessionStore, open_session_store
 from agentkit.streams import LeasedStream, aiter_stream
+from agentkit.tool_limits import ToolLimits
 from agentkit.which import Which
 
 log = logging.getLogger("agentkit")
@@ -75,7 +76,9 @@ class Runner:
     Positional arguments and defaults are mistralrs 0.9.5's. agentkit's keyword-only extras:
     `plugins` (plugin objects, called before entry-point plugins), `session_store` (a directory
     path or a `SessionStore`: agentic sessions then survive restarts), `max_sessions` and
-    `session_idle_ttl_s` (the in-memory store's cap and idle expiry), plus the engine knobs
+    `session_idle_ttl_s` (the in-memory store's cap and idle expiry), `tool_timeout_secs` and
+    `tool_output_max_tokens` (per tool call: seconds before the model gets a timeout result, and
+    the most tokens of a result it sees, default a quarter of the context), plus the engine knobs
     (`pa_*`, `max_seq_len`, `num_threads`, `device`, `weights`, `progress`).
     """
 
@@ -121,6 +124,8 @@ class Runner:
         session_store: SessionStore | str | os.PathLike[str] | None = None,
         max_sessions: int = 128,
         session_idle_ttl_s: float | None = 1800.0,
+        tool_timeout_secs: float | None = None,
+        tool_output_max_tokens: int | None = None,
     ) -> None:
         if not isinstance(which, Which):
             raise TypeError(f"which must be a Which variant (e.g. Which.GGUF(...)), got {type(which).__name__}")
@@ -138,7 +143,8 @@ class Runner:
                           else open_session_store(session_store))
         self._agent = AgentLoop(self._plugins.all_tools, self._plugins.execute_tool, self._sessions,
                                 save_plugins=self._plugins.save_session_state,
-                                load_plugins=self._plugins.restore_session_state)
+                                load_plugins=self._plugins.restore_session_state,
+                                limits=ToolLimits(tool_timeout_secs, tool_output_max_tokens))
         self._token = parse_token_source(token_source)
         if paged_attn and no_paged_attn:
             raise ValueError("paged_attn and no_paged_attn are mutually exclusive")
