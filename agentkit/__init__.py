@@ -54,9 +54,11 @@ from agentkit.errors import (
     ModelNotFoundError,
     NotSupportedError,
     PluginError,
+    PromptTooLongError,
     RequestError,
     SessionError,
     ToolError,
+    ToolOutputOverflowError,
 )
 from agentkit.files import (
     File,
@@ -193,6 +195,8 @@ __all__ = [
     "PluginError",
     "PromptTokensDetails",
     "RequestError",
+    "PromptTooLongError",
+    "ToolOutputOverflowError",
     "RequestedFile",
     "ResponseLogprob",
     "ResponseMessage",

@@ -36,7 +36,7 @@ from agentkit.agent_types import AgentToolApproval, AgentToolApprovalDecision, A
 from agentkit.chat import ChatStream, collect_chat, prepare_chat
 from agentkit.engine.sequence import EngineRequest
 from agentkit.enums import AgentPermission
-from agentkit.errors import RequestError, ToolOutputOverflowError
+from agentkit.errors import PromptTooLongError, ToolOutputOverflowError
 from agentkit.requests import ChatCompletionRequest
 from agentkit.responses import (
     AgenticToolCallRecord,
@@ -246,8 +246,8 @@ class AgentLoop:
         try:
             ereq, plan = prepare_chat(req, host, messages=turn.messages, tools=turn.offered,
                                       tool_choice=self._choice(req, turn), answer_only=answer_only)
-        except RequestError as exc:
-            if not turn.records or "Prompt sequence length" not in str(exc):
+        except PromptTooLongError as exc:
+            if not turn.records:
                 raise
             self._finish(turn, None)
             biggest = max(turn.records, key=lambda r: len(r.result_content))

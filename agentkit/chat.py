@@ -23,7 +23,7 @@ from typing import Any
 from agentkit.engine.sampling import SampleResult, SamplingParams
 from agentkit.engine.sequence import EngineRequest, RequestOutput
 from agentkit.engine.template_sandbox import DEFAULT_LIMITS
-from agentkit.errors import RequestError
+from agentkit.errors import PromptTooLongError, RequestError
 from agentkit.model_host import ModelHost
 from agentkit.prompt_bounds import check_message_size, check_not_empty, check_prompt_size
 from agentkit.requests import ChatCompletionRequest, CompletionRequest
@@ -73,7 +73,7 @@ def fit_prompt(ids: list[int], host: ModelHost, truncate: bool, max_tokens: int 
     if len(ids) < ctx:
         return ids
     if not truncate:
-        raise RequestError(
+        raise PromptTooLongError(
             f"Prompt sequence length is greater than {ctx}, perhaps consider using `truncate_sequence`?"
         )
     room = min(max_tokens, ctx - 1) if max_tokens else 1
