@@ -42,7 +42,7 @@ from agentkit.responses import (
 from agentkit.session_history import join_history, merge_turn
 from agentkit.session_store import check_session_id
 from agentkit.sessions import Session
-from agentkit.tools import Tool, ToolCall, ToolResult
+from agentkit.tools import Tool, ToolCall, ToolResult, decode_arguments
 
 log = logging.getLogger("agentkit.agent")
 
@@ -265,7 +265,7 @@ class AgentLoop:
 def _args(arguments: str) -> Any:
     """Arguments as the JSON value chat templates expect, or the raw text when it is not strict JSON."""
     try:
-        value = json.loads(arguments)
+        value = decode_arguments(arguments)
         json.dumps(value, allow_nan=False)  # 1e999 parses to inf, which a session file cannot hold
         return value
     except ValueError:
