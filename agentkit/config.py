@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from agentkit.engine.config import EngineConfig
+from agentkit.engine.device_map import DeviceLayers, parse_num_device_layers
 from agentkit.enums import PagedCacheType
 from agentkit.errors import ConfigError, NotSupportedError
 from agentkit.isq import isq_mode
@@ -176,13 +177,15 @@ class ModelOptions:
     """One model's validated load options, parsed the same way for `Runner(...)` and `add_model`.
 
     `weight_mode` is "auto", "dense", "int4" or "int8" (from `weights` / `in_situ_quant`);
-    `engine` holds the `EngineConfig` fields that were given (`engine_config(base)` applies them).
+    `engine` holds the `EngineConfig` fields that were given (`engine_config(base)` applies them);
+    `device_layers` is the parsed `num_device_layers` (None: not given).
     """
 
     weight_mode: str = "auto"
     chat_template: str | None = None
     jinja_explicit: str | None = None
     engine: Mapping[str, Any] = field(default_factory=dict)
+    device_layers: tuple[DeviceLayers, ...] | None = None
 
     def engine_config(self, base: EngineConfig) -> EngineConfig:
         """A copy of `base` with the given engine fields replaced (validated by `EngineConfig`)."""
@@ -209,6 +212,7 @@ def parse_model_options(
     pa_gpu_mem_usage: float | None = None,
     pa_gpu_mem: int | None = None,
     memory_goal: str | float | None = None,
+    num_device_layers: list[str] | None = None,
 ) -> ModelOptions:
     """Validate one model's options (None = not given: the base config's value is kept).
 
@@ -235,8 +239,9 @@ def parse_model_options(
     if any(v is not None for v in budget.values()):
         engine.update(budget)
     mode = isq_mode(in_situ_quant) if in_situ_quant is not None else weights
+    layers = None if num_device_layers is None else parse_num_device_layers(num_device_layers)
     return ModelOptions(weight_mode=mode, chat_template=chat_template, jinja_explicit=jinja_explicit,
-                        engine=MappingProxyType(engine))
+                        engine=MappingProxyType(engine), device_layers=layers)
 
 
 def _cache_type(value: Any) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from agentkit import calibration
 from agentkit.agent_loop import AgentLoop
 from agentkit.chat import (
     ChatStream,
@@ -39,14 +40,19 @@ from agentkit.config import ModelOptions, RunnerConfig, check_plugin_options, pa
 from agentkit.engine.config import EngineConfig
 from agentkit.engine.hub import parse_token_source
 from agentkit.engine.sequence import EngineRequest, RequestOutput
-from agentkit.errors import NotSupportedError
 from agentkit.model_host import EmbeddingHost, ModelHost, load_model, model_name
 from agentkit.model_table import Lease, ModelTable
 from agentkit.plugin_host import PluginHost
 from agentkit.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from agentkit.responses import ChatCompletionChunkResponse, ChatCompletionResponse, CompletionResponse
+from agentkit.responses import (
+    CalibrationStatus,
+    ChatCompletionChunkResponse,
+    ChatCompletionResponse,
+    CompletionResponse,
+)
 from agentkit.session_store import MemorySessionStore, SessionStore, open_session_store
 from agentkit.streams import LeasedStream, aiter_stream
+from agentkit.tool_limits import ToolLimits
 from agentkit.which import Which
 
 log = logging.getLogger("agentkit")
@@ -59,7 +65,9 @@ class Runner:
     Positional arguments and defaults are mistralrs 0.9.5's. agentkit's keyword-only extras:
     `plugins` (plugin objects, called before entry-point plugins), `session_store` (a directory
     path or a `SessionStore`: agentic sessions then survive restarts), `max_sessions` and
-    `session_idle_ttl_s` (the in-memory store's cap and idle expiry), plus the engine knobs
+    `session_idle_ttl_s` (the in-memory store's cap and idle expiry), `tool_timeout_secs` and
+    `tool_output_max_tokens` (per tool call: seconds before the model gets a timeout result, and
+    the most tokens of a result it sees, default a quarter of the context), plus the engine knobs
     (`pa_*`, `max_seq_len`, `num_threads`, `device`, `weights`, `progress`).
     """
 
@@ -105,15 +113,16 @@ class Runner:
         session_store: SessionStore | str | os.PathLike[str] | None = None,
         max_sessions: int = 128,
         session_idle_ttl_s: float | None = 1800.0,
+        tool_timeout_secs: float | None = None,
+        tool_output_max_tokens: int | None = None,
     ) -> None:
         options = parse_model_options(
             which, weights=weights, in_situ_quant=in_situ_quant, chat_template=chat_template,
             jinja_explicit=jinja_explicit, max_seqs=max_seqs, no_kv_cache=no_kv_cache, prefix_cache_n=prefix_cache_n,
             max_seq_len=max_seq_len, num_threads=num_threads, pa_blk_size=pa_blk_size, pa_cache_type=pa_cache_type,
             paged_attn=paged_attn, no_paged_attn=no_paged_attn, pa_ctxt_len=pa_ctxt_len,
-            pa_gpu_mem_usage=pa_gpu_mem_usage, pa_gpu_mem=pa_gpu_mem, memory_goal=memory_goal)
-        if num_device_layers is not None:
-            raise NotSupportedError("num_device_layers= (manual device mapping) is not supported by agentkit yet")
+            pa_gpu_mem_usage=pa_gpu_mem_usage, pa_gpu_mem=pa_gpu_mem, memory_goal=memory_goal,
+            num_device_layers=num_device_layers)
         self._plugins = self._make_plugins(plugins, RunnerConfig(
             model_id=model_name(which), enable_search=enable_search, search_embedding_model=search_embedding_model,
             search_callback=search_callback, tool_callbacks=tool_callbacks, mcp_client_config=mcp_client_config,
@@ -124,7 +133,8 @@ class Runner:
                           else open_session_store(session_store))
         self._agent = AgentLoop(self._plugins.all_tools, self._plugins.execute_tool, self._sessions,
                                 save_plugins=self._plugins.save_session_state,
-                                load_plugins=self._plugins.restore_session_state)
+                                load_plugins=self._plugins.restore_session_state,
+                                limits=ToolLimits(tool_timeout_secs, tool_output_max_tokens))
         self._token = parse_token_source(token_source)
         self._engine_config = options.engine_config(EngineConfig(device=device, seed=seed if seed is not None else 0))
         torch.set_num_threads(self._engine_config.resolved_threads())
@@ -172,7 +182,8 @@ class Runner:
         def load() -> ModelHost | EmbeddingHost:
             host = load_model(which, engine_config=dataclasses.replace(engine_config), token=token,
                               chat_template=options.chat_template, jinja_explicit=options.jinja_explicit,
-                              device=device, progress=progress, weight_mode=options.weight_mode)
+                              device=device, progress=progress, weight_mode=options.weight_mode,
+                              device_layers=options.device_layers)
             if model_id is not None:
                 host.model_id = model_id
             return host
@@ -306,6 +317,24 @@ class Runner:
     def max_sequence_length(self, model_id: str | None = None) -> int | None:
         """The model's context length in tokens."""
         return self._entry(model_id).max_seq_len
+
+    # ---- ISQ: online calibration and re-quantization (agentkit.calibration) --------------------
+    def begin_calibration(self, model_id: str | None = None) -> CalibrationStatus:
+        """Start collecting activation statistics from live traffic (ISQ models only)."""
+        return calibration.begin_calibration(self._host(model_id))
+
+    def calibration_status(self, model_id: str | None = None) -> CalibrationStatus:
+        """Layers tracked and token rows seen since `begin_calibration`."""
+        return calibration.calibration_status(self._host(model_id))
+
+    def apply_calibration(self, save_cimatrix: str | None = None, model_id: str | None = None) -> CalibrationStatus:
+        """Requantize from the source weights with the collected imatrix, swapping layers live;
+        returns the status before applying. `save_cimatrix` (a `.cimatrix` path) keeps the matrix."""
+        return calibration.apply_calibration(self._host(model_id), save_cimatrix)
+
+    def send_re_isq(self, dtype: str, model_id: str | None = None) -> None:
+        """Requantize the live ISQ model to ISQ type `dtype` (e.g. "Q8_0"); later requests use it."""
+        calibration.send_re_isq(self._host(model_id), dtype)
 
     # ---- model table ---------------------------------------------------------------------------
     # Every `model_id` argument is an id or an alias; None means the default model. Unknown ids
