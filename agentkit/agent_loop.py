@@ -52,7 +52,7 @@ from agentkit.session_store import check_session_id
 from agentkit.sessions import Session
 from agentkit.tool_limits import ToolLimits, cap_tool_output, run_with_timeout
 from agentkit.tool_parsing import looks_like_call
-from agentkit.tools import Tool, ToolCall, ToolResult
+from agentkit.tools import Tool, ToolCall, ToolResult, decode_arguments
 
 log = logging.getLogger("agentkit.agent")
 
@@ -324,7 +324,7 @@ class AgentLoop:
 def _args(arguments: str) -> Any:
     """Arguments as the JSON value chat templates expect, or the raw text when it is not strict JSON."""
     try:
-        value = json.loads(arguments)
+        value = decode_arguments(arguments)
         json.dumps(value, allow_nan=False)  # 1e999 parses to inf, which a session file cannot hold
         return value
     except ValueError:

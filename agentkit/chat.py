@@ -23,7 +23,7 @@ from typing import Any
 from agentkit.engine.sampling import SampleResult, SamplingParams
 from agentkit.engine.sequence import EngineRequest, RequestOutput
 from agentkit.engine.template_sandbox import DEFAULT_LIMITS
-from agentkit.errors import PromptTooLongError, RequestError
+from agentkit.errors import EngineError, PromptTooLongError, RequestError
 from agentkit.model_host import ModelHost
 from agentkit.prompt_bounds import check_message_size, check_not_empty, check_prompt_size
 from agentkit.requests import ChatCompletionRequest, CompletionRequest
@@ -169,7 +169,7 @@ def _events(req: EngineRequest) -> Iterator[RequestOutput]:
     while True:
         out = req.outputs.get()
         if out.error is not None:
-            raise ValueError(out.error)
+            raise EngineError(out.error)
         yield out
         if out.finished:
             return
@@ -252,7 +252,7 @@ class ChatStream(ClosingStream):
                 continue
             if out.error is not None:
                 self._done = True
-                raise ValueError(out.error)
+                raise EngineError(out.error)
             choices = []
             for d in out.deltas:
                 text = self._accs[d.index].add(d.text, trim_start=True)

@@ -10,7 +10,6 @@ speech); they raise `NotSupportedError` naming what is missing.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -24,11 +23,11 @@ from agentkit.engine.chat_template import ChatTemplate, resolve_chat_template
 from agentkit.engine.config import EngineConfig
 from agentkit.engine.device_map import DeviceLayers, available_devices, check_ordinals, plan_layers
 from agentkit.engine.engine import Engine
-from agentkit.engine.hub import resolve_model_dir
+from agentkit.engine.hub import read_json, resolve_model_dir
 from agentkit.engine.loader import LoadedModel, load_gguf, load_plain, resolve_dtype
 from agentkit.engine.model_runner import KVOptions, build_runner
 from agentkit.engine.tokenizer import Tokenizer, load_tokenizer
-from agentkit.errors import NotSupportedError
+from agentkit.errors import ModelLoadError, NotSupportedError
 from agentkit.which import Which
 
 
@@ -159,7 +158,7 @@ def _load(which: Which, *, engine_config: EngineConfig, token: str | None, chat_
                                extra_eos_ids=_eos_ids(loaded))
     tok_config = loaded.tokenizer_config
     if tok_dir is not None and tok_dir != loaded.model_dir:
-        tok_config = _read_json(os.path.join(tok_dir, "tokenizer_config.json"))
+        tok_config = read_json(os.path.join(tok_dir, "tokenizer_config.json"), missing_ok=True, error=ModelLoadError)
     template = resolve_chat_template(
         jinja_explicit=jinja_explicit, chat_template=chat_template, model_dir=tok_dir or loaded.model_dir,
         gguf_template=loaded.gguf_chat_template, tokenizer_config=tok_config,
@@ -227,9 +226,3 @@ def _eos_ids(loaded: LoadedModel) -> set[int]:
             ids.update(int(x) for x in src)
     return ids
 
-
-def _read_json(path: str) -> dict[str, Any] | None:
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
