@@ -55,6 +55,7 @@ from agentkit.errors import (
     NotSupportedError,
     PluginError,
     RequestError,
+    RequestTimeoutError,
     SessionError,
     ToolError,
 )
@@ -189,6 +190,7 @@ __all__ = [
     "PluginError",
     "PromptTokensDetails",
     "RequestError",
+    "RequestTimeoutError",
     "RequestedFile",
     "ResponseLogprob",
     "ResponseMessage",

@@ -51,6 +51,10 @@ class RequestError(AgentkitError, ValueError):
     """A request was rejected when sent (bad grammar, prompt too long without truncation, ...)."""
 
 
+class RequestTimeoutError(RequestError):
+    """A request passed its deadline (`timeout_secs`, or the Runner's `request_timeout_secs`)."""
+
+
 class EngineError(AgentkitError, ValueError):
     """The engine failed while running a request; raised from sends and from stream `__next__`."""
 

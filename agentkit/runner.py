@@ -70,7 +70,8 @@ class Runner:
     `plugins` (plugin objects, called before entry-point plugins), `session_store` (a directory
     path or a `SessionStore`: agentic sessions then survive restarts), `max_sessions` and
     `session_idle_ttl_s` (the in-memory store's cap and idle expiry), plus the engine knobs
-    (`pa_*`, `max_seq_len`, `num_threads`, `device`, `weights`, `progress`).
+    (`pa_*`, `max_seq_len`, `num_threads`, `device`, `weights`, `progress`) and
+    `request_timeout_secs` (every request's default deadline; `timeout_secs` on a request overrides).
     """
 
     def __init__(
@@ -108,6 +109,7 @@ class Runner:
         speculative_gamma: int = 32,
         max_seq_len: int | None = None,
         num_threads: int | None = None,
+        request_timeout_secs: float | None = None,
         device: str | None = None,
         weights: str = "auto",
         progress: bool = True,
@@ -143,6 +145,7 @@ class Runner:
             block_size=32 if pa_blk_size is None else pa_blk_size, cache_type=_cache_type(pa_cache_type),
             kv_ctxt_len=pa_ctxt_len, kv_mem_usage=pa_gpu_mem_usage, kv_mem_mb=pa_gpu_mem, memory_goal=memory_goal,
             paged_attn=False if no_paged_attn else (True if paged_attn else None),
+            request_timeout_s=request_timeout_secs,
         )
         torch.set_num_threads(self._engine_config.resolved_threads())
         if seed is not None:
