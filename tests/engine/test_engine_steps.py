@@ -69,12 +69,14 @@ def test_waiting_request_starts_in_the_step_after_a_slot_frees(tiny_llama):
         host.shutdown()
 
 
-@pytest.mark.parametrize("swap", [True, False], ids=["swap", "recompute"])
-def test_preempted_sequence_resumes_bit_exact(tiny_llama, swap):
+@pytest.mark.parametrize("swap, paged", [(True, None), (False, None), (True, False)],
+                         ids=["swap", "recompute", "swap-transformers-runner"])
+def test_preempted_sequence_resumes_bit_exact(tiny_llama, swap, paged):
     """Preempt a lone sequence mid-decode: with its KV swapped out and back, every later logprob is
     bit-identical to an uninterrupted run; recomputing the generated tokens as a prefill is not."""
     n = 24
-    host = hand_driven(tiny_llama, prefix_cache_n=0)
+    host = hand_driven(tiny_llama, prefix_cache_n=0, paged_attn=paged)
+    assert host.runner_kind == ("transformers" if paged is False else "native")
     try:
         expected = run_alone(host, n)
         engine = host.engine
