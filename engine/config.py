@@ -20,7 +20,7 @@ class EngineConfig:
     `max_seqs` caps concurrently running sequences (continuous batching); `max_batch_tokens` caps
     the tokens fed to one forward pass (prompts longer than that are prefilled in chunks);
     `max_seq_len` defaults to the model's context length; `num_threads` pins torch's intra-op
-    threads (None = one per available CPU); `seed` seeds the engine RNG that gives unseeded
+    threads (None = `default_threads()`: one less than the available CPUs); `seed` seeds the engine RNG that gives unseeded
     sampled requests their per-sequence seeds, so a process is reproducible; `request_timeout_s` is
     the default deadline of every request (None: no deadline).
     """
@@ -96,14 +96,27 @@ class EngineConfig:
         return cls(**{k: v for k, v in kwargs.items() if k in names and v is not None})
 
     def resolved_threads(self) -> int:
-        """The intra-op thread count to use: the configured one, else the CPUs this process may use."""
+        """The intra-op thread count to use: the configured one, else `default_threads()`."""
         if self.block_size not in (8, 16, 32):
             raise ValueError(f"pa_blk_size must be 8, 16 or 32, got {self.block_size!r}")
         if self.cache_type not in ("auto", "f8e4m3"):
             raise ValueError(f"pa_cache_type must be PagedCacheType.Auto or F8E4M3, got {self.cache_type!r}")
         if self.num_threads is not None:
             return self.num_threads
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # pragma: no cover - non-Linux
-            return max(1, os.cpu_count() or 1)
+        return default_threads()
+
+
+def default_threads() -> int:
+    """One thread less than the CPUs this process may use (at least 1).
+
+    torch's OpenMP team synchronises thousands of times per decode step, so when another process
+    takes one of its cores every step waits on the descheduled thread. On the project's 2-core
+    machine, shared with other processes, 1 thread gave 4-6x the aggregate tok/s of 2
+    (`bench/concurrency.py threads`); on an idle machine 2 threads are up to 2x faster: pass
+    `num_threads` to claim every core of a dedicated machine.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus - 1)

@@ -147,3 +147,15 @@ def test_deadline_ends_request_with_timeout_error(tiny_llama):
         assert all(b.ref_count == 0 for b in engine.blocks.blocks) and not engine.num_active
     finally:
         host.shutdown()
+
+
+def test_default_threads_leave_one_cpu_free(monkeypatch):
+    import os
+
+    from agentkit.engine import config
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert EngineConfig().resolved_threads() == 1
+    assert EngineConfig(num_threads=2).resolved_threads() == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert config.default_threads() == 1
