@@ -112,8 +112,8 @@ def default_threads() -> int:
     torch's OpenMP team synchronises thousands of times per decode step, so when another process
     takes one of its cores every step waits on the descheduled thread. On the project's 2-core
     machine, shared with other processes, 1 thread gave 4-6x the aggregate tok/s of 2
-    (`bench/concurrency.py threads`); on an idle machine 2 threads are up to 2x faster: pass
-    `num_threads` to claim every core of a dedicated machine.
+    (`bench/concurrency.py threads`); an idle machine should be up to 2x faster with every core
+    (an estimate: it was never idle to measure): pass `num_threads` on a dedicated machine.
     """
     try:
         cpus = len(os.sched_getaffinity(0))
