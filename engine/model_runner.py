@@ -72,6 +72,10 @@ class ModelRunner(Protocol):
         """A copy of the KV of the sequence's first `num_tokens` tokens, and its size in bytes."""
         ...
 
+    def saved_nbytes(self, num_tokens: int) -> int:
+        """The size `save_kv` of `num_tokens` tokens will have."""
+        ...
+
     def restore_kv(self, seq: Sequence, saved: Any) -> None:
         """Put `save_kv`'s copy back (into the sequence's new blocks)."""
         ...
@@ -146,6 +150,9 @@ class NativeRunner:
         """A copy of the KV of the sequence's first `num_tokens` tokens (whole blocks) and its size."""
         saved = self.pool.copy_out(seq.block_table[: -(-num_tokens // self.block_size)])
         return saved, sum(t.numel() * t.element_size() for t in saved)
+
+    def saved_nbytes(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size) * self.pool.nbytes() // self.num_blocks
 
     def restore_kv(self, seq: Sequence, saved: Any) -> None:
         """Write `save_kv`'s copy into the first blocks of the sequence's (new) block table."""
@@ -224,6 +231,9 @@ class HFRunner:
     def save_kv(self, seq: Sequence, num_tokens: int) -> tuple[Any, int]:
         """The sequence's own DynamicCache is the copy (it is not shared with the pool)."""
         return seq.kv, num_tokens * self._bytes_per_token
+
+    def saved_nbytes(self, num_tokens: int) -> int:
+        return num_tokens * self._bytes_per_token
 
     def restore_kv(self, seq: Sequence, saved: Any) -> None:
         seq.kv = saved

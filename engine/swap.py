@@ -30,6 +30,10 @@ class KVSaver(Protocol):
         """(an opaque copy, its size in bytes)."""
         ...
 
+    def saved_nbytes(self, num_tokens: int) -> int:
+        """What `save_kv` of `num_tokens` tokens will take, without copying."""
+        ...
+
     def restore_kv(self, seq: Sequence, saved: Any) -> None:
         ...
 
@@ -58,8 +62,7 @@ class SwapSpace:
         """Save the computed KV of `seq` (before its blocks are freed); False means recompute it."""
         if seq.num_computed == 0:
             return False
-        data, nbytes = self.saver.save_kv(seq, seq.num_computed)
-        if self.used_bytes + nbytes > self.limit_bytes:
+        if self.used_bytes + self.saver.saved_nbytes(seq.num_computed) > self.limit_bytes:
             self.num_recomputed += 1
             if not self._warned:
                 self._warned = True
@@ -67,6 +70,7 @@ class SwapSpace:
                             "change greedy tokens at near-ties; raise the KV budget or lower max_seqs",
                             self.used_bytes, self.limit_bytes)
             return False
+        data, nbytes = self.saver.save_kv(seq, seq.num_computed)
         self.used_bytes += nbytes
         seq.swapped = Swapped(data, seq.num_computed, nbytes)
         self.num_swapped_out += 1

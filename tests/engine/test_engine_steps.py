@@ -89,6 +89,10 @@ def test_preempted_sequence_resumes_bit_exact(tiny_llama, swap, paged):
                 seq = req.seqs[0]
                 engine.scheduler.preempt(seq)
                 assert (seq.swapped is not None) == swap and seq.num_computed == 0
+                if swap:
+                    assert seq.swapped.nbytes == engine.runner.saved_nbytes(seq.swapped.num_computed) > 0
+                else:
+                    assert engine.scheduler.swap.num_recomputed == 1
             engine.step()
             for ev in drain(req):
                 got += [x.logprob for d in ev.deltas for x in d.samples]

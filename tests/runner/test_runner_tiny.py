@@ -157,6 +157,22 @@ def test_break_cancels_while_the_stream_is_still_referenced(runner):
     assert list(kept[0]) == []  # the stream is closed: iterating again yields nothing
 
 
+def test_request_deadline_raises_timeout_error(runner):
+    from agentkit import RequestTimeoutError
+
+    # a deadline already passed when the engine first looks at the request: deterministic
+    with pytest.raises(RequestTimeoutError, match="timed out after 1e-09 s"):
+        runner.send_chat_completion_request(chat(max_tokens=50, timeout_secs=1e-9))
+    with pytest.raises(RequestTimeoutError):
+        list(runner.send_chat_completion_request(chat(max_tokens=50, timeout_secs=1e-9, stream=True)))
+    with pytest.raises(RequestTimeoutError):
+        runner.send_completion_request(CompletionRequest(prompt="Hello", model="default", max_tokens=5,
+                                                         timeout_secs=1e-9))
+    assert runner.send_chat_completion_request(chat(max_tokens=4, timeout_secs=600)).usage.completion_tokens > 0
+    with pytest.raises(ValueError, match="timeout_secs"):
+        chat(timeout_secs=0)
+
+
 def test_completion_request(runner):
     base = CompletionRequest(prompt="The quick brown fox", model="default", max_tokens=6, ignore_eos=True)
     resp = runner.send_completion_request(base)
