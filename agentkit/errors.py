@@ -64,6 +64,10 @@ class ToolOutputOverflowError(PromptTooLongError):
     """
 
 
+class RequestTimeoutError(RequestError):
+    """A request passed its deadline (`timeout_secs`, or the Runner's `request_timeout_secs`)."""
+
+
 class EngineError(AgentkitError, ValueError):
     """The engine failed while running a request; raised from sends and from stream `__next__`."""
 

@@ -10,6 +10,7 @@ speech); they raise `NotSupportedError` naming what is missing.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -29,6 +30,8 @@ from agentkit.engine.model_runner import KVOptions, build_runner
 from agentkit.engine.tokenizer import Tokenizer, load_tokenizer
 from agentkit.errors import ModelLoadError, NotSupportedError
 from agentkit.which import Which
+
+log = logging.getLogger("agentkit")
 
 
 @dataclass
@@ -173,6 +176,7 @@ def _load(which: Which, *, engine_config: EngineConfig, token: str | None, chat_
     runner = build_runner(loaded.config, loaded.state_dict, dtype, dev, ctx, kv,
                           prefer_native=ec.paged_attn is not False, weight_mode=weight_mode)
     loaded.state_dict.clear()  # the runner holds its own (possibly fused) tensors now
+    ctx = cap_context(ctx, runner.num_blocks * runner.block_size, explicit=engine_config.max_seq_len is not None)
     extra: dict[str, Any] = {}
     if weight_mode in ("int4", "int8") and runner.kind == "native":
         extra["isq"] = _calibrator(which, loaded, runner, weight_mode)
@@ -215,6 +219,26 @@ def _placed_device(entries: tuple[DeviceLayers, ...], loaded: LoadedModel, main:
             f"num_device_layers spreads the layers over several devices ({plan.counts()}); agentkit runs a model "
             "on one device: give all layers to one device (e.g. [\"500\"]) or pass device=")
     return torch.device(plan.single_device) if plan.devices else main
+
+
+def cap_context(ctx: int, pool_tokens: int, explicit: bool) -> int:
+    """The context a request may use: the model's, or less when the KV pool holds fewer tokens.
+
+    One sequence must always fit the pool alone, or it would be cut short without an error. An
+    explicit `max_seq_len` larger than the pool is refused; a model context larger than the pool
+    is lowered to the pool's size with a warning (prompts beyond it are refused like any prompt
+    longer than the context, and generation stops there with finish_reason "length").
+    """
+    if pool_tokens >= ctx:
+        return ctx
+    knobs = "pa_ctxt_len, pa_gpu_mem_usage, pa_gpu_mem or memory_goal"
+    if explicit:
+        raise ValueError(f"max_seq_len={ctx} is larger than the KV cache ({pool_tokens} tokens): raise the KV "
+                         f"budget ({knobs}) or lower max_seq_len")
+    log.warning("the KV cache holds %d tokens, less than the model's context of %d: requests are limited to "
+                "%d tokens of prompt + completion; raise %s for more, or set max_seq_len to make this explicit",
+                pool_tokens, ctx, pool_tokens, knobs)
+    return pool_tokens
 
 
 def _eos_ids(loaded: LoadedModel) -> set[int]:

@@ -68,7 +68,8 @@ class Runner:
     `session_idle_ttl_s` (the in-memory store's cap and idle expiry), `tool_timeout_secs` and
     `tool_output_max_tokens` (per tool call: seconds before the model gets a timeout result, and
     the most tokens of a result it sees, default a quarter of the context), plus the engine knobs
-    (`pa_*`, `max_seq_len`, `num_threads`, `device`, `weights`, `progress`).
+    (`pa_*`, `max_seq_len`, `num_threads`, `device`, `weights`, `progress`) and
+    `request_timeout_secs` (every request's default deadline; `timeout_secs` on a request overrides).
     """
 
     def __init__(
@@ -106,6 +107,7 @@ class Runner:
         speculative_gamma: int = 32,
         max_seq_len: int | None = None,
         num_threads: int | None = None,
+        request_timeout_secs: float | None = None,
         device: str | None = None,
         weights: str = "auto",
         progress: bool = True,
@@ -136,7 +138,8 @@ class Runner:
                                 load_plugins=self._plugins.restore_session_state,
                                 limits=ToolLimits(tool_timeout_secs, tool_output_max_tokens))
         self._token = parse_token_source(token_source)
-        self._engine_config = options.engine_config(EngineConfig(device=device, seed=seed if seed is not None else 0))
+        self._engine_config = options.engine_config(EngineConfig(
+            device=device, seed=seed if seed is not None else 0, request_timeout_s=request_timeout_secs))
         torch.set_num_threads(self._engine_config.resolved_threads())
         if seed is not None:
             torch.manual_seed(seed)
