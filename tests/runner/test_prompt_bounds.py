@@ -88,13 +88,13 @@ _CHILD = textwrap.dedent(
     """
     import resource, sys, time
     resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
-    from agentkit import ChatCompletionRequest, Runner, Which
+    from agentkit import ChatCompletionRequest, RequestError, Runner, Which
     r = Runner(Which.Plain(sys.argv[1]), progress=False)
     t = time.perf_counter()
     try:
         r.send_chat_completion_request(ChatCompletionRequest(model="default", messages="word " * 20_000_000, max_tokens=2))
     except Exception as e:
-        print("RAISED", type(e).__name__, e)
+        print("RAISED", "RequestError" if isinstance(e, RequestError) else type(e).__name__, e)
     print("SECONDS", round(time.perf_counter() - t, 2))
     out = r.send_chat_completion_request(ChatCompletionRequest(model="default", messages="hi", max_tokens=2))
     print("ALIVE", out.usage.prompt_tokens > 0)
