@@ -24,9 +24,10 @@ from agentkit.engine.config import EngineConfig
 from agentkit.engine.engine import Engine
 from agentkit.engine.hub import resolve_model_dir
 from agentkit.engine.loader import LoadedModel, load_gguf, load_plain, resolve_dtype
-from agentkit.engine.model_runner import KVOptions, build_runner
+from agentkit.engine.model_runner import KVOptions, PrepareModel, build_runner
 from agentkit.engine.tokenizer import Tokenizer, load_tokenizer
 from agentkit.errors import NotSupportedError
+from agentkit.plugin_host import PluginHost
 from agentkit.which import Which
 
 
@@ -82,15 +83,19 @@ def model_name(which: Which) -> str:
 
 def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, chat_template: str | None,
                jinja_explicit: str | None, device: str | None = None, progress: bool = True,
-               weight_mode: str = "auto") -> ModelHost | EmbeddingHost:
+               weight_mode: str = "auto", plugins: PluginHost | None = None) -> ModelHost | EmbeddingHost:
     """Load `which` and start its engine; raises ValueError subclasses with actionable messages.
+
+    With `plugins`, `engine_prepare_model(model, plugins.config)` runs once on the loaded model,
+    before quantization and KV-cache sizing (see docs/plugins.md for what a plugin sees).
 
     A chat model is loaded on the thread that will serve it (see `Engine.serve`); this call
     blocks until loading finished and re-raises its error.
     """
     if which.kind == "Embedding":
         return _load(which, engine_config=engine_config, token=token, chat_template=chat_template,
-                     jinja_explicit=jinja_explicit, device=device, progress=progress, weight_mode=weight_mode)
+                     jinja_explicit=jinja_explicit, device=device, progress=progress, weight_mode=weight_mode,
+                     plugins=plugins)
     box: dict[str, Any] = {}
     ready = threading.Event()
 
@@ -99,7 +104,7 @@ def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, 
             torch.set_num_threads(engine_config.resolved_threads())
             box["host"] = _load(which, engine_config=engine_config, token=token, chat_template=chat_template,
                                 jinja_explicit=jinja_explicit, device=device, progress=progress,
-                                weight_mode=weight_mode)
+                                weight_mode=weight_mode, plugins=plugins)
         except BaseException as exc:  # re-raised in the caller
             box["error"] = exc
             return
@@ -116,7 +121,7 @@ def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, 
 
 def _load(which: Which, *, engine_config: EngineConfig, token: str | None, chat_template: str | None,
           jinja_explicit: str | None, device: str | None, progress: bool,
-          weight_mode: str) -> ModelHost | EmbeddingHost:
+          weight_mode: str, plugins: PluginHost | None = None) -> ModelHost | EmbeddingHost:
     t0 = time.perf_counter()
     dev = pick_device(device)
     if which.kind == "Embedding":
@@ -161,7 +166,8 @@ def _load(which: Which, *, engine_config: EngineConfig, token: str | None, chat_
     kv = KVOptions(block_size=ec.block_size, cache_type=ec.cache_type, ctxt_len=ec.kv_ctxt_len,
                    mem_usage=ec.kv_mem_usage, mem_mb=ec.kv_mem_mb, memory_goal=ec.memory_goal)
     runner = build_runner(loaded.config, loaded.state_dict, dtype, dev, ctx, kv,
-                          prefer_native=ec.paged_attn is not False, weight_mode=weight_mode)
+                          prefer_native=ec.paged_attn is not False, weight_mode=weight_mode,
+                          prepare=_prepare_hook(plugins))
     loaded.state_dict.clear()  # the runner holds its own (possibly fused) tensors now
     engine_config.max_seq_len = ctx
     name = model_name(which)
@@ -170,6 +176,14 @@ def _load(which: Which, *, engine_config: EngineConfig, token: str | None, chat_
     return ModelHost(model_id=name, engine=engine, tokenizer=tokenizer, template=template,
                      generation_config=loaded.generation_config, max_seq_len=ctx, arch=loaded.arch,
                      runner_kind=runner.kind, load_time_s=time.perf_counter() - t0)
+
+
+def _prepare_hook(plugins: PluginHost | None) -> PrepareModel | None:
+    """`engine_prepare_model` bound to the Runner's config, for the engine's load path."""
+    if plugins is None or plugins.config is None:
+        return None
+    config = plugins.config
+    return lambda model: plugins.prepare_model(model, config)
 
 
 def _eos_ids(loaded: LoadedModel) -> set[int]:

@@ -180,12 +180,12 @@ class Runner:
         It captures the configuration only, never a host or the Runner, so unloading frees the model.
         Each call gets its own copy of `engine_config` (loading fills in `max_seq_len`).
         """
-        token, device, progress = self._token, self._device, self._progress
+        token, device, progress, plugins = self._token, self._device, self._progress, self._plugins
 
         def load() -> ModelHost | EmbeddingHost:
             host = load_model(which, engine_config=dataclasses.replace(engine_config), token=token,
                               chat_template=chat_template, jinja_explicit=jinja_explicit, device=device,
-                              progress=progress, weight_mode=weight_mode)
+                              progress=progress, weight_mode=weight_mode, plugins=plugins)
             if model_id is not None:
                 host.model_id = model_id
             return host
