@@ -2,9 +2,13 @@
 
 All scheduled tokens of all sequences are flattened into one `[T, hidden]` activation, so the
 linear layers (fused QKV and gate/up) run once per step for prefill chunks and decode tokens
-together; attention runs per sequence against that sequence's KV cache. Weights come from an
-HF-named state dict (safetensors or dequantized GGUF). Numerics follow transformers' modeling
-code (RMSNorm, rotate-half RoPE from its rope-init functions, GQA).
+together; attention runs per sequence against that sequence's KV cache. Each decoder layer has
+real `self_attn` (`LlamaAttention`) and `mlp` (`LlamaMLP`) submodules that it calls, so a plugin
+can wrap or replace them. Loading is two steps: `load_hf_state_dict` assigns an HF-named state
+dict (safetensors, or GGUF with packed `QuantTensor` blocks) into `LoadedLinear` layers that keep
+the weights as stored; `quantize()` then swaps them for the serving kernels
+(`agentkit.engine.linear.quantize_model`). `engine_prepare_model` runs between the two. Numerics
+follow transformers' modeling code (RMSNorm, rotate-half RoPE from its rope-init functions, GQA).
 
 Not covered: sliding-window attention, MoE, multimodal inputs (the transformers fallback
 handles other architectures).

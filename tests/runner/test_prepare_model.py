@@ -46,9 +46,14 @@ class WrapMLPs:
 
 
 class Record:
+    """Keeps the model; scores IDS inside the hook (through the not yet quantized linears)."""
+
     @hookimpl
     def engine_prepare_model(self, model):
-        self.model = model
+        self.model, self.before = model, model.logits_for(IDS)
+
+
+IDS = list(range(3, 40))
 
 
 def greedy(r: Runner, n: int = 16) -> str:
@@ -78,7 +83,7 @@ def check_seam(which: Which, tol: float) -> tuple[WrapMLPs, torch.Tensor]:
         assert greedy(r) == greedy(plain)
         assert all(w.calls == 16 for w in wrappers)  # one prompt pass, then 15 decode steps
 
-        ids = list(range(3, 40))
+        ids = IDS
         h = last_hidden(rec.model, ids)
         scale = h.float().pow(2).mean().sqrt()  # the residual stream's RMS
         delta = torch.linspace(-2.0, 2.0, h.shape[-1], dtype=h.dtype) * scale
@@ -97,6 +102,13 @@ def check_seam(which: Which, tol: float) -> tuple[WrapMLPs, torch.Tensor]:
 
 def test_tiny_safetensors_mlp_seam(tiny_llama):
     check_seam(Which.Plain(tiny_llama), tol=1e-5)  # fp32: only the order of two adds differs
+
+
+def test_hook_sees_a_runnable_dense_model_that_quantization_keeps(tiny_llama):
+    rec = Record()
+    with Runner(Which.Plain(tiny_llama), progress=False, plugins=[rec]):
+        assert type(rec.model.layers[0].mlp.down).__name__ == "_DenseLinear"  # swapped after the hook
+        assert torch.allclose(rec.model.logits_for(IDS), rec.before, atol=1e-5, rtol=0)
 
 
 @pytest.mark.slow
