@@ -136,3 +136,19 @@ def test_gguf_plugin_sees_quant_tensor_parts(smollm2):
         pass
     assert seen["parts"] == [QuantTensor, QuantTensor] and seen["packed"]
     assert seen["dense"] == (2 * 1536, 576)
+
+
+def test_transformers_fallback_model_is_prepared_once(tiny_models):
+    calls = []
+
+    class Count:
+        @hookimpl
+        def engine_prepare_model(self, model):
+            calls.append(type(model).__name__)
+
+    with Runner(Which.Plain(tiny_models("phi3")), progress=False, plugins=[Count()]) as r:
+        model_id = r.list_models()[0]
+        assert calls == ["Phi3ForCausalLM"]
+        r.unload_model(model_id)
+        r.reload_model(model_id)
+    assert calls == ["Phi3ForCausalLM", "Phi3ForCausalLM"]  # the load, then the reload
