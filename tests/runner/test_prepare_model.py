@@ -118,6 +118,7 @@ def test_smollm2_gguf_mlp_seam_sees_packed_blocks(smollm2):
     wrap, _ = check_seam(Which.GGUF(d, f, None), tol=0.125)
     inner = wrap.model.layers[0].mlp.inner
     assert inner.gate_up.kind == "int4" and inner.down.kind == "int4"  # packed after the plugin ran
+    assert wrap.model.layers[0].self_attn.qkv.kind == "int4" and wrap.model.lm_head.kind == "int8"
 
 
 def test_gguf_plugin_sees_quant_tensor_parts(smollm2):
