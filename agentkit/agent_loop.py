@@ -10,7 +10,13 @@ Ask / Deny, strictest wins) and approval callbacks gate every call. Usage is sum
 
 Differences from mistral.rs, on purpose: all calls of a reply run (not only the first), tool
 messages carry `tool_call_id`, a user schema may describe a callback of the same name, callbacks
-without a schema are offered with one derived from their docstring.
+without a schema are offered with one derived from their docstring. The last round must answer
+in words (`answer_only`): the reply after `max_tool_rounds` tool rounds, and, once tools ran, the
+replacement of a reply that repeats a call already run this turn with the same arguments or that
+is a failed call (call markup or a call object left in its text), so a turn ends with an answer,
+not a call nobody runs. Tool calls are bounded by `ToolLimits` (a timeout, and a cap on
+each result's share of the context); a prompt that still overflows raises
+`ToolOutputOverflowError` after saving the turn so far to the session.
 
 Non-goals: generation itself (`agentkit.chat`), executing tools (plugins, through the
 `agent_execute_tool` hook), storage (`agentkit.session_store`).
@@ -23,12 +29,14 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from agentkit.agent_types import AgentToolApproval, AgentToolApprovalDecision, AgentToolMetadata
 from agentkit.chat import ChatStream, collect_chat, prepare_chat
 from agentkit.engine.sequence import EngineRequest
 from agentkit.enums import AgentPermission
+from agentkit.errors import RequestError, ToolOutputOverflowError
 from agentkit.requests import ChatCompletionRequest
 from agentkit.responses import (
     AgenticToolCallRecord,
@@ -42,6 +50,8 @@ from agentkit.responses import (
 from agentkit.session_history import join_history, merge_turn
 from agentkit.session_store import check_session_id
 from agentkit.sessions import Session
+from agentkit.tool_limits import ToolLimits, cap_tool_output, run_with_timeout
+from agentkit.tool_parsing import looks_like_call
 from agentkit.tools import Tool, ToolCall, ToolResult
 
 log = logging.getLogger("agentkit.agent")
@@ -65,6 +75,7 @@ class _Turn:
     usage: Usage | None = None
     records: list[AgenticToolCallRecord] = field(default_factory=list)
     round: int = 0
+    done_calls: set[tuple[str, str]] = field(default_factory=set)  # (name, canonical arguments) run so far
 
     def add_usage(self, usage: Usage | None) -> None:
         if usage is not None:
@@ -74,6 +85,11 @@ class _Turn:
 def _strictest(*levels: AgentPermission | None) -> AgentPermission:
     given = [p for p in levels if p is not None]
     return max(given, key=_STRICTNESS.__getitem__) if given else AgentPermission.Auto
+
+
+def _signature(name: str, arguments: str) -> tuple[str, str]:
+    value = _args(arguments)
+    return name, json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
 
 
 def _denied(message: str) -> ToolResult:
@@ -87,13 +103,15 @@ class AgentLoop:
     runs one call (None when no executor owns the name), `sessions` is the session store, and
     `save_plugins(session)` / `load_plugins(session)` let plugins store and restore their state.
     Engine requests go through `submit(ereq)` (the Runner's, which ties them to the model lease).
+    `limits` bound each tool call (timeout, result size).
     """
 
     def __init__(self, tools: Callable[[], dict[str, Tool]], execute: Callable[[ToolCall, Session], ToolResult | None],
                  sessions: Any, save_plugins: Callable[[Session], None] | None = None,
-                 load_plugins: Callable[[Session], None] | None = None) -> None:
+                 load_plugins: Callable[[Session], None] | None = None, limits: ToolLimits | None = None) -> None:
         self._tools, self._execute, self.sessions = tools, execute, sessions
         self._save_plugins, self._load_plugins = save_plugins, load_plugins
+        self.limits = limits or ToolLimits()
 
     # ---- deciding ------------------------------------------------------------------------------
     def tools_for(self, req: ChatCompletionRequest) -> dict[str, Tool] | None:
@@ -135,6 +153,17 @@ class AgentLoop:
     def _runnable(self, calls: list[ToolCallResponse] | None, turn: _Turn) -> bool:
         return bool(calls) and turn.round < turn.cap and all(c.function.name in turn.executors for c in calls)
 
+    def _needs_answer(self, calls: list[ToolCallResponse] | None, content: str | None, turn: _Turn,
+                      answer_only: bool) -> bool:
+        """True when this reply should be replaced by an answer-only round: after tools ran, it
+        repeats a call already run this turn with the same arguments (its result is there), or it
+        is a failed call (call markup or a call object left in the text, nothing runnable)."""
+        if answer_only or not turn.records:
+            return False
+        if self._runnable(calls, turn):
+            return any(_signature(c.function.name, c.function.arguments) in turn.done_calls for c in calls or [])
+        return not calls and looks_like_call(content)
+
     # ---- running tools -------------------------------------------------------------------------
     def _approve(self, req: ChatCompletionRequest, turn: _Turn, tool: Tool, call: ToolCall) -> ToolResult | None:
         """None when the call may run, else the denied result the model sees instead."""
@@ -166,34 +195,39 @@ class AgentLoop:
             log.warning("approval callback returned %r; expected bool or AgentToolApprovalDecision", decision)
         return _denied("Agent action was denied.")
 
-    def _run_calls(self, req: ChatCompletionRequest, turn: _Turn, content: str | None,
+    def _run_calls(self, req: ChatCompletionRequest, host: Any, turn: _Turn, content: str | None,
                    calls: list[ToolCallResponse]) -> None:
         """Run every call of a reply in order; append the assistant message and one tool message per call."""
         parsed = [ToolCall(name=c.function.name, arguments=c.function.arguments, id=c.id) for c in calls]
         turn.messages.append({"role": "assistant", "content": content or "", "tool_calls": [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": _args(c.arguments)}}
             for c in parsed]})
+        budget = self.limits.output_budget(host.max_seq_len)
         for call in parsed:
             tool = turn.executors[call.name]
+            turn.done_calls.add(_signature(call.name, call.arguments))
             result = self._approve(req, turn, tool, call)
             if result is None:
                 try:
                     call.parsed_arguments()
-                    result = self._execute(call, turn.session)
+                    result = run_with_timeout(partial(self._execute, call, turn.session), call,
+                                              self.limits.timeout_secs)
                 except ValueError as exc:
                     result = ToolResult.failure(call, str(exc))
                 if result is None:
                     result = ToolResult.failure(call, f"no executor is registered for tool {call.name!r}", "not_found")
+            content_seen = cap_tool_output(result.content, host.tokenizer, budget)
             turn.messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name,
-                                  "content": result.content})
+                                  "content": content_seen})
             turn.records.append(AgenticToolCallRecord(round=turn.round, name=call.name, arguments=call.arguments,
-                                                      result_content=result.content,
+                                                      result_content=content_seen,
                                                       result_images_base64=list(result.images_base64),
                                                       file_ids=list(result.file_ids)))
         turn.round += 1
 
-    def _finish(self, turn: _Turn, final: dict[str, Any]) -> None:
-        turn.session.messages = turn.messages + [final]
+    def _finish(self, turn: _Turn, final: dict[str, Any] | None) -> None:
+        """Save the turn (with its final reply, or as far as it got when `final` is None)."""
+        turn.session.messages = turn.messages + ([final] if final is not None else [])
         turn.session.touch()
         if self._save_plugins is not None:
             self._save_plugins(turn.session)
@@ -202,10 +236,27 @@ class AgentLoop:
 
     # ---- entry points --------------------------------------------------------------------------
     def _submit_round(self, req: ChatCompletionRequest, host: Any, turn: _Turn,
-                      submit: Callable[[EngineRequest], Any] | None) -> tuple[EngineRequest, Any]:
-        """Render this round's prompt (history + offered tools) and hand it to the engine."""
-        ereq, plan = prepare_chat(req, host, messages=turn.messages, tools=turn.offered,
-                                  tool_choice=self._choice(req, turn))
+                      submit: Callable[[EngineRequest], Any] | None,
+                      answer_only: bool = False) -> tuple[EngineRequest, Any]:
+        """Render this round's prompt (history + offered tools) and hand it to the engine.
+
+        The round after the last allowed tool round must answer in words (`answer_only`).
+        """
+        answer_only = answer_only or (turn.round >= turn.cap and req.normalized_tool_choice() != "none")
+        try:
+            ereq, plan = prepare_chat(req, host, messages=turn.messages, tools=turn.offered,
+                                      tool_choice=self._choice(req, turn), answer_only=answer_only)
+        except RequestError as exc:
+            if not turn.records or "Prompt sequence length" not in str(exc):
+                raise
+            self._finish(turn, None)
+            biggest = max(turn.records, key=lambda r: len(r.result_content))
+            raise ToolOutputOverflowError(
+                f"a tool result overflowed the context: after {len(turn.records)} tool call(s) the prompt of "
+                f"round {turn.round + 1} is longer than the model's {host.max_seq_len} tokens (largest result: "
+                f"{len(biggest.result_content)} characters from {biggest.name!r}). Lower tool_output_max_tokens "
+                f"or max_tool_rounds, or return shorter results; the turn so far is saved in session "
+                f"{turn.session.id!r}") from exc
         (submit or host.engine.submit)(ereq)
         return ereq, plan
 
@@ -213,23 +264,28 @@ class AgentLoop:
             submit: Callable[[EngineRequest], Any] | None = None) -> ChatCompletionResponse:
         """Run the loop to its final reply (non-streaming); `tools` from `tools_for(req)`."""
         turn = self._start(req, tools)
+        answer_only = False
         while True:
-            ereq, plan = self._submit_round(req, host, turn, submit)
+            ereq, plan = self._submit_round(req, host, turn, submit, answer_only)
             resp = collect_chat(ereq, host, req.logprobs, plan)
             turn.add_usage(resp.usage)
             message = resp.choices[0].message
+            if self._needs_answer(message.tool_calls, message.content, turn, answer_only):
+                answer_only = True
+                continue
             if not self._runnable(message.tool_calls, turn):
                 self._finish(turn, _assistant(message.content, message.tool_calls))
                 return replace(resp, usage=turn.usage, agentic_tool_calls=turn.records,
                                session_id=turn.session.id)
-            self._run_calls(req, turn, message.content, message.tool_calls)
+            self._run_calls(req, host, turn, message.content, message.tool_calls)
 
     def stream(self, req: ChatCompletionRequest, host: Any, tools: dict[str, Tool],
                submit: Callable[[EngineRequest], Any] | None = None) -> Iterator[ChatCompletionChunkResponse]:
         """Run the loop, streaming each round's text; the finish chunk comes once, for the final round."""
         turn = self._start(req, tools)
+        answer_only = False
         while True:
-            ereq, plan = self._submit_round(req, host, turn, submit)
+            ereq, plan = self._submit_round(req, host, turn, submit, answer_only)
             stream = ChatStream(ereq, host, req.logprobs, plan)
             text, calls, final = "", None, None
             try:
@@ -251,6 +307,9 @@ class AgentLoop:
                         yield replace(chunk, choices=held, usage=None)
             finally:
                 stream.close()
+            if self._needs_answer(calls, text, turn, answer_only):
+                answer_only = True
+                continue
             if not self._runnable(calls, turn):
                 self._finish(turn, _assistant(text, calls))
                 last = final or ChunkChoice(finish_reason="canceled", index=0,
@@ -259,7 +318,7 @@ class AgentLoop:
                     id=ereq.request_id, choices=[last],
                     created=int(time.time()), model=host.model_id, usage=turn.usage, session_id=turn.session.id)
                 return
-            self._run_calls(req, turn, text or None, calls)
+            self._run_calls(req, host, turn, text or None, calls)
 
 
 def _args(arguments: str) -> Any:

@@ -96,11 +96,13 @@ def _compile(host: ModelHost, grammar_type: str, grammar: Any) -> Any:
 
 def prepare_chat(req: ChatCompletionRequest, host: ModelHost, *, messages: list[dict[str, Any]] | None = None,
                  tools: list[dict[str, Any]] | None = None,
-                 tool_choice: str | dict[str, Any] | None = None) -> tuple[EngineRequest, ToolPlan | None]:
+                 tool_choice: str | dict[str, Any] | None = None,
+                 answer_only: bool = False) -> tuple[EngineRequest, ToolPlan | None]:
     """Validate, render the chat template, tokenize and build the engine request.
 
     `messages`, `tools` (OpenAI tool dicts) and `tool_choice` override the request's own (the
-    agent loop passes its growing history and the registered tools). Returns the engine request
+    agent loop passes its growing history and the registered tools; `answer_only` asks for a reply
+    in words, see `ToolPlan`). Returns the engine request
     and the tool plan the reply must be parsed with (None when no tools are offered).
     """
     user_grammar = req.validate_grammar()
@@ -111,7 +113,7 @@ def prepare_chat(req: ChatCompletionRequest, host: ModelHost, *, messages: list[
     messages = req.normalized_messages() if messages is None else messages
     check_message_size(messages, host, req.truncate_sequence, DEFAULT_LIMITS.max_chars)
     tools = req.parsed_tools() if tools is None else tools
-    plan = plan_tools(host, tools, req.normalized_tool_choice() if tool_choice is None else tool_choice)
+    plan = plan_tools(host, tools, req.normalized_tool_choice() if tool_choice is None else tool_choice, answer_only)
     rendered = prompt_messages(messages, plan)
     prompt = host.template.render(rendered, add_generation_prompt=True,
                                   tools=plan.tools if plan is not None and not plan.inject else None,
@@ -192,7 +194,7 @@ def _logprobs(host: ModelHost, samples: list[SampleResult]) -> list[ResponseLogp
 
 def _message(text: str, finish_reason: str, plan: ToolPlan | None) -> tuple[ResponseMessage, str]:
     """The reply message (tool calls parsed out under `plan`) and its finish reason."""
-    if plan is None:
+    if plan is None or plan.answer_only:
         return ResponseMessage(content=text, role="assistant", tool_calls=None, reasoning_content=None), finish_reason
     parsed = parse_tool_calls(text, plan.family, plan.names)
     if not parsed.calls:
@@ -232,7 +234,8 @@ class ChatStream(ClosingStream):
     def __init__(self, req: EngineRequest, host: ModelHost, want_logprobs: bool, plan: ToolPlan | None = None) -> None:
         self._req, self._host, self._want_logprobs = req, host, want_logprobs
         self._accs = [_ChoiceAcc() for _ in range(req.n)]
-        self._parsers = [StreamingToolParser(plan.family, plan.names) for _ in range(req.n)] if plan else None
+        self._parsers = ([StreamingToolParser(plan.family, plan.names) for _ in range(req.n)]
+                         if plan is not None and not plan.answer_only else None)
         self._done = False
         self._created = int(time.time())
 

@@ -24,6 +24,7 @@ __all__ = [
     "RequestError",
     "SessionError",
     "ToolError",
+    "ToolOutputOverflowError",
 ]
 
 
@@ -49,6 +50,14 @@ class NotSupportedError(AgentkitError, ValueError):
 
 class RequestError(AgentkitError, ValueError):
     """A request was rejected when sent (bad grammar, prompt too long without truncation, ...)."""
+
+
+class ToolOutputOverflowError(RequestError):
+    """An agent turn's next prompt no longer fits the context because of tool results.
+
+    Raised instead of the generic prompt-length error once tools ran in the turn; the turn so far
+    (calls and results) is saved in its session first. Lower `tool_output_max_tokens` (Runner).
+    """
 
 
 class EngineError(AgentkitError, ValueError):

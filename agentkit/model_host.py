@@ -14,6 +14,7 @@ import json
 import os
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 
 from agentkit.engine.chat_template import ChatTemplate, resolve_chat_template
 from agentkit.engine.config import EngineConfig
+from agentkit.engine.device_map import DeviceLayers, available_devices, check_ordinals, plan_layers
 from agentkit.engine.engine import Engine
 from agentkit.engine.hub import resolve_model_dir
 from agentkit.engine.loader import LoadedModel, load_gguf, load_plain, resolve_dtype
@@ -83,11 +85,13 @@ def model_name(which: Which) -> str:
 
 def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, chat_template: str | None,
                jinja_explicit: str | None, device: str | None = None, progress: bool = True,
-               weight_mode: str = "auto", plugins: PluginHost | None = None) -> ModelHost | EmbeddingHost:
+               weight_mode: str = "auto", device_layers: tuple[DeviceLayers, ...] | None = None,
+               plugins: PluginHost | None = None) -> ModelHost | EmbeddingHost:
     """Load `which` and start its engine; raises ValueError subclasses with actionable messages.
 
-    With `plugins`, `engine_prepare_model(model, plugins.config)` runs once on the loaded model,
-    before quantization and KV-cache sizing (see docs/plugins.md for what a plugin sees).
+    `device_layers` (parsed `num_device_layers`) places the decoder layers (see
+    `agentkit.engine.device_map`). With `plugins`, `engine_prepare_model(model, plugins.config)`
+    runs once on the loaded model, before quantization and KV-cache sizing (docs/plugins.md).
 
     A chat model is loaded on the thread that will serve it (see `Engine.serve`); this call
     blocks until loading finished and re-raises its error.
@@ -95,7 +99,7 @@ def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, 
     if which.kind == "Embedding":
         return _load(which, engine_config=engine_config, token=token, chat_template=chat_template,
                      jinja_explicit=jinja_explicit, device=device, progress=progress, weight_mode=weight_mode,
-                     plugins=plugins)
+                     device_layers=device_layers, plugins=plugins)
     box: dict[str, Any] = {}
     ready = threading.Event()
 
@@ -104,7 +108,7 @@ def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, 
             torch.set_num_threads(engine_config.resolved_threads())
             box["host"] = _load(which, engine_config=engine_config, token=token, chat_template=chat_template,
                                 jinja_explicit=jinja_explicit, device=device, progress=progress,
-                                weight_mode=weight_mode, plugins=plugins)
+                                weight_mode=weight_mode, device_layers=device_layers, plugins=plugins)
         except BaseException as exc:  # re-raised in the caller
             box["error"] = exc
             return
@@ -121,9 +125,12 @@ def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, 
 
 def _load(which: Which, *, engine_config: EngineConfig, token: str | None, chat_template: str | None,
           jinja_explicit: str | None, device: str | None, progress: bool,
-          weight_mode: str, plugins: PluginHost | None = None) -> ModelHost | EmbeddingHost:
+          weight_mode: str, device_layers: tuple[DeviceLayers, ...] | None = None,
+          plugins: PluginHost | None = None) -> ModelHost | EmbeddingHost:
     t0 = time.perf_counter()
     dev = pick_device(device)
+    if device_layers is not None:
+        check_ordinals(device_layers, _ordinals(dev))  # before reading any weight
     if which.kind == "Embedding":
         from agentkit.engine.embedding import EmbeddingModel
 
@@ -161,6 +168,8 @@ def _load(which: Which, *, engine_config: EngineConfig, token: str | None, chat_
         gguf_template=loaded.gguf_chat_template, tokenizer_config=tok_config,
         special_tokens=tokenizer.special_tokens_map(),
     )
+    if device_layers is not None:
+        dev = _placed_device(device_layers, loaded, dev)
     ctx = engine_config.max_seq_len or loaded.max_position_embeddings or 4096
     ec = engine_config
     kv = KVOptions(block_size=ec.block_size, cache_type=ec.cache_type, ctxt_len=ec.kv_ctxt_len,
@@ -169,13 +178,48 @@ def _load(which: Which, *, engine_config: EngineConfig, token: str | None, chat_
                           prefer_native=ec.paged_attn is not False, weight_mode=weight_mode,
                           prepare=_prepare_hook(plugins))
     loaded.state_dict.clear()  # the runner holds its own (possibly fused) tensors now
+    extra: dict[str, Any] = {}
+    if weight_mode in ("int4", "int8") and runner.kind == "native":
+        extra["isq"] = _calibrator(which, loaded, runner, weight_mode)
+    elif weight_mode in ("int4", "int8"):
+        warnings.warn(f"in_situ_quant has no effect on {loaded.arch}: it runs on the transformers fallback, "
+                      "whose weights stay dense", RuntimeWarning, stacklevel=2)
     engine_config.max_seq_len = ctx
     name = model_name(which)
     engine = Engine(runner, tokenizer, engine_config, eos_token_ids=tokenizer.eos_token_ids | _eos_ids(loaded),
                     name=name, start=False)
     return ModelHost(model_id=name, engine=engine, tokenizer=tokenizer, template=template,
                      generation_config=loaded.generation_config, max_seq_len=ctx, arch=loaded.arch,
-                     runner_kind=runner.kind, load_time_s=time.perf_counter() - t0)
+                     runner_kind=runner.kind, load_time_s=time.perf_counter() - t0, extra=extra)
+
+
+def _calibrator(which: Which, loaded: LoadedModel, runner: Any, weight_mode: str) -> Any:
+    """Online calibration / re-ISQ support for an ISQ model, reading the source weights on demand."""
+    from agentkit.engine.calibration import GgufSource, OnlineCalibrator, SafetensorsSource
+
+    if loaded.gguf_path is not None:
+        names = which.quantized_filename
+        names = [names] if isinstance(names, str) else list(names)
+        source: Any = GgufSource([os.path.join(loaded.model_dir or "", n) for n in names])
+    else:
+        source = SafetensorsSource(loaded.model_dir)
+    return OnlineCalibrator(runner.model, weight_mode, source)
+
+
+def _ordinals(main: torch.device) -> tuple[str, ...]:
+    """Devices by `num_device_layers` ordinal: the CUDA devices, or the CPU alone."""
+    return available_devices() if main.type == "cuda" else ("cpu",)
+
+
+def _placed_device(entries: tuple[DeviceLayers, ...], loaded: LoadedModel, main: torch.device) -> torch.device:
+    """The device that `num_device_layers` puts every decoder layer on (the main one's kind)."""
+    cfg = loaded.config.get_text_config() if hasattr(loaded.config, "get_text_config") else loaded.config
+    plan = plan_layers(entries, int(cfg.num_hidden_layers), _ordinals(main))
+    if plan.single_device is None:
+        raise NotSupportedError(
+            f"num_device_layers spreads the layers over several devices ({plan.counts()}); agentkit runs a model "
+            "on one device: give all layers to one device (e.g. [\"500\"]) or pass device=")
+    return torch.device(plan.single_device) if plan.devices else main
 
 
 def _prepare_hook(plugins: PluginHost | None) -> PrepareModel | None:

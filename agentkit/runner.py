@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from agentkit import calibration
 from agentkit.agent_loop import AgentLoop
 from agentkit.chat import (
     ChatStream,
@@ -35,6 +36,7 @@ from agentkit.chat import (
 )
 from agentkit.config import RunnerConfig
 from agentkit.engine.config import EngineConfig
+from agentkit.engine.device_map import DeviceLayers, parse_num_device_layers
 from agentkit.engine.hub import parse_token_source
 from agentkit.engine.sequence import EngineRequest, RequestOutput
 from agentkit.errors import NotSupportedError
@@ -44,9 +46,15 @@ from agentkit.model_table import Lease, ModelTable
 from agentkit.plugin_host import PluginHost
 from agentkit.plugins.tool_callbacks import ToolCallbacksPlugin
 from agentkit.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from agentkit.responses import ChatCompletionChunkResponse, ChatCompletionResponse, CompletionResponse
+from agentkit.responses import (
+    CalibrationStatus,
+    ChatCompletionChunkResponse,
+    ChatCompletionResponse,
+    CompletionResponse,
+)
 from agentkit.session_store import MemorySessionStore, SessionStore, open_session_store
 from agentkit.streams import LeasedStream, aiter_stream
+from agentkit.tool_limits import ToolLimits
 from agentkit.which import Which
 
 log = logging.getLogger("agentkit")
@@ -59,7 +67,6 @@ _UNSUPPORTED = {
     "mcp_client_config": "MCP tools",
     "code_execution_config": "code execution",
     "shell_config": "the shell tool",
-    "num_device_layers": "manual device mapping",
 }
 
 
@@ -69,7 +76,9 @@ class Runner:
     Positional arguments and defaults are mistralrs 0.9.5's. agentkit's keyword-only extras:
     `plugins` (plugin objects, called before entry-point plugins), `session_store` (a directory
     path or a `SessionStore`: agentic sessions then survive restarts), `max_sessions` and
-    `session_idle_ttl_s` (the in-memory store's cap and idle expiry), plus the engine knobs
+    `session_idle_ttl_s` (the in-memory store's cap and idle expiry), `tool_timeout_secs` and
+    `tool_output_max_tokens` (per tool call: seconds before the model gets a timeout result, and
+    the most tokens of a result it sees, default a quarter of the context), plus the engine knobs
     (`pa_*`, `max_seq_len`, `num_threads`, `device`, `weights`, `progress`).
     """
 
@@ -115,13 +124,14 @@ class Runner:
         session_store: SessionStore | str | os.PathLike[str] | None = None,
         max_sessions: int = 128,
         session_idle_ttl_s: float | None = 1800.0,
+        tool_timeout_secs: float | None = None,
+        tool_output_max_tokens: int | None = None,
     ) -> None:
         if not isinstance(which, Which):
             raise TypeError(f"which must be a Which variant (e.g. Which.GGUF(...)), got {type(which).__name__}")
         given = dict(mtp_model=mtp_model, anymoe_config=anymoe_config,
                      which_draft=which_draft, search_callback=search_callback, mcp_client_config=mcp_client_config,
-                     code_execution_config=code_execution_config, shell_config=shell_config,
-                     num_device_layers=num_device_layers)
+                     code_execution_config=code_execution_config, shell_config=shell_config)
         for name, value in given.items():
             if value is not None:
                 raise NotSupportedError(f"{name}= ({_UNSUPPORTED[name]}) is not supported by agentkit yet")
@@ -133,7 +143,8 @@ class Runner:
                           else open_session_store(session_store))
         self._agent = AgentLoop(self._plugins.all_tools, self._plugins.execute_tool, self._sessions,
                                 save_plugins=self._plugins.save_session_state,
-                                load_plugins=self._plugins.restore_session_state)
+                                load_plugins=self._plugins.restore_session_state,
+                                limits=ToolLimits(tool_timeout_secs, tool_output_max_tokens))
         self._token = parse_token_source(token_source)
         if paged_attn and no_paged_attn:
             raise ValueError("paged_attn and no_paged_attn are mutually exclusive")
@@ -153,8 +164,9 @@ class Runner:
         if weights not in ("auto", "dense"):
             raise ValueError(f"weights must be 'auto' or 'dense', got {weights!r}")
         mode = isq_mode(in_situ_quant) if in_situ_quant is not None else weights
+        layers = None if num_device_layers is None else parse_num_device_layers(num_device_layers)
         loader = self._loader(which, self._engine_config, chat_template=chat_template, jinja_explicit=jinja_explicit,
-                              weight_mode=mode)
+                              weight_mode=mode, device_layers=layers)
         host = loader()
         self._models = ModelTable()
         self._models.add(host.model_id, loader, host=host, default=True)
@@ -173,8 +185,8 @@ class Runner:
 
     # ---- routing -------------------------------------------------------------------------------
     def _loader(self, which: Which, engine_config: EngineConfig, *, chat_template: str | None,
-                jinja_explicit: str | None, weight_mode: str,
-                model_id: str | None = None) -> Callable[[], ModelHost | EmbeddingHost]:
+                jinja_explicit: str | None, weight_mode: str, model_id: str | None = None,
+                device_layers: tuple[DeviceLayers, ...] | None = None) -> Callable[[], ModelHost | EmbeddingHost]:
         """A closure that loads `which` afresh (for the first load and every reload).
 
         It captures the configuration only, never a host or the Runner, so unloading frees the model.
@@ -185,7 +197,8 @@ class Runner:
         def load() -> ModelHost | EmbeddingHost:
             host = load_model(which, engine_config=dataclasses.replace(engine_config), token=token,
                               chat_template=chat_template, jinja_explicit=jinja_explicit, device=device,
-                              progress=progress, weight_mode=weight_mode, plugins=plugins)
+                              progress=progress, weight_mode=weight_mode, device_layers=device_layers,
+                              plugins=plugins)
             if model_id is not None:
                 host.model_id = model_id
             return host
@@ -319,6 +332,24 @@ class Runner:
     def max_sequence_length(self, model_id: str | None = None) -> int | None:
         """The model's context length in tokens."""
         return self._entry(model_id).max_seq_len
+
+    # ---- ISQ: online calibration and re-quantization (agentkit.calibration) --------------------
+    def begin_calibration(self, model_id: str | None = None) -> CalibrationStatus:
+        """Start collecting activation statistics from live traffic (ISQ models only)."""
+        return calibration.begin_calibration(self._host(model_id))
+
+    def calibration_status(self, model_id: str | None = None) -> CalibrationStatus:
+        """Layers tracked and token rows seen since `begin_calibration`."""
+        return calibration.calibration_status(self._host(model_id))
+
+    def apply_calibration(self, save_cimatrix: str | None = None, model_id: str | None = None) -> CalibrationStatus:
+        """Requantize from the source weights with the collected imatrix, swapping layers live;
+        returns the status before applying. `save_cimatrix` (a `.cimatrix` path) keeps the matrix."""
+        return calibration.apply_calibration(self._host(model_id), save_cimatrix)
+
+    def send_re_isq(self, dtype: str, model_id: str | None = None) -> None:
+        """Requantize the live ISQ model to ISQ type `dtype` (e.g. "Q8_0"); later requests use it."""
+        calibration.send_re_isq(self._host(model_id), dtype)
 
     # ---- model table ---------------------------------------------------------------------------
     # Every `model_id` argument is an id or an alias; None means the default model. Unknown ids

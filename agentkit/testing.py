@@ -172,9 +172,12 @@ def write_tiny_gguf(
     to a type (kinds not listed stay float). Llama q/k rows are permuted as llama.cpp does;
     `keep(gguf_name)` filters tensors, `extra_tensors` adds some.
     """
-    import gguf
     import numpy as np
     from safetensors.torch import load_file
+
+    from agentkit.engine.shadowed_imports import ensure_package
+
+    gguf = ensure_package("gguf")
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(model_dir)

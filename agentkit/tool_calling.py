@@ -8,6 +8,14 @@ that to the messages, and `tool_grammar` builds the llguidance lark grammar that
 reply: arguments of `strict` tools (lazily, from the call marker on), or the whole reply when
 `tool_choice` is "required" or names a function.
 
+What keeps small models answering (issue 9): tool results are shown to models whose template
+ignores tools as a plain user turn ("get_weather returned: city: Oslo, ...", then the question
+the result serves), not as `<tool_response>` markup a 135M model echoes back; text-marker
+families (hermes, generic) never get to write tool-result markup (`<tool_response>`, banned by
+the grammar); an `answer_only` plan (the agent loop's last round) bans tool calls too and wants
+words; unconstrained strings of `strict` tools end at their closing quote (no backslash escapes,
+braces or control characters, at least one character), so arguments cannot run on.
+
 Non-goals: running tools (the agent loop), parsing replies (`agentkit.tool_parsing`).
 """
 
@@ -15,12 +23,13 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from agentkit.tool_parsing import detect_family
 
-__all__ = ["ToolPlan", "plan_tools", "prompt_messages", "tool_grammar"]
+__all__ = ["RESULT_MARKERS", "STRICT_STRING_PATTERN", "ToolPlan", "plan_tools", "prompt_messages", "tool_grammar"]
 
 TOOL_SYSTEM_PROMPT = (
     "You are a function calling AI model. You are provided with function signatures within <tools></tools> "
@@ -35,6 +44,17 @@ _PROBE_TOOLS = [{"type": "function", "function": {"name": "agentkit_probe_tool",
                                                   "parameters": {"type": "object", "properties": {}}}}]
 # Same separators as json.dumps and as the chat templates' examples: the likeliest text for the model.
 _JSON_STYLE = {"whitespace_flexible": False, "key_separator": ": ", "item_separator": ", "}
+# Text the assistant must never write while tools are on (it belongs to tool results, not replies).
+# Llama 3 / Mistral result markers are special tokens, which text terminals never produce anyway.
+RESULT_MARKERS = ("<tool_response>", "</tool_response>")  # and any text starting "<tool_response"
+_NO_MARKUP = "~/(.|\\n)*({})(.|\\n)*/"
+# An answer has a letter and is not a JSON object or list (a bare call) at its start.
+_ANSWER = "/(.|\\n)*\\p{L}(.|\\n)*/ & ~/\\s*(\\{|\\[)(.|\\n)*/"
+# A `strict` string without pattern/format/enum/const/maxLength is taken as a short one-line value:
+# 1-128 characters, no quote, backslash (so no escapes), brace or control character, and it does not
+# start with a space, separator or closing bracket (".23 * 19", ", 45 + 55", "]["). It ends at its
+# closing quote instead of running on to max_tokens; long or multi-line strings declare their shape.
+STRICT_STRING_PATTERN = '^[^"\\\\{}\\x00-\\x20.,;:)\\]][^"\\\\{}\\x00-\\x1f]{0,127}$'
 _FAMILY_MARKUP = {"hermes": ("<tool_call>", "\n", "\n", "</tool_call>"),
                   "llama3": ("<|python_tag|>", "", "", ""),
                   "mistral": ("[TOOL_CALLS]", "[", "]", ""),
@@ -43,12 +63,18 @@ _FAMILY_MARKUP = {"hermes": ("<tool_call>", "\n", "\n", "</tool_call>"),
 
 @dataclass(frozen=True)
 class ToolPlan:
-    """How one request offers tools: `tools` (OpenAI dicts), `choice`, `family`, `inject`."""
+    """How one request offers tools: `tools` (OpenAI dicts), `choice`, `family`, `inject`.
+
+    `answer_only`: the reply must be an answer in words: no call, no tool markup (the agent
+    loop's final round). Native templates still get the tools (their history refers to them);
+    injected tool descriptions and call turns are withdrawn, the results stay.
+    """
 
     tools: list[dict[str, Any]]
     choice: str | dict[str, Any]
     family: str
     inject: bool
+    answer_only: bool = False
 
     @property
     def names(self) -> list[str]:
@@ -77,8 +103,11 @@ def _model_tool_info(host: Any) -> tuple[str, bool]:
     return cached
 
 
-def plan_tools(host: Any, tools: list[dict[str, Any]], choice: str | dict[str, Any]) -> ToolPlan | None:
+def plan_tools(host: Any, tools: list[dict[str, Any]], choice: str | dict[str, Any],
+               answer_only: bool = False) -> ToolPlan | None:
     """The tool plan of a request, or None when no tools are offered (none given, or choice "none").
+
+    `answer_only` makes a plan whose reply must be words (see `ToolPlan`); the choice is then "auto".
 
     ValueError when `tool_choice` names a function that is not among the tools, or asks for a
     tool call while no tools are given.
@@ -100,7 +129,8 @@ def plan_tools(host: Any, tools: list[dict[str, Any]], choice: str | dict[str, A
     if not tools or choice == "none":
         return None
     family, rendered = _model_tool_info(host)
-    return ToolPlan(tools=tools, choice=choice, family=family, inject=not rendered)
+    return ToolPlan(tools=tools, choice="auto" if answer_only else choice, family=family, inject=not rendered,
+                    answer_only=answer_only)
 
 
 def _call_text(call: dict[str, Any]) -> str:
@@ -114,27 +144,68 @@ def _call_text(call: dict[str, Any]) -> str:
     return "<tool_call>\n" + json.dumps({"name": fn.get("name"), "arguments": args}, ensure_ascii=False) + "\n</tool_call>"
 
 
+def _readable(content: str) -> str:
+    """A tool result as a small model reads it best: a flat JSON object becomes `key: value, ...`."""
+    try:
+        value = json.loads(content)
+    except ValueError:
+        return content
+    if isinstance(value, dict) and value and all(isinstance(v, (str, int, float, bool)) or v is None
+                                                 for v in value.values()):
+        return ", ".join(f"{k}: {v}" for k, v in value.items())
+    return content
+
+
+RESULT_LINE = "Here is what {name} returned: {result}"
+ANSWER_LINE = "Answer with these values: {question}"
+
+
+def _results_turn(results: list[dict[str, Any]], question: str | None) -> dict[str, Any]:
+    lines = [RESULT_LINE.format(name=m.get("name") or "the tool", result=_readable(str(m.get("content") or "")))
+             for m in results]
+    if question:
+        lines.append(ANSWER_LINE.format(question=question))
+    return {"role": "user", "content": "\n".join(lines)}
+
+
 def prompt_messages(messages: list[dict[str, Any]], plan: ToolPlan | None) -> list[dict[str, Any]]:
     """Messages as the chat template should see them under `plan` (a new list; inputs untouched).
 
     Only when the template ignores tools (`plan.inject`): the tool list goes into the system
-    message in the Hermes format, assistant tool calls become `<tool_call>` text, and tool
-    results become user turns wrapped in `<tool_response>` (the Qwen2.5 convention).
+    message in the Hermes format, assistant tool calls become `<tool_call>` text, and each run of
+    tool results becomes one user turn in plain words: "<tool> returned: <result>" per result
+    (a flat JSON object as `key: value, ...`), then "Use this to answer: <the last user
+    question>". Small models echo `<tool_response>` markup back instead of answering from it.
+    An `answer_only` plan shows no tool list and drops the calls (their results stay): the model
+    sees a question and the data to answer it with.
     """
     if plan is None or not plan.inject:
         return messages
-    tools_text = "\n".join(json.dumps(t, ensure_ascii=False) for t in plan.tools)
-    prompt = TOOL_SYSTEM_PROMPT.format(tools=tools_text)
     out: list[dict[str, Any]] = []
+    question: str | None = None
+    pending: list[dict[str, Any]] = []
     for m in messages:
+        if m.get("role") == "tool":
+            pending.append(m)
+            continue
+        if pending:
+            out.append(_results_turn(pending, question))
+            pending = []
         m = copy.copy(m)
+        if m.get("role") == "user" and isinstance(m.get("content"), str):
+            question = m["content"]
         if m.get("role") == "assistant" and m.get("tool_calls"):
             parts = [m["content"]] if m.get("content") else []
-            parts += [_call_text(c) for c in m["tool_calls"]]
+            parts += [] if plan.answer_only else [_call_text(c) for c in m["tool_calls"]]
+            if not parts:
+                continue
             m = {"role": "assistant", "content": "\n".join(parts)}
-        elif m.get("role") == "tool":
-            m = {"role": "user", "content": f"<tool_response>\n{m.get('content') or ''}\n</tool_response>"}
         out.append(m)
+    if pending:
+        out.append(_results_turn(pending, question))
+    if plan.answer_only:
+        return out
+    prompt = TOOL_SYSTEM_PROMPT.format(tools="\n".join(json.dumps(t, ensure_ascii=False) for t in plan.tools))
     if out and out[0].get("role") == "system":
         out[0] = {**out[0], "content": f"{out[0].get('content') or ''}\n\n{prompt}".lstrip()}
     else:
@@ -142,10 +213,23 @@ def prompt_messages(messages: list[dict[str, Any]], plan: ToolPlan | None) -> li
     return out
 
 
+def _strict_strings(schema: Any) -> Any:
+    """`schema` with `STRICT_STRING_PATTERN` on every string without pattern/format/enum/const/maxLength."""
+    if isinstance(schema, list):
+        return [_strict_strings(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: (_strict_strings(v) if k not in ("enum", "const", "default", "examples") else v)
+           for k, v in schema.items()}
+    if out.get("type") == "string" and not {"pattern", "format", "enum", "const", "maxLength"} & set(out):
+        out["pattern"] = STRICT_STRING_PATTERN
+    return out
+
+
 def _call_schema(tool: dict[str, Any], family: str) -> dict[str, Any]:
     fn = tool["function"]
     args = fn.get("parameters") if fn.get("strict") else None
-    args = args if isinstance(args, dict) and args else {"type": "object"}
+    args = _strict_strings(args) if isinstance(args, dict) and args else {"type": "object"}
     key = "parameters" if family == "llama3" else "arguments"
     return {"type": "object", "properties": {"name": {"const": fn["name"]}, key: args},
             "required": ["name", key], "additionalProperties": False}
@@ -160,33 +244,61 @@ def _lit(text: str, token_ids: set[str]) -> str:
     return json.dumps(text)
 
 
+def _prefixes(marker: str) -> str:
+    """A regex for the proper, non-empty prefixes of `marker` (a reply may not end inside one)."""
+    return "|".join(re.escape(marker[:i]).replace("/", "\\/") for i in range(1, len(marker)))
+
+
+def _ending_rule() -> str:
+    prefixes = "|".join(dict.fromkeys("|".join(_prefixes(m) for m in ("<tool_call>", "</tool_call>",
+                                                                        "<tool_response>")).split("|")))
+    return f"~/(.|\\n)*({prefixes})/"
+
+
+def _text_rule(plan: ToolPlan) -> str:
+    """The TEXT terminal: free text without tool-result markup, variants of the call markers the
+    parser would not read (`<tool_call id=...>`) or a marker cut off at the end; answer-only, no
+    tool markup at all and a word answer. Special-token markers need no text exclusion."""
+    text = _ANSWER if plan.answer_only else "/(.|\\n)*/"
+    if plan.family not in ("hermes", "generic"):
+        return f"TEXT: {text}"
+    banned = [r"<\/?tool_"] if plan.answer_only else [r"<\/?tool_response", r"<\/?tool_call[^>]"]
+    text += f" & {_NO_MARKUP.format('|'.join(banned))} & {_ending_rule()}"
+    return f"TEXT: {text}"
+
+
 def tool_grammar(plan: ToolPlan, added_tokens: set[str]) -> str | None:
     """A lark grammar for the reply under `plan`, or None when decoding stays free.
 
+    - `answer_only`: words only (a letter somewhere, no leading JSON, no tool markup or call).
     - `tool_choice` "required" / a named function: the reply is exactly one call (to that
       function); its arguments follow the tool's schema when it is `strict`, else any JSON object.
     - "auto" with at least one `strict` tool: free text, in which each call marker starts a
       constrained call (llguidance lazy trigger); calls to non-strict tools take any object.
-    - "auto" without strict tools: None.
+    - "auto" without strict tools: free text (calls are parsed afterwards).
+    In free text, families with text markers (hermes, generic) cannot write `RESULT_MARKERS`;
+    for Llama 3 / Mistral "auto" without strict tools decoding stays free (None).
     `added_tokens` are the tokenizer's added-token strings (markers that are single tokens).
     """
+    head = ["%llguidance {}"]
+    if plan.answer_only:
+        return "\n".join(head + ["start: TEXT", _text_rule(plan)])
     tools = plan.tools
     forced = plan.forced_name
     if forced is not None:
         tools = [t for t in tools if t["function"]["name"] == forced]
     elif plan.choice == "auto" and not any(t["function"].get("strict") for t in tools):
-        return None
+        return "\n".join(head + ["start: TEXT", _text_rule(plan)]) if plan.family in ("hermes", "generic") else None
     schema = {"anyOf": [_call_schema(t, plan.family) for t in tools], "x-guidance": _JSON_STYLE}
     opener, pre, post, closer = _FAMILY_MARKUP[plan.family]
     body = " ".join(x for x in (_lit(pre, set()), f"%json {json.dumps(schema)}", _lit(post, set()),
                                 _lit(closer, added_tokens)) if x)
-    head = ["%llguidance {}"]
     if plan.choice != "auto":
         return "\n".join(head + [f"start: {_lit(opener, added_tokens)} {body}".replace("start:  ", "start: ")])
     if not opener:  # generic family: a bare JSON call or free text
-        return "\n".join(head + [f"start: TEXT | {body}", "TEXT: /(.|\\n)*/"])
+        return "\n".join(head + [f"start: TEXT | {body}", _text_rule(plan)])
     trigger = _lit(opener, added_tokens)
-    lines = head + ["start: call* TEXT", "TEXT: /(.|\\n)*/"]
+    lines = head + ["start: call* TEXT", _text_rule(plan)]
     if trigger.startswith('"'):
         lines += [f"trig[lazy]: TEXT {trigger}", f"call: trig {body}"]
     else:

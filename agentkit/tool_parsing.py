@@ -3,7 +3,8 @@
 Scope: `detect_family` (which tool-call markup a model emits, from its chat template, model type as
 fallback), `parse_tool_calls` (a whole reply -> content with the markup removed + calls),
 `StreamingToolParser` (the same result from text deltas, holding back anything that may start
-tool-call markup) and `to_responses` (calls -> `ToolCallResponse` with "call-<uuid4>" ids).
+tool-call markup) and `to_responses` (calls -> `ToolCallResponse` with "call-<uuid4>" ids) and `looks_like_call` (text
+that tried to call a tool and failed: markup in some other spelling, a call object in prose).
 Families: "hermes" (`<tool_call>{...}</tool_call>`: Qwen, Hermes, SmolLM; a missing closing tag
 at the end is accepted), "llama3" (`<|python_tag|>{...}`), "mistral" (`[TOOL_CALLS][{...}]` and
 `[TOOL_CALLS]name[ARGS]{...}`), "generic" (no markup). Every family also accepts a reply that is
@@ -29,8 +30,8 @@ from typing import Any
 from agentkit.enums import ToolCallType
 from agentkit.responses import CalledFunction, ToolCallResponse
 
-__all__ = ["FAMILIES", "ParsedCall", "ParsedOutput", "StreamingToolParser", "detect_family", "parse_tool_calls",
-           "to_responses"]
+__all__ = ["FAMILIES", "ParsedCall", "ParsedOutput", "StreamingToolParser", "detect_family", "looks_like_call",
+           "parse_tool_calls", "to_responses"]
 
 FAMILIES = ("hermes", "llama3", "mistral", "generic")
 _MARKERS: dict[str, str | None] = {"hermes": "<tool_call>", "llama3": "<|python_tag|>",
@@ -41,6 +42,8 @@ _CALL_KEYS = frozenset({"name", "function", "arguments", "parameters", "type", "
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)\s*```", re.DOTALL | re.IGNORECASE)
 _MISTRAL_NAMED = re.compile(r"\s*([A-Za-z0-9_.:\-]+)(?:\[CALL_ID\][^\[]*)?\[ARGS\]\s*")
 _DECODER = json.JSONDecoder()
+_CALL_LIKE = re.compile(r'</?\s*tool[\s_-]*(call|response)|\[TOOL_CALLS\]|<\|python_tag\|>'
+                        r'|\{\s*"(name|function)"\s*:\s*"[^"]*"\s*,\s*"(arguments|parameters)"\s*:', re.IGNORECASE)
 _TEMPLATE_MARKERS = (("<tool_call>", "hermes"), ("[TOOL_CALLS]", "mistral"),
                      ("<|python_tag|>", "llama3"), ("<|eom_id|>", "llama3"))
 _MODEL_TYPES = (("qwen", "hermes"), ("smollm", "hermes"), ("hermes", "hermes"), ("mistral", "mistral"),
@@ -358,3 +361,10 @@ def to_responses(calls: list[ParsedCall]) -> list[ToolCallResponse]:
     return [ToolCallResponse(index=i, id=f"call-{uuid.uuid4()}", tp=ToolCallType.Function,
                              function=CalledFunction(name=c.name, arguments=c.arguments))
             for i, c in enumerate(calls)]
+
+
+def looks_like_call(text: str | None) -> bool:
+    """True when `text` (a reply's content after parsing) still holds tool-call or tool-result
+    markup in any spelling (`<tool_call>`, `<tool-call id=...>`, `</tool_response>`,
+    `[TOOL_CALLS]`) or a `{"name": ..., "arguments": ...}` call object: a call that failed."""
+    return bool(text) and _CALL_LIKE.search(text) is not None  # type: ignore[arg-type]

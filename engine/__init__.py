@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentkit.engine.shadowed_imports import protect_dependencies
+
+protect_dependencies()  # a user's regex.py / gguf.py / llguidance.py must not replace those packages
+
 __all__ = ["Engine", "EngineConfig", "SamplingParams"]
 
 

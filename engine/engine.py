@@ -23,6 +23,9 @@ import queue
 import threading
 import time
 import weakref
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -61,6 +64,22 @@ class _Done:
         return self.value
 
 
+@dataclass(slots=True)
+class _Call:
+    """A function to run on the engine thread between steps (`Engine.call`)."""
+
+    fn: Callable[[], Any]
+    future: Future[Any]
+
+    def run(self) -> None:
+        if not self.future.set_running_or_notify_cancel():
+            return
+        try:
+            self.future.set_result(self.fn())
+        except BaseException as exc:  # delivered to the caller; the engine keeps serving
+            self.future.set_exception(exc)
+
+
 class Engine:
     """Serves one model: thread-safe `submit`, background stepping, per-request output queues."""
 
@@ -75,7 +94,7 @@ class Engine:
         prefix_n = config.prefix_cache_n if runner.supports_prefix_cache and not config.no_kv_cache else 0
         self.blocks = BlockManager(runner.num_blocks, runner.block_size, prefix_n)
         self.scheduler = Scheduler(config.max_seqs, config.max_batch_tokens, self.blocks)
-        self._inbox: queue.Queue[EngineRequest | None] = queue.Queue()
+        self._inbox: queue.Queue[EngineRequest | _Call | None] = queue.Queue()
         self._active: dict[str, EngineRequest] = {}
         self._rng = torch.Generator().manual_seed(config.seed)
         self._breakers: dict[tuple[str, ...], frozenset[int]] = {}
@@ -96,6 +115,15 @@ class Engine:
             raise RuntimeError(f"engine for {self.name!r} is shut down")
         self._inbox.put(req)
         return req
+
+    def call(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Run `fn()` on the engine thread between two steps (after the requests submitted before
+        it are admitted); its result or exception lands in the returned Future."""
+        if self._stop.is_set():
+            raise RuntimeError(f"engine for {self.name!r} is shut down")
+        call = _Call(fn, Future())
+        self._inbox.put(call)
+        return call.future
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop the thread; pending requests end with an error event. Idempotent."""
@@ -133,6 +161,10 @@ class Engine:
                 self._step_guarded()
         for req in list(self._active.values()):
             self._fail(req, "engine shut down")
+        while not self._inbox.empty():  # calls queued behind the shutdown never run: say so
+            item = self._inbox.get_nowait()
+            if isinstance(item, _Call):
+                item.future.set_exception(RuntimeError(f"engine for {self.name!r} is shut down"))
         self._masks.shutdown()
 
     def _drain(self, block: bool) -> None:
@@ -141,7 +173,9 @@ class Engine:
         except queue.Empty:
             return
         while True:
-            if item is not None:
+            if isinstance(item, _Call):
+                item.run()
+            elif item is not None:
                 self._admit(item)
             try:
                 item = self._inbox.get_nowait()

@@ -311,6 +311,10 @@ def _open_reader(path: str) -> Any:
     package's internals differ.
     """
     import numpy as np
+
+    from agentkit.engine.shadowed_imports import ensure_package
+
+    ensure_package("gguf")
     from gguf import GGUFReader
 
     class _FastReader(GGUFReader):

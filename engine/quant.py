@@ -86,8 +86,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from torch import nn
+
+from agentkit.engine.shadowed_imports import ensure_package
+
+ensure_package("gguf")  # before any `from gguf import`: a user's gguf.py may shadow the package
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType  # noqa: E402
 
 __all__ = [
     "AUTO_SWITCH_M",
@@ -100,6 +104,7 @@ __all__ = [
     "build_lm_head",
     "cpu_batch_dtype",
     "dequantize_state_dict",
+    "linear_from_quantized",
     "quantize_int4_g32",
     "quantize_int8_per_channel",
 ]
@@ -562,6 +567,25 @@ def build_linear(
         if mod is not None:
             return mod
     return _DenseLinear(_dense(weights, dtype, device), bias)
+
+
+def linear_from_quantized(
+    kind: str, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None, bias: torch.Tensor | None, *,
+    dtype: torch.dtype, device: torch.device | str,
+) -> nn.Module:
+    """A module over already quantized values: ``int4`` takes `quantize_int4_g32`'s ``(q, scale,
+    zero)``, ``int8`` `quantize_int8_per_channel`'s ``(q, scale)`` (`zero` None). `bias` is used as
+    given. Where the packed op cannot run, the dequantized weight runs dense in `dtype`."""
+    device = torch.device(device)
+    if kind not in ("int4", "int8"):
+        raise ValueError(f"kind must be 'int4' or 'int8', got {kind!r}")
+    if _probe(kind, device) is None:
+        mod = (_Int4Linear._pack(q, scale, zero, bias, device) if kind == "int4"
+               else _Int8Linear(q, scale, bias, device))
+        if mod is not None:
+            return mod
+    w = _dequant_int4(q, scale, zero) if kind == "int4" else q.float() * scale[:, None]
+    return _DenseLinear(w.to(device, dtype).contiguous(), bias)
 
 
 def dequantize_state_dict(

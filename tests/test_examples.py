@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,12 @@ def test_agent_tools_example_uses_a_tool(smollm2):
                          capture_output=True, text=True, timeout=300, cwd="/tmp")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "[tool] get_weather(" in out.stdout and "London" in out.stdout
-    assert out.stdout.strip().splitlines()[-1].startswith("[session ")
+    lines = out.stdout.strip().splitlines()
+    assert lines[-1].startswith("[session ")
+    # the answer: the text after the last tool line, in words, using the result ("mild", 15 C)
+    answer = "\n".join(lines[max(i for i, line in enumerate(lines) if line.startswith("[tool] ")) + 1:-1])
+    assert re.search(r"[A-Za-z]{3,}", answer) and not re.search(r"tool[_-]?(call|response)|\{", answer), answer
+    assert re.search(r"\bmild\b|\b15\b", answer), answer
 
 
 @pytest.mark.slow

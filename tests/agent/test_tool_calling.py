@@ -58,7 +58,7 @@ def test_injected_prompt_lists_tools_and_rewrites_history():
         {"role": "user", "content": "Weather in Oslo?"},
         {"role": "assistant", "content": "", "tool_calls": [
             {"id": "call-1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]},
-        {"role": "tool", "tool_call_id": "call-1", "content": "rainy"},
+        {"role": "tool", "tool_call_id": "call-1", "name": "get_weather", "content": "rainy"},
     ]
     out = prompt_messages(history, plan)
     assert history[2]["tool_calls"]  # inputs untouched
@@ -66,16 +66,64 @@ def test_injected_prompt_lists_tools_and_rewrites_history():
     assert '"name": "calculator"' in out[0]["content"] and "<tool_call>" in out[0]["content"]
     assert out[2] == {"role": "assistant",
                       "content": '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'}
-    assert out[3] == {"role": "user", "content": "<tool_response>\nrainy\n</tool_response>"}
+    # results are words the small model answers from, followed by the question they serve
+    assert out[3] == {"role": "user", "content": "Here is what get_weather returned: rainy\n"
+                                                 "Answer with these values: Weather in Oslo?"}
     # what the model is shown is what the parser reads back
     assert parse_tool_calls(out[2]["content"], "hermes", ["get_weather"]).calls[0].name == "get_weather"
     native = plan_tools(_host(CHATML_TOOLS_TEMPLATE), [WEATHER], "auto")
     assert prompt_messages(history, native) is history
 
 
-def test_no_grammar_for_auto_without_strict_tools():
+def test_results_of_several_calls_make_one_readable_turn():
+    plan = plan_tools(_host(PLAIN_TEMPLATE), [WEATHER, CALC], "auto")
+    history = [{"role": "user", "content": "Oslo and 2+2?"},
+               {"role": "assistant", "content": "", "tool_calls": [
+                   {"id": "a", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}},
+                   {"id": "b", "function": {"name": "calculator", "arguments": {"expression": "2+2"}}}]},
+               {"role": "tool", "tool_call_id": "a", "name": "get_weather",
+                "content": '{"city": "Oslo", "temperature_c": 7}'},
+               {"role": "tool", "tool_call_id": "b", "name": "calculator", "content": '{"nested": {"x": 1}}'}]
+    out = prompt_messages(history, plan)
+    assert [m["role"] for m in out] == ["system", "user", "assistant", "user"]
+    assert out[3]["content"] == ('Here is what get_weather returned: city: Oslo, temperature_c: 7\n'
+                                 'Here is what calculator returned: {"nested": {"x": 1}}\n'
+                                 'Answer with these values: Oslo and 2+2?')
+    assert "<tool_response>" not in out[3]["content"]
+    # the answer-only round withdraws the injected tool list and the call turns; the results stay
+    final = prompt_messages(history, plan_tools(_host(PLAIN_TEMPLATE), [WEATHER, CALC], "auto", answer_only=True))
+    assert [m["role"] for m in final] == ["user", "user"] and final[1] == out[3]
+
+
+def test_auto_without_strict_tools_only_bans_result_markup():
     plan = ToolPlan(tools=[CALC], choice="auto", family="hermes", inject=True)
-    assert tool_grammar(plan, set()) is None
+    lark = tool_grammar(plan, set())
+    assert _matches(lark, "It is 4.")
+    assert _matches(lark, '<tool_call>\n{"name": "calculator", "arguments": {"x": [1]}}\n</tool_call>', True)
+    assert not _matches(lark, "<tool_response>\n4\n</tool_response>")
+    assert not _matches(lark, "The result: 4 </tool_response>")
+    assert not _matches(lark, '<tool_call id="get_weather">\n{"name": "calculator", "arguments": {}}', True)
+    assert not _matches(lark, "It is <tool_call", True)  # a marker may not be cut off by the end of the reply
+    # Llama 3 / Mistral markers are special tokens, which free text cannot produce: no grammar
+    assert tool_grammar(ToolPlan(tools=[CALC], choice="auto", family="llama3", inject=False), set()) is None
+
+
+@pytest.mark.parametrize("family", ["hermes", "generic", "llama3"])
+def test_answer_only_grammar_wants_words(family):
+    plan = ToolPlan(tools=[WEATHER, CALC], choice="auto", family=family, inject=False, answer_only=True)
+    lark = tool_grammar(plan, set())
+    assert _matches(lark, "It is 7 degrees and rainy in Oslo.")
+    assert not _matches(lark, '{"name": "get_weather", "arguments": {"city": "Oslo"}}')
+    assert not _matches(lark, '  [{"name": "get_weather"}]')
+    assert not _matches(lark, "42")  # no word
+    if family == "hermes":
+        assert not _matches(lark, 'Sure <tool_call>\n{"name": "get_weather", "arguments": {}}\n</tool_call>', True)
+        assert not _matches(lark, "<tool_response>\nrainy\n</tool_response>")
+
+
+def test_answer_only_plan_replies_are_not_parsed_for_calls():
+    plan = plan_tools(_host(PLAIN_TEMPLATE), [WEATHER], "required", answer_only=True)
+    assert plan.answer_only and plan.choice == "auto"
 
 
 def _ids(tok, text: str, split_markers: bool) -> list[int]:
@@ -140,6 +188,22 @@ def test_auto_strict_grammar_is_lazy(added):
     assert not _matches(lark, 'x<tool_call>\n{"name": "get_weather", "arguments": {"city": 3}}\n</tool_call>', split)
     assert _matches(lark, '<tool_call>\n{"name": "calculator", "arguments": {"anything": [1, 2]}}\n</tool_call>',
                     split)
+
+
+def test_strict_strings_stop_at_the_closing_quote():
+    plan = ToolPlan(tools=[WEATHER], choice="required", family="hermes", inject=False)
+    lark = tool_grammar(plan, ADDED)
+    call = '<tool_call>\n{{"name": "get_weather", "arguments": {{"city": {}}}}}\n</tool_call>'
+    assert _matches(lark, call.format('"New York"'))
+    assert not _matches(lark, call.format('"}}  # 1000 - 387 = 613"'))  # the run-on seen from SmolLM2
+    assert not _matches(lark, call.format('"Oslo\\" and more"'))  # no escapes: the first quote closes
+    assert not _matches(lark, call.format('""'))  # at least one character
+    assert not _matches(lark, call.format('".23 * 19"'))  # nor a separator first
+    assert not _matches(lark, call.format('"' + "x" * 129 + '"'))  # and at most 128
+    own = {"type": "function", "function": {**WEATHER["function"], "parameters": {
+        "type": "object", "properties": {"city": {"type": "string", "pattern": "^[{}a-z]*$"}}, "required": ["city"]}}}
+    lark = tool_grammar(ToolPlan(tools=[own], choice="required", family="hermes", inject=False), ADDED)
+    assert _matches(lark, call.format('"{x}"'))  # a schema's own pattern is kept
 
 
 def test_generic_family_required_is_bare_json():
