@@ -1,12 +1,14 @@
 """Private argument checks shared by the public value types (which, requests, agent_types, files).
 
 Scope: small functions that raise TypeError/ValueError naming the owner, the field and the bad
-value, and return the (possibly normalized) value. Non-goals: anything public; schema validation.
+value, and return the (possibly normalized) value; `variant_of`, which attaches a mistralrs enum-like
+variant class to its base (`McpServerSourcePy.Http`). Non-goals: anything public; schema validation.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 
@@ -95,3 +97,14 @@ def check_instance(owner: str, name: str, value: Any, cls: type, *, optional: bo
     if not isinstance(value, cls):
         raise _fail_type(owner, name, f"a {cls.__name__}" + (" or None" if optional else ""), value)
     return value
+
+
+def variant_of(base: type, kind: str) -> Callable[[type], type]:
+    """Register the (dataclass) variant `cls` as `base.<kind>`, with qualname `Base.kind`."""
+
+    def wrap(cls: type) -> type:
+        cls.__qualname__ = f"{base.__name__}.{kind}"
+        setattr(base, kind, cls)
+        return cls
+
+    return wrap

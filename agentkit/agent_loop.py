@@ -36,7 +36,7 @@ from agentkit.agent_types import AgentToolApproval, AgentToolApprovalDecision, A
 from agentkit.chat import ChatStream, collect_chat, prepare_chat
 from agentkit.engine.sequence import EngineRequest
 from agentkit.enums import AgentPermission
-from agentkit.errors import RequestError, ToolOutputOverflowError
+from agentkit.errors import PromptTooLongError, ToolOutputOverflowError
 from agentkit.requests import ChatCompletionRequest
 from agentkit.responses import (
     AgenticToolCallRecord,
@@ -52,7 +52,7 @@ from agentkit.session_store import check_session_id
 from agentkit.sessions import Session
 from agentkit.tool_limits import ToolLimits, cap_tool_output, run_with_timeout
 from agentkit.tool_parsing import looks_like_call
-from agentkit.tools import Tool, ToolCall, ToolResult
+from agentkit.tools import Tool, ToolCall, ToolResult, decode_arguments
 
 log = logging.getLogger("agentkit.agent")
 
@@ -246,8 +246,8 @@ class AgentLoop:
         try:
             ereq, plan = prepare_chat(req, host, messages=turn.messages, tools=turn.offered,
                                       tool_choice=self._choice(req, turn), answer_only=answer_only)
-        except RequestError as exc:
-            if not turn.records or "Prompt sequence length" not in str(exc):
+        except PromptTooLongError as exc:
+            if not turn.records:
                 raise
             self._finish(turn, None)
             biggest = max(turn.records, key=lambda r: len(r.result_content))
@@ -324,7 +324,7 @@ class AgentLoop:
 def _args(arguments: str) -> Any:
     """Arguments as the JSON value chat templates expect, or the raw text when it is not strict JSON."""
     try:
-        value = json.loads(arguments)
+        value = decode_arguments(arguments)
         json.dumps(value, allow_nan=False)  # 1e999 parses to inf, which a session file cannot hold
         return value
     except ValueError:

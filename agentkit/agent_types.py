@@ -28,6 +28,7 @@ from agentkit._checks import (
     check_str,
     check_str_dict,
     check_str_list,
+    variant_of,
 )
 from agentkit.enums import (
     AgentPermission,
@@ -39,16 +40,6 @@ from agentkit.enums import (
     SearchContextSize,
     coerce_permission,
 )
-
-# Re-exported for `from agentkit.agent_types import LoraAdapterGeneration` and friends.
-from agentkit.model_types import AnyMoeConfig as AnyMoeConfig
-from agentkit.model_types import AnyMoeExpertType as AnyMoeExpertType
-from agentkit.model_types import LoraAdapterGeneration as LoraAdapterGeneration
-from agentkit.model_types import LoraAdapterInfo as LoraAdapterInfo
-from agentkit.model_types import LoraResidentGenerationInfo as LoraResidentGenerationInfo
-from agentkit.model_types import LoraRuntimeStatus as LoraRuntimeStatus
-from agentkit.model_types import MultimodalAutoMapParams as MultimodalAutoMapParams
-from agentkit.model_types import TextAutoMapParams as TextAutoMapParams
 
 __all__ = [
     "AgentToolApproval",
@@ -67,17 +58,6 @@ __all__ = [
 ]
 
 _WINDOWS = os.name == "nt"
-
-
-def _variant_of(base: type, kind: str) -> Callable[[type], type]:
-    """Register the (dataclass) variant `cls` as `base.<kind>`, with qualname `Base.kind`."""
-
-    def wrap(cls: type) -> type:
-        cls.__qualname__ = f"{base.__name__}.{kind}"
-        setattr(base, kind, cls)
-        return cls
-
-    return wrap
 
 
 # --- web search -------------------------------------------------------------------------------
@@ -108,7 +88,7 @@ class WebSearchUserLocation:
         return WebSearchUserLocation.Approximate(approximate)
 
 
-@_variant_of(WebSearchUserLocation, "Approximate")
+@variant_of(WebSearchUserLocation, "Approximate")
 @dataclass(frozen=True)
 class WebSearchUserLocation_Approximate(WebSearchUserLocation):
     """Approximate location variant (`type` is "approximate")."""
@@ -205,7 +185,7 @@ def _check_url_source(self: Any) -> None:
     object.__setattr__(self, "headers", check_str_dict(owner, "headers", self.headers))
 
 
-@_variant_of(McpServerSourcePy, "Http")
+@variant_of(McpServerSourcePy, "Http")
 @dataclass(frozen=True)
 class McpServerSourcePy_Http(McpServerSourcePy):
     """JSON-RPC over HTTP; `timeout_secs` per request, extra `headers`."""
@@ -218,7 +198,7 @@ class McpServerSourcePy_Http(McpServerSourcePy):
         _check_url_source(self)
 
 
-@_variant_of(McpServerSourcePy, "Process")
+@variant_of(McpServerSourcePy, "Process")
 @dataclass(frozen=True)
 class McpServerSourcePy_Process(McpServerSourcePy):
     """Spawn `command args` in `work_dir` with extra `env`, JSON-RPC over stdio."""
@@ -236,7 +216,7 @@ class McpServerSourcePy_Process(McpServerSourcePy):
         object.__setattr__(self, "env", check_str_dict(owner, "env", self.env))
 
 
-@_variant_of(McpServerSourcePy, "WebSocket")
+@variant_of(McpServerSourcePy, "WebSocket")
 @dataclass(frozen=True)
 class McpServerSourcePy_WebSocket(McpServerSourcePy):
     """JSON-RPC over a WebSocket (`timeout_secs` currently unused, as upstream)."""

@@ -23,7 +23,7 @@ from typing import Any
 from agentkit.engine.sampling import SampleResult, SamplingParams
 from agentkit.engine.sequence import EngineRequest, RequestOutput
 from agentkit.engine.template_sandbox import DEFAULT_LIMITS
-from agentkit.errors import RequestError
+from agentkit.errors import EngineError, PromptTooLongError, RequestError, RequestTimeoutError
 from agentkit.model_host import ModelHost
 from agentkit.prompt_bounds import check_message_size, check_not_empty, check_prompt_size
 from agentkit.requests import ChatCompletionRequest, CompletionRequest
@@ -73,7 +73,7 @@ def fit_prompt(ids: list[int], host: ModelHost, truncate: bool, max_tokens: int 
     if len(ids) < ctx:
         return ids
     if not truncate:
-        raise RequestError(
+        raise PromptTooLongError(
             f"Prompt sequence length is greater than {ctx}, perhaps consider using `truncate_sequence`?"
         )
     room = min(max_tokens, ctx - 1) if max_tokens else 1
@@ -132,7 +132,7 @@ def prepare_chat(req: ChatCompletionRequest, host: ModelHost, *, messages: list[
             grammar = _compile(host, "lark", lark)
     keep = plan is not None and plan.family in ("llama3", "mistral")
     return EngineRequest(str(next(_ids)), ids, params, n=req.n_choices, grammar=grammar,
-                         keep_special_tokens=keep), plan
+                         keep_special_tokens=keep, timeout_s=req.timeout_secs), plan
 
 
 def prepare_completion(req: CompletionRequest, host: ModelHost) -> EngineRequest:
@@ -144,7 +144,8 @@ def prepare_completion(req: CompletionRequest, host: ModelHost) -> EngineRequest
     ids = fit_prompt(ids, host, req.truncate_sequence, req.max_tokens)
     params = sampling_params(req, host, logprobs=False)
     grammar = _compile(host, *user_grammar) if user_grammar is not None else None
-    return EngineRequest(str(next(_ids)), ids, params, n=max(req.n_choices, req.best_of or 1), grammar=grammar)
+    return EngineRequest(str(next(_ids)), ids, params, n=max(req.n_choices, req.best_of or 1), grammar=grammar,
+                         timeout_s=req.timeout_secs)
 
 
 @dataclass
@@ -165,11 +166,15 @@ class _ChoiceAcc:
         return text
 
 
+def _error(out: RequestOutput) -> ValueError:
+    return RequestTimeoutError(out.error) if out.timed_out else EngineError(out.error)
+
+
 def _events(req: EngineRequest) -> Iterator[RequestOutput]:
     while True:
         out = req.outputs.get()
         if out.error is not None:
-            raise ValueError(out.error)
+            raise _error(out)
         yield out
         if out.finished:
             return
@@ -252,7 +257,7 @@ class ChatStream(ClosingStream):
                 continue
             if out.error is not None:
                 self._done = True
-                raise ValueError(out.error)
+                raise _error(out)
             choices = []
             for d in out.deltas:
                 text = self._accs[d.index].add(d.text, trim_start=True)

@@ -52,12 +52,20 @@ class RequestError(AgentkitError, ValueError):
     """A request was rejected when sent (bad grammar, prompt too long without truncation, ...)."""
 
 
-class ToolOutputOverflowError(RequestError):
+class PromptTooLongError(RequestError):
+    """The prompt cannot fit the model's context (measured in tokens, or bounded before tokenizing)."""
+
+
+class ToolOutputOverflowError(PromptTooLongError):
     """An agent turn's next prompt no longer fits the context because of tool results.
 
     Raised instead of the generic prompt-length error once tools ran in the turn; the turn so far
     (calls and results) is saved in its session first. Lower `tool_output_max_tokens` (Runner).
     """
+
+
+class RequestTimeoutError(RequestError):
+    """A request passed its deadline (`timeout_secs`, or the Runner's `request_timeout_secs`)."""
 
 
 class EngineError(AgentkitError, ValueError):

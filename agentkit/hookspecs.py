@@ -7,13 +7,13 @@ keeps the two in sync).
 
 Rules every hook follows:
 - Hooks are called with keyword arguments only, through the typed façade in
-  `agentkit.plugin_manager` (`PluginHost`); an implementation may accept fewer arguments than
+  `agentkit.plugin_host` (`PluginHost`); an implementation may accept fewer arguments than
   the spec declares, so specs may gain arguments but never rename or drop them.
 - Plugins *register things* once per Runner; there are no per-token hooks.
 - Types are imported under TYPE_CHECKING only, so `import agentkit.hookspecs` stays light.
 
-Non-goals: building the plugin manager, loading entry points, calling hooks (all in
-`agentkit.plugin_manager`).
+Non-goals: building the plugin manager and loading entry points (`agentkit.plugin_manager`),
+calling hooks (`agentkit.plugin_host`).
 """
 
 from __future__ import annotations
@@ -42,6 +42,18 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 # ---- lifecycle ---------------------------------------------------------------------------------
+
+
+@hookspec
+def runner_options() -> list[str] | None:
+    """Name the `Runner(...)` options this plugin serves, e.g. `["mcp_client_config"]`.
+
+    The names come from `agentkit.config.PLUGIN_OPTIONS` (an unknown name is a `PluginError`).
+    A Runner given such an option raises `NotSupportedError` unless some registered plugin
+    declares it here; the option's value then reaches plugins in `RunnerConfig`.
+    When: once per Runner, before `runner_configure`. Every implementation runs (several plugins
+    may declare the same option). Return value: a list of option names; None means none.
+    """
 
 
 @hookspec(historic=True)

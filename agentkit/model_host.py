@@ -10,7 +10,7 @@ speech); they raise `NotSupportedError` naming what is missing.
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import threading
 import time
@@ -24,13 +24,15 @@ from agentkit.engine.chat_template import ChatTemplate, resolve_chat_template
 from agentkit.engine.config import EngineConfig
 from agentkit.engine.device_map import DeviceLayers, available_devices, check_ordinals, plan_layers
 from agentkit.engine.engine import Engine
-from agentkit.engine.hub import resolve_model_dir
+from agentkit.engine.hub import read_json, resolve_model_dir
 from agentkit.engine.loader import LoadedModel, load_gguf, load_plain, resolve_dtype
 from agentkit.engine.model_runner import KVOptions, PrepareModel, build_runner
 from agentkit.engine.tokenizer import Tokenizer, load_tokenizer
-from agentkit.errors import NotSupportedError
+from agentkit.errors import ModelLoadError, NotSupportedError
 from agentkit.plugin_host import PluginHost
 from agentkit.which import Which
+
+log = logging.getLogger("agentkit")
 
 
 @dataclass
@@ -162,7 +164,7 @@ def _load(which: Which, *, engine_config: EngineConfig, token: str | None, chat_
                                extra_eos_ids=_eos_ids(loaded))
     tok_config = loaded.tokenizer_config
     if tok_dir is not None and tok_dir != loaded.model_dir:
-        tok_config = _read_json(os.path.join(tok_dir, "tokenizer_config.json"))
+        tok_config = read_json(os.path.join(tok_dir, "tokenizer_config.json"), missing_ok=True, error=ModelLoadError)
     template = resolve_chat_template(
         jinja_explicit=jinja_explicit, chat_template=chat_template, model_dir=tok_dir or loaded.model_dir,
         gguf_template=loaded.gguf_chat_template, tokenizer_config=tok_config,
@@ -178,6 +180,7 @@ def _load(which: Which, *, engine_config: EngineConfig, token: str | None, chat_
                           prefer_native=ec.paged_attn is not False, weight_mode=weight_mode,
                           prepare=_prepare_hook(plugins))
     loaded.state_dict.clear()  # the runner holds its own (possibly fused) tensors now
+    ctx = cap_context(ctx, runner.num_blocks * runner.block_size, explicit=engine_config.max_seq_len is not None)
     extra: dict[str, Any] = {}
     if weight_mode in ("int4", "int8") and runner.kind == "native":
         extra["isq"] = _calibrator(which, loaded, runner, weight_mode)
@@ -230,6 +233,26 @@ def _prepare_hook(plugins: PluginHost | None) -> PrepareModel | None:
     return lambda model: plugins.prepare_model(model, config)
 
 
+def cap_context(ctx: int, pool_tokens: int, explicit: bool) -> int:
+    """The context a request may use: the model's, or less when the KV pool holds fewer tokens.
+
+    One sequence must always fit the pool alone, or it would be cut short without an error. An
+    explicit `max_seq_len` larger than the pool is refused; a model context larger than the pool
+    is lowered to the pool's size with a warning (prompts beyond it are refused like any prompt
+    longer than the context, and generation stops there with finish_reason "length").
+    """
+    if pool_tokens >= ctx:
+        return ctx
+    knobs = "pa_ctxt_len, pa_gpu_mem_usage, pa_gpu_mem or memory_goal"
+    if explicit:
+        raise ValueError(f"max_seq_len={ctx} is larger than the KV cache ({pool_tokens} tokens): raise the KV "
+                         f"budget ({knobs}) or lower max_seq_len")
+    log.warning("the KV cache holds %d tokens, less than the model's context of %d: requests are limited to "
+                "%d tokens of prompt + completion; raise %s for more, or set max_seq_len to make this explicit",
+                pool_tokens, ctx, pool_tokens, knobs)
+    return pool_tokens
+
+
 def _eos_ids(loaded: LoadedModel) -> set[int]:
     ids: set[int] = set()
     for src in (loaded.generation_config.get("eos_token_id"), getattr(loaded.config, "eos_token_id", None)):
@@ -239,9 +262,3 @@ def _eos_ids(loaded: LoadedModel) -> set[int]:
             ids.update(int(x) for x in src)
     return ids
 
-
-def _read_json(path: str) -> dict[str, Any] | None:
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)

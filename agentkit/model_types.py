@@ -11,9 +11,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from agentkit._checks import check_bool, check_float, check_instance, check_int, check_str, check_str_list
+from agentkit._checks import (
+    check_bool,
+    check_float,
+    check_instance,
+    check_int,
+    check_str,
+    check_str_list,
+    variant_of,
+)
 
 __all__ = [
     "AnyMoeConfig",
@@ -27,17 +35,6 @@ __all__ = [
 ]
 
 
-def _variant_of(base: type, kind: str) -> Any:
-    """Register the (dataclass) variant `cls` as `base.<kind>`, with qualname `Base.kind`."""
-
-    def wrap(cls: type) -> type:
-        cls.__qualname__ = f"{base.__name__}.{kind}"
-        setattr(base, kind, cls)
-        return cls
-
-    return wrap
-
-
 # --- AnyMoE -----------------------------------------------------------------------------------
 
 
@@ -48,13 +45,13 @@ class AnyMoeExpertType:
     LoraAdapter: ClassVar[type[AnyMoeExpertType_LoraAdapter]]
 
 
-@_variant_of(AnyMoeExpertType, "FineTuned")
+@variant_of(AnyMoeExpertType, "FineTuned")
 @dataclass(frozen=True)
 class AnyMoeExpertType_FineTuned(AnyMoeExpertType):
     """Experts are the MLPs of fine-tuned models of the same architecture."""
 
 
-@_variant_of(AnyMoeExpertType, "LoraAdapter")
+@variant_of(AnyMoeExpertType, "LoraAdapter")
 @dataclass(frozen=True)
 class AnyMoeExpertType_LoraAdapter(AnyMoeExpertType):
     """Experts are base MLP + a LoRA delta `B·A·(alpha/rank)` on `target_modules`."""

@@ -13,6 +13,7 @@ Non-goals: building the manager (`agentkit.plugin_manager`), the hook specs
 
 from __future__ import annotations
 
+import difflib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -21,15 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from agentkit.config import RunnerConfig
+from agentkit.config import PLUGIN_OPTIONS, RunnerConfig
 from agentkit.errors import CancelToolCall, PluginError, ToolError
 from agentkit.hookspecs import PROJECT, hookimpl
 from agentkit.plugin_manager import (
     CORE_ROUTER_NAME,
     ENV_DISABLE_PLUGINS,
-    _check_pending,
-    _register_object,
+    check_plugins,
     make_plugin_manager,
+    register_plugin,
 )
 from agentkit.tools import Tool, ToolCall, ToolResult, ToolSource
 
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PluginHost", "run_tool"]
 
-logger = logging.getLogger("agentkit.plugin_manager")
+logger = logging.getLogger(__name__)
 
 
 def run_tool(tool: Tool, call: ToolCall) -> ToolResult:
@@ -102,6 +103,7 @@ class PluginHost:
         self._sources: list[ToolSource] | None = None
         self._providers: dict[str, Callable[..., Any]] | None = None
         self._executors: dict[str, Callable[..., Any]] | None = None
+        self._options: dict[str, list[str]] | None = None
         self._clashes_logged: set[tuple[str, str]] = set()
         pm.register(_CoreRouter(self), name=CORE_ROUTER_NAME)
 
@@ -125,9 +127,9 @@ class PluginHost:
         was registered under, or None when that name is disabled.
         """
         with self._lock:
-            name = _register_object(self.pm, plugin)
-            _check_pending(self.pm)
-            self._tools = self._sources = self._providers = self._executors = None
+            name = register_plugin(self.pm, plugin)
+            check_plugins(self.pm)
+            self._tools = self._sources = self._providers = self._executors = self._options = None
             self._tool_owner = {}
             return name
 
@@ -137,6 +139,46 @@ class PluginHost:
     def config(self) -> RunnerConfig | None:
         """The config given to `configure()`, or None before it."""
         return self._config
+
+    def handled_options(self) -> dict[str, list[str]]:
+        """`runner_options()` of every plugin: option name -> the plugins declaring it (cached).
+
+        Raises PluginError for a name outside `agentkit.config.PLUGIN_OPTIONS` (with a close
+        match) or a return value that is not a list of str.
+        """
+        with self._lock:
+            if self._options is None:
+                found: dict[str, list[str]] = {}
+                for impl in self._impls("runner_options"):
+                    names = impl.function()
+                    if names is None:
+                        continue
+                    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+                        raise PluginError(f"plugin {impl.plugin_name!r}: runner_options() must return a list "
+                                          f"of option names, got {type(names).__name__}")
+                    for name in names:
+                        if name not in PLUGIN_OPTIONS:
+                            hint = difflib.get_close_matches(str(name), PLUGIN_OPTIONS, n=1)
+                            did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+                            raise PluginError(f"plugin {impl.plugin_name!r}: runner_options() names {name!r}, "
+                                              f"which is not a plugin-served Runner option{did_you_mean}; "
+                                              f"pass a plugin's own options in RunnerConfig.extra")
+                        found.setdefault(name, []).append(impl.plugin_name)
+                self._options = found
+            return {name: list(plugins) for name, plugins in self._options.items()}
+
+    def update_config(self, config: RunnerConfig) -> None:
+        """Replace the config later hooks receive (the Runner does this when its models change).
+
+        `runner_configure` is not called again; hooks called later with a `config` argument
+        (`engine_prepare_model`, `engine_draft_proposer`) receive the new one.
+        """
+        if not isinstance(config, RunnerConfig):
+            raise TypeError(f"update_config() needs a RunnerConfig, got {type(config).__name__}")
+        with self._lock:
+            if self._config is None:
+                raise PluginError("update_config() before configure()")
+            self._config = config
 
     def configure(self, config: RunnerConfig) -> None:
         """Call the historic `runner_configure(config)`; plugins registered later get it too. Once only."""

@@ -5,8 +5,9 @@ Scope:
   the hookspecs of `agentkit.hookspecs`, registers the built-ins of `DEFAULT_PLUGINS`, then the
   entry points of the `agentkit` group (filtered by `AGENTKIT_LOAD_PLUGINS`), then the caller's
   plugin objects (last, so pluggy's LIFO order calls them first), blocks the names in
-  `AGENTKIT_DISABLE_PLUGINS`, and runs `check_pending()`.
-- `PluginHost` and `run_tool` are re-exported from `agentkit.plugin_host` for convenience.
+  `AGENTKIT_DISABLE_PLUGINS`, and runs `check_plugins()`.
+- `register_plugin()` and `check_plugins()`: register one more plugin object and check every
+  registered plugin against the hookspecs (`PluginHost.add_plugin` uses both).
 
 Non-goals: the hook specs themselves (`agentkit.hookspecs`), the agent loop (what to do with a
 `None` result, approvals configured on the Runner), and any built-in plugin's behaviour.
@@ -21,7 +22,6 @@ import logging
 import os
 import types
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -29,25 +29,24 @@ from agentkit import hookspecs
 from agentkit.errors import PluginError
 from agentkit.hookspecs import PROJECT
 
-if TYPE_CHECKING:
-    pass
-
 __all__ = [
     "CORE_ROUTER_NAME",
     "DEFAULT_PLUGINS",
     "ENV_DISABLE_PLUGINS",
     "ENV_LOAD_PLUGINS",
+    "check_plugins",
     "make_plugin_manager",
+    "register_plugin",
 ]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PLUGINS: tuple[str, ...] = ()
+DEFAULT_PLUGINS: tuple[str, ...] = ("agentkit.plugins.tool_callbacks:ToolCallbacksPlugin",)
 """Built-in plugins, by import spec: "package.module" registers the module itself;
 "package.module:Name" registers `Name()` (a fresh instance per manager) when `Name` is a class,
-else the object. Registered under the module name. Plugins that need Runner arguments (such as
-`agentkit.plugins.tool_callbacks.ToolCallbacksPlugin(tool_callbacks)`) are not listed here: the
-Runner instantiates them and passes them in `plugins=`."""
+else the object. Registered under the module name, disabled by it or its last component. A
+built-in uses only the public hooks: it reads its Runner options in `runner_configure` (so keep
+per-Runner state on a class instance) and imports its optional dependencies lazily."""
 
 ENV_LOAD_PLUGINS = "AGENTKIT_LOAD_PLUGINS"
 """Entry-point allowlist: unset = every entry point; "" = none; "a,b" = only those names."""
@@ -115,7 +114,7 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str) -> bool:
     return True
 
 
-def _register_object(pm: pluggy.PluginManager, plugin: object) -> str | None:
+def register_plugin(pm: pluggy.PluginManager, plugin: object) -> str | None:
     """Register a user plugin (module, class, instance or import-spec string); its name, or None if blocked."""
     if isinstance(plugin, str):
         obj = _import_spec(plugin)
@@ -125,7 +124,7 @@ def _register_object(pm: pluggy.PluginManager, plugin: object) -> str | None:
     return name if _register(pm, obj, name) else None
 
 
-def _check_pending(pm: pluggy.PluginManager) -> None:
+def check_plugins(pm: pluggy.PluginManager) -> None:
     """`pm.check_pending()`, raising PluginError that names the plugin, the hook and a close match."""
     try:
         pm.check_pending()
@@ -190,15 +189,7 @@ def make_plugin_manager(plugins: Iterable[object] = (), *, builtins: bool = True
                               f"(disable it with {ENV_DISABLE_PLUGINS}={name})") from exc
 
     for plugin in plugins:
-        _register_object(pm, plugin)
-    _check_pending(pm)
+        register_plugin(pm, plugin)
+    check_plugins(pm)
     return pm
 
-
-def __getattr__(name: str) -> Any:
-    # lazy: agentkit.plugin_host imports this module
-    if name in ("PluginHost", "run_tool"):
-        from agentkit import plugin_host
-
-        return getattr(plugin_host, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agentkit.errors import RequestError
+from agentkit.errors import PromptTooLongError, RequestError
 
 if TYPE_CHECKING:
     from agentkit.model_host import ModelHost
@@ -71,10 +71,10 @@ def check_message_size(messages: list[dict[str, Any]], host: ModelHost, truncate
     size = _text_size(messages)
     bound = prompt_bound(host)
     if size > bound.max_chars and not truncate:
-        raise RequestError(f"the chat messages hold {size} characters of text, more than model {host.model_id!r}"
+        raise PromptTooLongError(f"the chat messages hold {size} characters of text, more than model {host.model_id!r}"
                            f" can take: at most {bound.describe()}; shorten them or pass truncate_sequence=True")
     if size > cap:
-        raise RequestError(f"the chat messages hold {size} characters of text, more than the chat template's"
+        raise PromptTooLongError(f"the chat messages hold {size} characters of text, more than the chat template's"
                            f" output limit of {cap} characters; shorten them")
 
 
@@ -85,7 +85,7 @@ def check_prompt_size(text: str, host: ModelHost, truncate: bool, what: str) -> 
         return text
     if truncate:
         return text[-bound.max_chars:]
-    raise RequestError(
+    raise PromptTooLongError(
         f"{what} is {len(text)} characters, more than model {host.model_id!r} can take: at most {bound.describe()},"
         " so it cannot fit even before tokenizing; shorten it or pass truncate_sequence=True"
     )

@@ -11,7 +11,8 @@ Supersets of the wheel: messages keep `tool_calls`, `tool_call_id`, `name`, `rea
 (an assistant message with `tool_calls` may have `content` None); `tool_choice` also takes
 "none"/"auto"/"required" or {"type": "function", "function": {"name": ...}}; `tool_schemas` also
 takes dicts; `stop_seqs` also takes one string; permissions take strings; a keyword-only
-`seed` (not in the wheel) makes one request's sampling reproducible.
+`seed` (not in the wheel) makes one request's sampling reproducible, and a keyword-only
+`timeout_secs` gives it a deadline (`RequestTimeoutError` when passed).
 
 Non-goals: tokenization, chat templates, media decoding (image/audio/video parts are validated
 but `normalized_messages()` rejects them unless `allow_media=True`).
@@ -82,6 +83,9 @@ class _SendHelpers:
         check_bool(owner, "truncate_sequence", s.truncate_sequence)
         check_bool(owner, "ignore_eos", s.ignore_eos)
         check_int(owner, "seed", s.seed, optional=True, minimum=None)
+        s.timeout_secs = check_float(owner, "timeout_secs", s.timeout_secs, optional=True)
+        if s.timeout_secs is not None and not s.timeout_secs > 0:
+            raise ValueError(f"{owner}: `timeout_secs` must be a positive number of seconds, got {s.timeout_secs!r}")
         if s.adapter is not None and not isinstance(s.adapter, (str, LoraAdapterGeneration)):
             raise TypeError(f"{owner}: `adapter` must be an adapter alias (str), a LoraAdapterGeneration or None, "
                             f"got {type(s.adapter).__name__}")
@@ -353,6 +357,7 @@ class ChatCompletionRequest(_SendHelpers):
     _: KW_ONLY
     adapter: str | LoraAdapterGeneration | None = None
     seed: int | None = None
+    timeout_secs: float | None = None
 
     def __post_init__(self) -> None:
         owner = "ChatCompletionRequest"
@@ -469,6 +474,7 @@ class CompletionRequest(_SendHelpers):
     _: KW_ONLY
     adapter: str | LoraAdapterGeneration | None = None
     seed: int | None = None
+    timeout_secs: float | None = None
 
     def __post_init__(self) -> None:
         owner = "CompletionRequest"

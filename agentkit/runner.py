@@ -9,8 +9,10 @@ with `add_model`; the table (aliases, default, unload/reload, in-flight leases) 
 `PluginHost`; chat requests that involve tools run through `agentkit.agent_loop`, whose sessions
 live in the session store (`session_store=`; memory by default).
 
-Not covered yet: web search, MCP, code execution, AnyMoE, speculative decoding (their arguments
-raise `NotSupportedError` until they land).
+Options are parsed by `agentkit.config` (the same parser for `__init__` and `add_model`). The
+plugin-served ones (web search, MCP, code execution, shell, AnyMoE, speculative decoding,
+`tool_callbacks`) reach plugins in `RunnerConfig`; one that no registered plugin declares in
+`runner_options()` raises `NotSupportedError` naming what would provide it.
 """
 
 from __future__ import annotations
@@ -34,17 +36,13 @@ from agentkit.chat import (
     prepare_chat,
     prepare_completion,
 )
-from agentkit.config import RunnerConfig
+from agentkit.config import ModelOptions, RunnerConfig, check_plugin_options, parse_model_options
 from agentkit.engine.config import EngineConfig
-from agentkit.engine.device_map import DeviceLayers, parse_num_device_layers
 from agentkit.engine.hub import parse_token_source
 from agentkit.engine.sequence import EngineRequest, RequestOutput
-from agentkit.errors import NotSupportedError
-from agentkit.isq import isq_mode
 from agentkit.model_host import EmbeddingHost, ModelHost, load_model, model_name
 from agentkit.model_table import Lease, ModelTable
 from agentkit.plugin_host import PluginHost
-from agentkit.plugins.tool_callbacks import ToolCallbacksPlugin
 from agentkit.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from agentkit.responses import (
     CalibrationStatus,
@@ -59,15 +57,6 @@ from agentkit.which import Which
 
 log = logging.getLogger("agentkit")
 
-_UNSUPPORTED = {
-    "mtp_model": "speculative decoding",
-    "anymoe_config": "AnyMoE",
-    "which_draft": "draft-model speculative decoding",
-    "search_callback": "web search",
-    "mcp_client_config": "MCP tools",
-    "code_execution_config": "code execution",
-    "shell_config": "the shell tool",
-}
 
 
 class Runner:
@@ -79,7 +68,8 @@ class Runner:
     `session_idle_ttl_s` (the in-memory store's cap and idle expiry), `tool_timeout_secs` and
     `tool_output_max_tokens` (per tool call: seconds before the model gets a timeout result, and
     the most tokens of a result it sees, default a quarter of the context), plus the engine knobs
-    (`pa_*`, `max_seq_len`, `num_threads`, `device`, `weights`, `progress`).
+    (`pa_*`, `max_seq_len`, `num_threads`, `device`, `weights`, `progress`) and
+    `request_timeout_secs` (every request's default deadline; `timeout_secs` on a request overrides).
     """
 
     def __init__(
@@ -117,6 +107,7 @@ class Runner:
         speculative_gamma: int = 32,
         max_seq_len: int | None = None,
         num_threads: int | None = None,
+        request_timeout_secs: float | None = None,
         device: str | None = None,
         weights: str = "auto",
         progress: bool = True,
@@ -127,18 +118,19 @@ class Runner:
         tool_timeout_secs: float | None = None,
         tool_output_max_tokens: int | None = None,
     ) -> None:
-        if not isinstance(which, Which):
-            raise TypeError(f"which must be a Which variant (e.g. Which.GGUF(...)), got {type(which).__name__}")
-        given = dict(mtp_model=mtp_model, anymoe_config=anymoe_config,
-                     which_draft=which_draft, search_callback=search_callback, mcp_client_config=mcp_client_config,
-                     code_execution_config=code_execution_config, shell_config=shell_config)
-        for name, value in given.items():
-            if value is not None:
-                raise NotSupportedError(f"{name}= ({_UNSUPPORTED[name]}) is not supported by agentkit yet")
-        if enable_search:
-            raise NotSupportedError("enable_search= (web search) is not supported by agentkit yet")
-        self._plugins = self._make_plugins(plugins, tool_callbacks, RunnerConfig(
-            model_id=model_name(which), tool_callbacks=tool_callbacks, seed=seed, speculative_gamma=speculative_gamma))
+        options = parse_model_options(
+            which, weights=weights, in_situ_quant=in_situ_quant, chat_template=chat_template,
+            jinja_explicit=jinja_explicit, max_seqs=max_seqs, no_kv_cache=no_kv_cache, prefix_cache_n=prefix_cache_n,
+            max_seq_len=max_seq_len, num_threads=num_threads, pa_blk_size=pa_blk_size, pa_cache_type=pa_cache_type,
+            paged_attn=paged_attn, no_paged_attn=no_paged_attn, pa_ctxt_len=pa_ctxt_len,
+            pa_gpu_mem_usage=pa_gpu_mem_usage, pa_gpu_mem=pa_gpu_mem, memory_goal=memory_goal,
+            num_device_layers=num_device_layers)
+        self._plugins = self._make_plugins(plugins, RunnerConfig(
+            model_id=model_name(which), enable_search=enable_search, search_embedding_model=search_embedding_model,
+            search_callback=search_callback, tool_callbacks=tool_callbacks, mcp_client_config=mcp_client_config,
+            code_execution_config=code_execution_config, shell_config=shell_config, anymoe_config=anymoe_config,
+            which_draft=which_draft, speculative_gamma=speculative_gamma, mtp_model=mtp_model,
+            mtp_n_predict=mtp_n_predict, seed=seed))
         self._sessions = (MemorySessionStore(max_sessions, session_idle_ttl_s) if session_store is None
                           else open_session_store(session_store))
         self._agent = AgentLoop(self._plugins.all_tools, self._plugins.execute_tool, self._sessions,
@@ -146,47 +138,43 @@ class Runner:
                                 load_plugins=self._plugins.restore_session_state,
                                 limits=ToolLimits(tool_timeout_secs, tool_output_max_tokens))
         self._token = parse_token_source(token_source)
-        if paged_attn and no_paged_attn:
-            raise ValueError("paged_attn and no_paged_attn are mutually exclusive")
-        self._engine_config = EngineConfig(
-            max_seqs=max_seqs, no_kv_cache=no_kv_cache, prefix_cache_n=prefix_cache_n, max_seq_len=max_seq_len,
-            num_threads=num_threads, device=device, seed=seed if seed is not None else 0,
-            block_size=32 if pa_blk_size is None else pa_blk_size, cache_type=_cache_type(pa_cache_type),
-            kv_ctxt_len=pa_ctxt_len, kv_mem_usage=pa_gpu_mem_usage, kv_mem_mb=pa_gpu_mem, memory_goal=memory_goal,
-            paged_attn=False if no_paged_attn else (True if paged_attn else None),
-        )
+        self._engine_config = options.engine_config(EngineConfig(
+            device=device, seed=seed if seed is not None else 0, request_timeout_s=request_timeout_secs))
         torch.set_num_threads(self._engine_config.resolved_threads())
         if seed is not None:
             torch.manual_seed(seed)
         self._chat_template, self._jinja_explicit = chat_template, jinja_explicit
         self._device, self._progress = device, progress
         self._lock = threading.RLock()
-        if weights not in ("auto", "dense"):
-            raise ValueError(f"weights must be 'auto' or 'dense', got {weights!r}")
-        mode = isq_mode(in_situ_quant) if in_situ_quant is not None else weights
-        layers = None if num_device_layers is None else parse_num_device_layers(num_device_layers)
-        loader = self._loader(which, self._engine_config, chat_template=chat_template, jinja_explicit=jinja_explicit,
-                              weight_mode=mode, device_layers=layers)
+        loader = self._loader(which, self._engine_config, options)
         host = loader()
         self._models = ModelTable()
         self._models.add(host.model_id, loader, host=host, default=True)
+        self._models_changed()
         log.info("loaded %s in %.2f s", host.model_id, host.load_time_s)
 
     @staticmethod
-    def _make_plugins(plugins: Sequence[object], tool_callbacks: Any, config: RunnerConfig) -> PluginHost:
-        """Built-ins, entry points, `tool_callbacks` and the user's `plugins` (called first), configured."""
+    def _make_plugins(plugins: Sequence[object], config: RunnerConfig) -> PluginHost:
+        """Built-ins, entry points and the user's `plugins` (called first), configured once every
+        plugin-served option given is declared by some plugin (else NotSupportedError)."""
         if isinstance(plugins, (str, bytes)) or not isinstance(plugins, (list, tuple)):
             raise TypeError(f"plugins must be a list of plugin objects (modules, classes or instances), "
                             f"got {type(plugins).__name__}")
-        own = [ToolCallbacksPlugin(tool_callbacks)] if tool_callbacks is not None else []
-        host = PluginHost.create([*own, *plugins])
+        host = PluginHost.create(plugins)
+        check_plugin_options(config, host.handled_options())
         host.configure(config)
         return host
 
+    def _models_changed(self) -> None:
+        """Give plugins' later hooks the current model list (`RunnerConfig.model_ids`, default first)."""
+        config, default = self._plugins.config, self._models.default
+        if config is not None:
+            ids = sorted(self._models.ids(), key=lambda m: m != default)
+            self._plugins.update_config(dataclasses.replace(config, model_id=default, model_ids=tuple(ids)))
+
     # ---- routing -------------------------------------------------------------------------------
-    def _loader(self, which: Which, engine_config: EngineConfig, *, chat_template: str | None,
-                jinja_explicit: str | None, weight_mode: str, model_id: str | None = None,
-                device_layers: tuple[DeviceLayers, ...] | None = None) -> Callable[[], ModelHost | EmbeddingHost]:
+    def _loader(self, which: Which, engine_config: EngineConfig, options: ModelOptions,
+                model_id: str | None = None) -> Callable[[], ModelHost | EmbeddingHost]:
         """A closure that loads `which` afresh (for the first load and every reload).
 
         It captures the configuration only, never a host or the Runner, so unloading frees the model.
@@ -196,9 +184,9 @@ class Runner:
 
         def load() -> ModelHost | EmbeddingHost:
             host = load_model(which, engine_config=dataclasses.replace(engine_config), token=token,
-                              chat_template=chat_template, jinja_explicit=jinja_explicit, device=device,
-                              progress=progress, weight_mode=weight_mode, device_layers=device_layers,
-                              plugins=plugins)
+                              chat_template=options.chat_template, jinja_explicit=options.jinja_explicit,
+                              device=device, progress=progress, weight_mode=options.weight_mode,
+                              device_layers=options.device_layers, plugins=plugins)
             if model_id is not None:
                 host.model_id = model_id
             return host
@@ -390,31 +378,18 @@ class Runner:
         default model. Each model runs its own engine thread, so requests to different models
         run concurrently. Raises ValueError if the id or alias is taken.
         """
-        if not isinstance(which, Which):
-            raise TypeError(f"which must be a Which variant (e.g. Which.GGUF(...)), got {type(which).__name__}")
-        if weights not in ("auto", "dense"):
-            raise ValueError(f"weights must be 'auto' or 'dense', got {weights!r}")
-        if paged_attn and no_paged_attn:
-            raise ValueError("paged_attn and no_paged_attn are mutually exclusive")
+        options = parse_model_options(
+            which, weights=weights, in_situ_quant=in_situ_quant, chat_template=chat_template,
+            jinja_explicit=jinja_explicit, max_seqs=max_seqs, no_kv_cache=no_kv_cache, prefix_cache_n=prefix_cache_n,
+            max_seq_len=max_seq_len, num_threads=num_threads, pa_blk_size=pa_blk_size, pa_cache_type=pa_cache_type,
+            paged_attn=paged_attn, no_paged_attn=no_paged_attn, pa_ctxt_len=pa_ctxt_len,
+            pa_gpu_mem_usage=pa_gpu_mem_usage, pa_gpu_mem=pa_gpu_mem, memory_goal=memory_goal)
         name = model_name(which) if model_id is None else model_id
         self._models.check_new(name, alias)
-        mode = isq_mode(in_situ_quant) if in_situ_quant is not None else weights
-        overrides: dict[str, Any] = {
-            k: v for k, v in dict(max_seqs=max_seqs, no_kv_cache=no_kv_cache, prefix_cache_n=prefix_cache_n,
-                                  max_seq_len=max_seq_len, num_threads=num_threads, block_size=pa_blk_size).items()
-            if v is not None}
-        if pa_cache_type is not None:
-            overrides["cache_type"] = _cache_type(pa_cache_type)
-        if paged_attn or no_paged_attn:
-            overrides["paged_attn"] = bool(paged_attn)
-        budget = dict(kv_ctxt_len=pa_ctxt_len, kv_mem_usage=pa_gpu_mem_usage, kv_mem_mb=pa_gpu_mem,
-                      memory_goal=memory_goal)
-        if any(v is not None for v in budget.values()):
-            overrides.update(budget)
-        config = dataclasses.replace(self._engine_config, **overrides)
-        loader = self._loader(which, config, chat_template=chat_template, jinja_explicit=jinja_explicit,
-                              weight_mode=mode, model_id=name)
+        config = options.engine_config(self._engine_config)
+        loader = self._loader(which, config, options, model_id=name)
         self._models.add(name, loader, alias=alias, default=default)
+        self._models_changed()
         log.info("added model %s", name)
         return name
 
@@ -433,6 +408,7 @@ class Runner:
     def set_default_model_id(self, model_id: str) -> None:
         """Route requests without a model id to `model_id` (an id or alias of a known model)."""
         self._models.set_default(model_id)
+        self._models_changed()
 
     def is_model_loaded(self, model_id: str) -> bool:
         """Whether `model_id` is loaded (unknown ids give False)."""
@@ -476,6 +452,7 @@ class Runner:
         the default, another model (a loaded one if any) becomes the default.
         """
         self._models.remove(model_id, timeout=timeout)
+        self._models_changed()
 
     # ---- agentic sessions ----------------------------------------------------------------------
     def _check_model(self, model_id: str | None) -> None:
@@ -530,15 +507,3 @@ class Runner:
         except Exception:
             pass
 
-
-def _cache_type(value: Any) -> str:
-    """PagedCacheType (or its name) -> the engine's cache type string."""
-    from agentkit.enums import PagedCacheType
-
-    if value is None:
-        return "auto"
-    if isinstance(value, PagedCacheType):
-        return "f8e4m3" if value is PagedCacheType.F8E4M3 else "auto"
-    if isinstance(value, str) and value.lower() in ("auto", "f8e4m3"):
-        return value.lower()
-    raise TypeError(f"pa_cache_type must be a PagedCacheType (Auto or F8E4M3), got {value!r}")

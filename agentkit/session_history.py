@@ -35,6 +35,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 from agentkit.errors import SessionError
+from agentkit.tools import decode_arguments
 
 if TYPE_CHECKING:
     from agentkit.sessions import Session
@@ -98,11 +99,10 @@ def _norm_tool_calls(calls: Any) -> Any:
         if not isinstance(fn, dict):
             fn = {}
         args = fn.get("arguments")
-        if isinstance(args, str):
-            try:
-                args = json.loads(args)
-            except json.JSONDecodeError:
-                pass
+        try:
+            args = decode_arguments(args)
+        except ValueError:
+            pass
         out.append(json.dumps([fn.get("name"), args], sort_keys=True, default=str))
     return tuple(out)
 

@@ -1,7 +1,8 @@
 """Chunk-stream wrappers shared by the Runner and the agent loop.
 
 Scope: `ClosingStream` (a `with`-able iterator closed when dropped), `LeasedStream` (holds a model
-lease until the stream ends, so `unload_model` waits for it) and `aiter_stream` (a sync chunk
+lease until the stream ends, so `unload_model` waits for it; leaving a `for` loop over it early
+cancels the request) and `aiter_stream` (a sync chunk
 stream drained from asyncio without blocking the event loop).
 
 Non-goals: producing chunks (`agentkit.chat.ChatStream`, `agentkit.agent_loop`).
@@ -53,8 +54,26 @@ class LeasedStream(ClosingStream):
         self._stream: Iterator[ChatCompletionChunkResponse] | None = stream
         self._lease: Lease | None = lease
 
-    def __iter__(self) -> LeasedStream:
-        return self
+    def __iter__(self) -> Iterator[ChatCompletionChunkResponse]:
+        """A generator over the chunks that closes the stream when it is dropped or closed.
+
+        `for chunk in stream: ... break` therefore cancels the request as soon as the loop ends,
+        even while `stream` itself is still referenced (kept in a list, a traceback, ...): the
+        loop holds the only reference to this generator and drops it on `break`. `next(stream)`
+        still reads from the stream directly; iterating again after a `break` yields nothing.
+        """
+        return self._chunks()
+
+    def _chunks(self) -> Iterator[ChatCompletionChunkResponse]:
+        try:
+            while True:
+                try:
+                    chunk = self.__next__()
+                except StopIteration:
+                    return
+                yield chunk
+        finally:
+            self.close()
 
     def __next__(self) -> ChatCompletionChunkResponse:
         stream = self._stream

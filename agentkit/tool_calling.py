@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentkit.tool_parsing import detect_family
+from agentkit.tools import decode_arguments
 
 __all__ = ["RESULT_MARKERS", "STRICT_STRING_PATTERN", "ToolPlan", "plan_tools", "prompt_messages", "tool_grammar"]
 
@@ -136,11 +137,10 @@ def plan_tools(host: Any, tools: list[dict[str, Any]], choice: str | dict[str, A
 def _call_text(call: dict[str, Any]) -> str:
     fn = call.get("function", call)
     args = fn.get("arguments", {})
-    if isinstance(args, str):
-        try:
-            args = json.loads(args)
-        except ValueError:
-            pass
+    try:
+        args = decode_arguments(args)
+    except ValueError:
+        pass
     return "<tool_call>\n" + json.dumps({"name": fn.get("name"), "arguments": args}, ensure_ascii=False) + "\n</tool_call>"
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from agentkit.enums import ToolCallType
 from agentkit.responses import CalledFunction, ToolCallResponse
+from agentkit.tools import decode_arguments
 
 __all__ = ["FAMILIES", "ParsedCall", "ParsedOutput", "StreamingToolParser", "detect_family", "looks_like_call",
            "parse_tool_calls", "to_responses"]
@@ -103,9 +104,9 @@ def _as_call(obj: Any, strict: bool) -> ParsedCall | None:
     args = obj.get(key)
     if args is None:
         args = {}
-    elif isinstance(args, str):
+    else:
         try:
-            args = json.loads(args) if args.strip() else {}
+            args = decode_arguments(args)
         except ValueError:
             return None
     if not isinstance(args, dict):

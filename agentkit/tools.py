@@ -9,6 +9,8 @@ ways a Python callable becomes a tool:
   its signature says nothing about the arguments, so the schema comes from the docstring's
   `Args:` section (Google style) and otherwise accepts any object.
 
+`decode_arguments()` is the one reader for "tool-call arguments may be a JSON string".
+
 Non-goals: running tools with permissions, approvals or timeouts (the agent loop), MCP and
 other dynamic tool sources (plugins).
 """
@@ -27,7 +29,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from agentkit.enums import AgentPermission, AgentToolKind, AgentToolSource
 
-__all__ = ["Tool", "ToolCall", "ToolResult", "ToolSource", "ToolStatus"]
+__all__ = ["Tool", "ToolCall", "ToolResult", "ToolSource", "ToolStatus", "decode_arguments"]
 
 ToolStatus = Literal["ok", "failed", "denied", "not_found"]
 
@@ -36,6 +38,17 @@ _JSON_TYPES: dict[Any, str] = {str: "string", int: "integer", float: "number", b
 _ARGS_HEADER = re.compile(r"^\s*(Args|Arguments|Parameters|Params)\s*:\s*$", re.IGNORECASE)
 _ARG_LINE = re.compile(r"^\s+(\*{0,2}\w+)\s*(?:\(([^)]*)\))?\s*:\s*(.*)$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
+
+
+def decode_arguments(arguments: Any) -> Any:
+    """Tool-call arguments as a JSON value: a string is parsed (blank means `{}`), anything else is returned as is.
+
+    Raises ValueError (from `json.loads`) when `arguments` is a string that is not JSON; callers
+    decide whether that rejects the call, raises, or keeps the raw text.
+    """
+    if not isinstance(arguments, str):
+        return arguments
+    return json.loads(arguments) if arguments.strip() else {}
 
 
 def _check_name(name: Any) -> str:
@@ -212,7 +225,7 @@ class ToolCall:
     def parsed_arguments(self) -> dict[str, Any]:
         """The arguments as a dict; ValueError when they are not a JSON object."""
         try:
-            value = json.loads(self.arguments) if self.arguments.strip() else {}
+            value = decode_arguments(self.arguments)
         except ValueError as exc:
             raise ValueError(f"arguments of tool call {self.name!r} are not valid JSON: {exc}") from None
         if not isinstance(value, dict):

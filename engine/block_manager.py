@@ -77,25 +77,27 @@ class BlockManager:
             prev = h
         return hits
 
-    def can_allocate(self, seq: Sequence, reserve: int = 0) -> bool:
-        """Whether the sequence's known tokens fit, counting prefix hits, keeping `reserve` blocks free."""
-        hits = self._lookup(seq)
+    def can_allocate(self, seq: Sequence, reserve: int = 0, fresh_only: bool = False) -> bool:
+        """Whether the sequence's known tokens fit, counting prefix hits (unless `fresh_only`),
+        keeping `reserve` blocks free."""
+        hits = [] if fresh_only else self._lookup(seq)
         fresh = self.blocks_needed(seq.num_tokens) - len(hits)
         reused_free = sum(1 for b in hits if self.blocks[b].ref_count == 0)
         return fresh + reused_free + reserve <= self.num_free
 
     # ---- mutation -----------------------------------------------------------------------------
-    def allocate(self, seq: Sequence) -> None:
-        """Give `seq` blocks for all its known tokens; prefix hits count as computed."""
+    def allocate(self, seq: Sequence, fresh_only: bool = False) -> None:
+        """Give `seq` blocks for all its known tokens; prefix hits count as computed. `fresh_only`
+        (a swapped-out sequence whose own KV is copied back): no prefix lookup, nothing computed."""
         assert not seq.block_table, "sequence already has blocks"
-        hits = self._lookup(seq)
+        hits = [] if fresh_only else self._lookup(seq)
         for bid in hits:
             self._take(bid)
         seq.block_table = list(hits)
         seq.num_hashed_blocks = len(hits)
         seq.last_hash = self.blocks[hits[-1]].hash if hits else b""
         seq.num_computed = len(hits) * self.block_size
-        if seq.num_generated == 0:
+        if seq.num_generated == 0 and not fresh_only:
             seq.num_cached_tokens = seq.num_computed
         for _ in range(self.blocks_needed(seq.num_tokens) - len(hits)):
             seq.block_table.append(self.take_fresh())

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from agentkit.engine.hub import read_json
+from agentkit.engine.tokenizer import special_token_text
+
 __all__ = [
     "ChatTemplate",
     "TemplateError",
@@ -235,21 +238,6 @@ def tools_rendered(template: ChatTemplate, messages: list[dict], tools: list[dic
     return with_tools != without
 
 
-def _token_str(value: Any) -> str | None:
-    """A special token from tokenizer_config.json: a string or an AddedToken dict with 'content'."""
-    if isinstance(value, dict):
-        value = value.get("content")
-    return value if isinstance(value, str) else None
-
-
-def _read_json(path: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"chat template file {path!r} is not valid JSON: {e}") from e
-
-
 def _from_config(config: dict, what: str) -> str | None:
     """The template string from a tokenizer_config-style `chat_template` value (string or named list)."""
     value = config.get("chat_template")
@@ -271,17 +259,17 @@ def _neighbour_tokens(path: str) -> dict[str, str | None]:
     cfg_path = os.path.join(os.path.dirname(os.path.abspath(path)), "tokenizer_config.json")
     if not os.path.isfile(cfg_path):
         return {}
-    cfg = _read_json(cfg_path)
-    return {k: _token_str(cfg.get(k)) for k in _TOKEN_KEYS if _token_str(cfg.get(k)) is not None}
+    cfg = _read_template_json(cfg_path)
+    return {k: special_token_text(cfg.get(k)) for k in _TOKEN_KEYS if special_token_text(cfg.get(k)) is not None}
 
 
 def _from_file(path: str) -> tuple[str, dict[str, str | None]]:
     """(template, special tokens) from a `.json` ({"chat_template", tokens...}) or `.jinja` file."""
     if path.endswith(".json"):
-        data = _read_json(path)
+        data = _read_template_json(path)
         if not isinstance(data, dict) or _from_config(data, path) is None:
             raise ValueError(f"chat template file {path!r} must be a JSON object with a 'chat_template' string")
-        tokens = {k: _token_str(data.get(k)) for k in _TOKEN_KEYS if _token_str(data.get(k)) is not None}
+        tokens = {k: special_token_text(data.get(k)) for k in _TOKEN_KEYS if special_token_text(data.get(k)) is not None}
         return _from_config(data, path), tokens  # type: ignore[return-value]
     with open(path, encoding="utf-8") as f:
         return f.read(), _neighbour_tokens(path)
@@ -342,11 +330,11 @@ def resolve_chat_template(
                 return make(f.read(), "chat_template.jinja")
         cfg_path = os.path.join(model_dir, "tokenizer_config.json")  # type: ignore[arg-type]
         if tokenizer_config is None and os.path.isfile(cfg_path):
-            tokenizer_config = _read_json(cfg_path)
+            tokenizer_config = _read_template_json(cfg_path)
     if tokenizer_config is not None:
         source = _from_config(tokenizer_config, "tokenizer_config.json")
         if source is not None:
-            fallback = {k: _token_str(tokenizer_config.get(k)) for k in _TOKEN_KEYS if tokens[k] is None}
+            fallback = {k: special_token_text(tokenizer_config.get(k)) for k in _TOKEN_KEYS if tokens[k] is None}
             return make(source, "tokenizer_config", {k: v for k, v in fallback.items() if v is not None})
     if has_dir:
         path = os.path.join(model_dir, "chat_template.json")  # type: ignore[arg-type]
@@ -356,3 +344,8 @@ def resolve_chat_template(
     if gguf_template:
         return make(gguf_template, "gguf")
     return None
+
+
+def _read_template_json(path: str) -> Any:
+    """A template or tokenizer_config JSON file; ValueError ("... is not valid JSON") when broken."""
+    return read_json(path, error=ValueError, what="chat template file")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -27,7 +26,7 @@ from typing import Any
 
 import torch
 
-from agentkit.engine.hub import resolve_model_dir
+from agentkit.engine.hub import read_json, resolve_model_dir
 from agentkit.engine.loader import pickle_weight_files
 from agentkit.errors import EngineError, ModelLoadError, NotSupportedError, RequestError
 
@@ -73,14 +72,6 @@ class _Dense:
     activation: Any
 
 
-def _read_json(path: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"could not parse {path}: {exc}") from exc
-
-
 def _safetensors_in(directory: str) -> list[str]:
     return sorted(glob.glob(os.path.join(directory, "*.safetensors")))
 
@@ -112,7 +103,7 @@ def _module_kind(entry: Any, modules_path: str) -> str:
 
 
 def _parse_pooling(path: str) -> PoolingConfig:
-    cfg = _read_json(path)
+    cfg = read_json(path, error=ModelLoadError)
     if not isinstance(cfg, dict):
         raise ModelLoadError(f"{path} is not a JSON object")
     if isinstance(cfg.get("pooling_mode"), str) and not any(
@@ -140,7 +131,7 @@ def _load_dense(module_dir: str) -> _Dense:
     from safetensors.torch import load_file
 
     cfg_path = os.path.join(module_dir, "config.json")
-    cfg = _read_json(cfg_path)
+    cfg = read_json(cfg_path, error=ModelLoadError)
     if not isinstance(cfg, dict) or "in_features" not in cfg or "out_features" not in cfg:
         raise ModelLoadError(f"{cfg_path} must give in_features and out_features of the Dense module")
     act_name = str(cfg.get("activation_function", "torch.nn.modules.linear.Identity")).rsplit(".", 1)[-1]
@@ -300,7 +291,7 @@ class EmbeddingModel:
         normalize = True
         modules_path = os.path.join(model_dir, "modules.json")
         if os.path.isfile(modules_path):
-            entries = _read_json(modules_path)
+            entries = read_json(modules_path, error=ModelLoadError)
             if not isinstance(entries, list) or not entries:
                 raise ModelLoadError(f"{modules_path} must be a non-empty JSON list of modules")
             entries = sorted(entries, key=lambda e: e.get("idx", 0) if isinstance(e, dict) else 0)
@@ -340,7 +331,7 @@ class EmbeddingModel:
             raise ModelLoadError(f"{transformer_dir} has no config.json, so it is not a transformers model directory")
 
         st_cfg_path = os.path.join(transformer_dir, "sentence_bert_config.json")
-        st_cfg = _read_json(st_cfg_path) if os.path.isfile(st_cfg_path) else {}
+        st_cfg = read_json(st_cfg_path, error=ModelLoadError) if os.path.isfile(st_cfg_path) else {}
         st_cfg = st_cfg if isinstance(st_cfg, dict) else {}
 
         from transformers import AutoModel

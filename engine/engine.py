@@ -37,6 +37,7 @@ from agentkit.engine.model_runner import BatchItem, ModelRunner
 from agentkit.engine.sampling import SampleRow, dry_breaker_ids, make_generator, sample
 from agentkit.engine.scheduler import Scheduler
 from agentkit.engine.sequence import EngineRequest, RequestOutput, SeqDelta, Sequence
+from agentkit.engine.swap import SwapSpace
 from agentkit.engine.tokenizer import IncrementalDetokenizer, Tokenizer
 
 log = logging.getLogger("agentkit.engine")
@@ -93,7 +94,8 @@ class Engine:
         self.eos_token_ids = set(eos_token_ids)
         prefix_n = config.prefix_cache_n if runner.supports_prefix_cache and not config.no_kv_cache else 0
         self.blocks = BlockManager(runner.num_blocks, runner.block_size, prefix_n)
-        self.scheduler = Scheduler(config.max_seqs, config.max_batch_tokens, self.blocks)
+        swap = None if config.no_kv_cache else SwapSpace(runner, runner.pool_nbytes())
+        self.scheduler = Scheduler(config.max_seqs, config.max_batch_tokens, self.blocks, swap)
         self._inbox: queue.Queue[EngineRequest | _Call | None] = queue.Queue()
         self._active: dict[str, EngineRequest] = {}
         self._rng = torch.Generator().manual_seed(config.seed)
@@ -103,6 +105,8 @@ class Engine:
         self._masks = MaskWorker()
         self._overlap_masks = True  # False: compute masks before the forward (benchmark baseline)
         self.grammar_stats = GrammarStats()
+        self.num_steps = 0  # forward passes run (tests count steps instead of timing)
+        self._clock = time.monotonic  # deadlines; tests substitute a step-driven clock
         _live_engines.add(self)
         if start:
             self._thread = threading.Thread(target=self.serve, name=f"agentkit-engine-{name}", daemon=True)
@@ -110,9 +114,16 @@ class Engine:
 
     # ---- public, any thread -------------------------------------------------------------------
     def submit(self, req: EngineRequest) -> EngineRequest:
-        """Queue a request; its events arrive on `req.outputs`."""
+        """Queue a request; its events arrive on `req.outputs`.
+
+        Its deadline starts now: `req.timeout_s`, else the engine's `request_timeout_s` (None: none).
+        A request still running at its deadline ends with an error event (`timed_out`)."""
         if self._stop.is_set():
             raise RuntimeError(f"engine for {self.name!r} is shut down")
+        if req.timeout_s is None:
+            req.timeout_s = self.config.request_timeout_s
+        if req.timeout_s is not None:
+            req.deadline = self._clock() + req.timeout_s
         self._inbox.put(req)
         return req
 
@@ -156,9 +167,7 @@ class Engine:
             self._drain(block=not self.scheduler.has_work())
             if self._stop.is_set():
                 break
-            self._reap_cancelled()
-            if self.scheduler.has_work():
-                self._step_guarded()
+            self._iterate()
         for req in list(self._active.values()):
             self._fail(req, "engine shut down")
         while not self._inbox.empty():  # calls queued behind the shutdown never run: say so
@@ -166,6 +175,18 @@ class Engine:
             if isinstance(item, _Call):
                 item.future.set_exception(RuntimeError(f"engine for {self.name!r} is shut down"))
         self._masks.shutdown()
+
+    def step(self) -> None:
+        """One engine iteration without waiting, for `start=False` engines driven by hand (tests):
+        take queued requests, end cancelled and expired ones, run one batch."""
+        self._drain(block=False)
+        self._iterate()
+
+    def _iterate(self) -> None:
+        self._reap()
+        if self.scheduler.has_work():
+            self._step_guarded()
+            self.num_steps += 1
 
     def _drain(self, block: bool) -> None:
         try:
@@ -220,13 +241,20 @@ class Engine:
             self.scheduler.add(seq)
         self._active[req.request_id] = req
 
-    def _reap_cancelled(self) -> None:
-        for req in [r for r in self._active.values() if r.cancelled]:
-            for s in req.seqs:
-                if not s.is_finished:
-                    s.finish_reason = "canceled"
-                    self._release(s)
-            self._publish(req, [], finished=True)
+    def _reap(self) -> None:
+        """End cancelled requests (finish_reason "canceled") and those past their deadline (an error)."""
+        now = self._clock()
+        for req in list(self._active.values()):
+            if req.cancelled:
+                for s in req.seqs:
+                    if not s.is_finished:
+                        s.finish_reason = "canceled"
+                        self._release(s)
+                self._publish(req, [], finished=True)
+            elif req.deadline is not None and now >= req.deadline:
+                generated = sum(s.num_generated for s in req.seqs)
+                self._fail(req, f"the request timed out after {req.timeout_s:g} s (timeout_secs) with {generated} "
+                                "tokens generated; raise the timeout or lower max_tokens", timed_out=True)
 
     def _step_guarded(self) -> None:
         items = self.scheduler.schedule()
@@ -298,7 +326,7 @@ class Engine:
         if self.config.no_kv_cache:  # recompute the whole context next step
             for s in sampled:
                 if s.finish_reason is None:
-                    self.scheduler.preempt(s)
+                    self.scheduler.preempt(s, swap=False)
 
     def _join_masks(self, job: Any) -> MaskBatch:
         t0 = time.perf_counter()
@@ -435,9 +463,9 @@ class Engine:
         self.scheduler.remove(s)
         self.runner.free(s)
 
-    def _fail(self, req: EngineRequest, message: str) -> None:
+    def _fail(self, req: EngineRequest, message: str, timed_out: bool = False) -> None:
         for s in req.seqs:
             if not s.is_finished:
                 self._release(s)
         self._active.pop(req.request_id, None)
-        req.outputs.put(RequestOutput(req.request_id, [], finished=True, error=message))
+        req.outputs.put(RequestOutput(req.request_id, [], finished=True, error=message, timed_out=timed_out))

@@ -4,7 +4,8 @@ Scope: parse mistral.rs-style `token_source` strings into a token, and turn a `m
 directory or a hub repo id) into a local directory. Hub ids are resolved from the local HF cache
 only (`snapshot_download(local_files_only=True)`): this module never makes a network call, so a
 missing model fails in milliseconds with a message saying how to provide it, instead of hanging
-on huggingface_hub's retries.
+on huggingface_hub's retries. `read_json()`: the one reader for the JSON files of a model
+directory (configs, tokenizer and template files), each caller choosing its error class.
 
 Non-goals: downloading models, revisions/branches other than the cached default, and any torch
 work (this module must stay importable without torch).
@@ -12,11 +13,13 @@ work (this module must stay importable without torch).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import warnings
+from typing import Any
 
-from agentkit.errors import ConfigError, ModelNotFoundError
+from agentkit.errors import ConfigError, ModelLoadError, ModelNotFoundError
 
 __all__ = [
     "DEFAULT_TOKEN_ENV_VAR",
@@ -189,3 +192,21 @@ def resolve_model_dir(
         ) from None
     _check_file(directory, filename, model_id)
     return directory
+
+
+def read_json(path: str, *, missing_ok: bool = False, error: type[ValueError] = ModelLoadError,
+              what: str = "JSON file") -> Any:
+    """The parsed JSON value in the file at `path`.
+
+    `missing_ok=True` returns None when no file is there. Otherwise an unreadable file or invalid
+    JSON raises `error` (a ValueError class: `ModelLoadError` by default) naming `what` and `path`.
+    """
+    if missing_ok and not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except ValueError as exc:
+        raise error(f"{what} {path!r} is not valid JSON: {exc}") from exc
+    except OSError as exc:
+        raise error(f"could not read {what} {path!r}: {exc}") from exc

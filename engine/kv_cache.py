@@ -119,6 +119,21 @@ class KVPool:
         self.k[layer].index_copy_(0, slots, k)
         self.v[layer].index_copy_(0, slots, v)
 
+    def _stores(self) -> list[torch.Tensor]:
+        return [self.k, self.v, self.k_scale, self.v_scale] if self._f8 else [self.k, self.v]
+
+    def copy_out(self, blocks: list[int]) -> list[torch.Tensor]:
+        """Copies of the given blocks in every layer (K, V and f8 scales), for `copy_in` later."""
+        idx = torch.tensor(blocks, dtype=torch.long, device=self.spec.device)
+        return [t.view(t.shape[0], self.num_blocks, self.block_size, *t.shape[2:]).index_select(1, idx)
+                for t in self._stores()]
+
+    def copy_in(self, blocks: list[int], saved: list[torch.Tensor]) -> None:
+        """Write `copy_out`'s copies into (other) blocks, one for one."""
+        idx = torch.tensor(blocks, dtype=torch.long, device=self.spec.device)
+        for t, src in zip(self._stores(), saved):
+            t.view(t.shape[0], self.num_blocks, self.block_size, *t.shape[2:]).index_copy_(1, idx, src)
+
     def gather_blocks(self, layer: int, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """K, V of whole blocks: `blocks` `[*S]` -> `[*S, block_size, kv_heads, d]` (compute dtype).
 

@@ -17,14 +17,13 @@ weights that are not quantized in the file.
 from __future__ import annotations
 
 import glob
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from agentkit.engine.hub import resolve_model_dir
+from agentkit.engine.hub import read_json, resolve_model_dir
 from agentkit.errors import ConfigError, ModelLoadError, ModelNotFoundError
 
 if TYPE_CHECKING:
@@ -88,21 +87,16 @@ def resolve_dtype(dtype_name: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def _read_json(path: str) -> dict[str, Any] | None:
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"could not parse {path}: {exc}") from exc
+def _json_object(path: str) -> dict[str, Any] | None:
+    """The JSON object at `path`; None when the file is absent or holds no object; ModelLoadError if invalid."""
+    data = read_json(path, missing_ok=True, error=ModelLoadError)
     return data if isinstance(data, dict) else None
 
 
 def _safetensors_files(model_dir: str) -> list[str]:
     index = os.path.join(model_dir, "model.safetensors.index.json")
     if os.path.isfile(index):
-        weight_map = (_read_json(index) or {}).get("weight_map")
+        weight_map = (_json_object(index) or {}).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise ModelLoadError(f"{index} has no weight_map; the sharded checkpoint is incomplete")
         files = list(dict.fromkeys(weight_map.values()))
@@ -241,8 +235,8 @@ def load_plain(
         dtype=dtype,
         model_dir=model_dir,
         gguf_path=None,
-        generation_config=_read_json(os.path.join(model_dir, "generation_config.json")) or {},
-        tokenizer_config=_read_json(os.path.join(model_dir, "tokenizer_config.json")),
+        generation_config=_json_object(os.path.join(model_dir, "generation_config.json")) or {},
+        tokenizer_config=_json_object(os.path.join(model_dir, "tokenizer_config.json")),
         gguf_chat_template=None,
         max_position_embeddings=getattr(text_config, "max_position_embeddings", None),
     )
@@ -300,8 +294,8 @@ def load_gguf(
         dtype=dtype,
         model_dir=model_dir,
         gguf_path=paths[0],
-        generation_config=_read_json(os.path.join(model_dir, "generation_config.json")) or {},
-        tokenizer_config=_read_json(os.path.join(model_dir, "tokenizer_config.json")),
+        generation_config=_json_object(os.path.join(model_dir, "generation_config.json")) or {},
+        tokenizer_config=_json_object(os.path.join(model_dir, "tokenizer_config.json")),
         gguf_chat_template=contents.chat_template,
         max_position_embeddings=getattr(config, "max_position_embeddings", None),
     )

@@ -72,6 +72,22 @@ class ModelRunner(Protocol):
         """Logits `[T, V]` for every position of a fresh sequence (parity tests, scoring)."""
         ...
 
+    def save_kv(self, seq: Sequence, num_tokens: int) -> tuple[Any, int]:
+        """A copy of the KV of the sequence's first `num_tokens` tokens, and its size in bytes."""
+        ...
+
+    def saved_nbytes(self, num_tokens: int) -> int:
+        """The size `save_kv` of `num_tokens` tokens will have."""
+        ...
+
+    def restore_kv(self, seq: Sequence, saved: Any) -> None:
+        """Put `save_kv`'s copy back (into the sequence's new blocks)."""
+        ...
+
+    def pool_nbytes(self) -> int:
+        """Bytes of KV the pool holds (the default swap-space budget)."""
+        ...
+
 
 class NativeRunner:
     """Runs `LlamaModel` over flattened batches, K/V in a paged `KVPool`."""
@@ -138,6 +154,21 @@ class NativeRunner:
     def free(self, seq: Sequence) -> None:
         seq.kv = None
 
+    def save_kv(self, seq: Sequence, num_tokens: int) -> tuple[Any, int]:
+        """A copy of the KV of the sequence's first `num_tokens` tokens (whole blocks) and its size."""
+        saved = self.pool.copy_out(seq.block_table[: -(-num_tokens // self.block_size)])
+        return saved, sum(t.numel() * t.element_size() for t in saved)
+
+    def saved_nbytes(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size) * self.pool.nbytes() // self.num_blocks
+
+    def restore_kv(self, seq: Sequence, saved: Any) -> None:
+        """Write `save_kv`'s copy into the first blocks of the sequence's (new) block table."""
+        self.pool.copy_in(seq.block_table[: saved[0].shape[1]], saved)
+
+    def pool_nbytes(self) -> int:
+        return self.pool.nbytes()
+
     @torch.inference_mode()
     def logits_for(self, token_ids: list[int]) -> torch.Tensor:
         """All-position logits of a fresh sequence, computed in a private scratch pool."""
@@ -179,6 +210,7 @@ class HFRunner:
                       or config.num_attention_heads, head_dim, dtype, device)
         self.block_size = kv.block_size
         self.num_blocks = kv.plan(spec, max_seq_len)  # budget accounting only: KV lives in DynamicCaches
+        self._bytes_per_token = spec.bytes_per_token()
 
     @torch.inference_mode()
     def execute(self, items: list[BatchItem]) -> torch.Tensor:
@@ -200,6 +232,19 @@ class HFRunner:
 
     def free(self, seq: Sequence) -> None:
         seq.kv = None
+
+    def save_kv(self, seq: Sequence, num_tokens: int) -> tuple[Any, int]:
+        """The sequence's own DynamicCache is the copy (it is not shared with the pool)."""
+        return seq.kv, num_tokens * self._bytes_per_token
+
+    def saved_nbytes(self, num_tokens: int) -> int:
+        return num_tokens * self._bytes_per_token
+
+    def restore_kv(self, seq: Sequence, saved: Any) -> None:
+        seq.kv = saved
+
+    def pool_nbytes(self) -> int:
+        return self.num_blocks * self.block_size * self._bytes_per_token
 
     @torch.inference_mode()
     def logits_for(self, token_ids: list[int]) -> torch.Tensor:

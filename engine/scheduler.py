@@ -4,9 +4,14 @@ Every step feeds each running decode sequence one token and spends the rest of t
 on prompt chunks (sequences already prefilling first, then newly admitted ones, FIFO), so new
 requests join between steps without stalling running streams. A waiting sequence is admitted
 only when its blocks fit (prefix-cache hits count as computed). When a running sequence needs a
-block and the pool is full, the most recently admitted sequence is preempted: its blocks are
-freed and it goes back to the front of the queue to be recomputed later, with its generated
-tokens kept, so no request is lost and greedy outputs are unchanged.
+block and the pool is full, the most recently admitted sequence is preempted: the KV of its
+computed tokens is copied to the swap space (`agentkit.engine.swap`), its blocks are freed and it
+goes back to the front of the queue; re-admitted, it gets fresh blocks, its KV is copied back and
+it decodes on, so no request is lost and greedy outputs are those of an uninterrupted run. When
+the swap space is full (or absent) the sequence is recomputed from its tokens instead.
+
+A slot freed in one step (a sequence finished, was cancelled or preempted) is filled by the
+first waiting sequence in the very next `schedule()` call: admission is part of every step.
 """
 
 from __future__ import annotations
@@ -16,15 +21,18 @@ from collections import deque
 from agentkit.engine.block_manager import BlockManager
 from agentkit.engine.model_runner import BatchItem
 from agentkit.engine.sequence import Sequence, SequenceStatus
+from agentkit.engine.swap import SwapSpace
 
 
 class Scheduler:
     """Decides which sequences run in the next step and how many tokens each gets."""
 
-    def __init__(self, max_seqs: int, max_batch_tokens: int, blocks: BlockManager) -> None:
+    def __init__(self, max_seqs: int, max_batch_tokens: int, blocks: BlockManager,
+                 swap: SwapSpace | None = None) -> None:
         self.max_seqs = max_seqs
         self.max_batch_tokens = max_batch_tokens
         self.blocks = blocks
+        self.swap = swap
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
@@ -66,17 +74,22 @@ class Scheduler:
             budget -= self._chunk(s, budget, items)
         while self.waiting and len(self.running) < self.max_seqs and budget > 0:
             s = self.waiting[0]
-            if not self.blocks.can_allocate(s):
+            swapped = s.swapped is not None
+            if not self.blocks.can_allocate(s, fresh_only=swapped):
                 if not self.running and not items:
                     # alone and still too long for the whole pool: end it as a context overflow
                     self.waiting.popleft()
+                    if self.swap is not None:
+                        self.swap.drop(s)
                     s.status = SequenceStatus.FINISHED
                     s.finish_reason = "length"
                     self.overflowed.append(s)
                     continue
                 break
             self.waiting.popleft()
-            self.blocks.allocate(s)
+            self.blocks.allocate(s, fresh_only=swapped)
+            if swapped and self.swap is not None:
+                self.swap.swap_in(s)
             s.status = SequenceStatus.RUNNING
             self.running.append(s)
             budget -= self._chunk(s, budget, items)
@@ -88,9 +101,12 @@ class Scheduler:
                 return s
         return None
 
-    def preempt(self, seq: Sequence) -> None:
-        """Free the sequence's blocks and put it back at the front of the queue (recompute later)."""
+    def preempt(self, seq: Sequence, swap: bool = True) -> None:
+        """Save the sequence's KV (`swap` and room in the swap space, else it is recomputed later),
+        free its blocks and put it back at the front of the queue."""
         self.running.remove(seq)
+        if swap and self.swap is not None:
+            self.swap.swap_out(seq)
         self.blocks.free_seq(seq, finished=False)
         seq.num_computed = 0
         seq.kv = None
@@ -115,4 +131,6 @@ class Scheduler:
                 self.waiting.remove(seq)
             except ValueError:
                 pass
+            if self.swap is not None:
+                self.swap.drop(seq)
         seq.status = SequenceStatus.FINISHED

@@ -55,6 +55,7 @@ class RequestOutput:
     prompt_time_s: float = 0.0
     completion_time_s: float = 0.0
     cached_tokens: int = 0
+    timed_out: bool = False  # the error is the request's deadline
 
 
 @dataclass(eq=False)
@@ -76,6 +77,8 @@ class EngineRequest:
     grammar: Grammar | None = None
     # Llama 3 / Mistral tool-call markers (<|python_tag|>, [TOOL_CALLS], [ARGS]) are special tokens
     keep_special_tokens: bool = False
+    timeout_s: float | None = None  # None: the engine's request_timeout_s
+    deadline: float | None = None  # set by Engine.submit (engine clock)
 
     def cancel(self) -> None:
         """Ask the engine to stop this request; safe from any thread."""
@@ -112,6 +115,7 @@ class Sequence:
     pending_samples: list[SampleResult] = field(default_factory=list)
     pending_ids: list[int] = field(default_factory=list)
     matcher: GrammarMatcher | None = None  # grammar state; advances only on sampled tokens
+    swapped: Any = None  # agentkit.engine.swap.Swapped while preempted with its KV saved
 
     @property
     def params(self) -> SamplingParams:

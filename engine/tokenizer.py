@@ -142,7 +142,8 @@ def _from_gguf(gguf_path: str) -> Any:
     return hf
 
 
-def _token_str(value: Any) -> str | None:
+def special_token_text(value: Any) -> str | None:
+    """A special token from tokenizer_config.json: a string or an AddedToken dict with 'content'."""
     if isinstance(value, dict):
         value = value.get("content")
     return value if isinstance(value, str) else None
@@ -157,7 +158,7 @@ def _from_tokenizer_json(path: str, config_dir: str) -> Any:
     if os.path.isfile(cfg_path):
         with open(cfg_path, encoding="utf-8") as f:
             cfg = json.load(f)
-        kwargs = {k: _token_str(cfg.get(k)) for k in _TOKEN_KEYS if _token_str(cfg.get(k))}
+        kwargs = {k: special_token_text(cfg.get(k)) for k in _TOKEN_KEYS if special_token_text(cfg.get(k))}
         if isinstance(cfg.get("chat_template"), str):
             kwargs["chat_template"] = cfg["chat_template"]
     try:

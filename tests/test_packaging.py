@@ -51,3 +51,13 @@ def test_ruff_clean():
     out = subprocess.run([ruff, "check", "agentkit", "engine", "plugins", "tests", "examples", "bench"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_public_all_lists_have_no_duplicates():
+    import collections
+    import importlib
+
+    for name in ("agentkit", "agentkit.agent_types", "agentkit.config", "agentkit.plugin_manager",
+                 "agentkit.plugin_host", "agentkit.tools"):
+        names = importlib.import_module(name).__all__
+        assert [n for n, c in collections.Counter(names).items() if c > 1] == [], name

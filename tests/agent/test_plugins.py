@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 
-HOOKS = ["runner_configure", "runner_shutdown", "register_tools", "register_tool_sources",
+HOOKS = ["runner_options", "runner_configure", "runner_shutdown", "register_tools", "register_tool_sources",
          "register_search_providers", "register_code_executors", "engine_prepare_model",
          "engine_draft_proposer", "agent_execute_tool", "session_dump", "session_load"]
 
@@ -98,7 +98,7 @@ def test_each_call_builds_a_fresh_manager():
     assert pm1 is not pm2
     assert pm1.is_registered(plugin) and not pm2.is_registered(plugin)
     assert not pm1.has_plugin(CORE_ROUTER_NAME)  # the router belongs to the PluginHost
-    assert plugin_manager.DEFAULT_PLUGINS == ()
+    assert plugin_manager.DEFAULT_PLUGINS == ("agentkit.plugins.tool_callbacks:ToolCallbacksPlugin",)
 
 
 def test_modules_classes_and_instances_are_plugins():

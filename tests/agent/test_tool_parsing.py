@@ -311,3 +311,15 @@ def test_to_responses_ids_unique_and_arguments_json():
         assert isinstance(r.function, CalledFunction) and r.function.name == "get_weather"
         assert isinstance(json.loads(r.function.arguments), dict)
     assert to_responses([]) == []
+
+
+def test_decode_arguments_is_the_one_json_string_reader():
+    from agentkit.tools import decode_arguments
+
+    assert decode_arguments('{"city": "Paris"}') == {"city": "Paris"}
+    assert decode_arguments("  ") == {}
+    args = {"already": "decoded"}
+    assert decode_arguments(args) is args
+    assert decode_arguments(None) is None
+    with pytest.raises(ValueError):
+        decode_arguments("{not json")

@@ -184,19 +184,20 @@ def test_chat_request_wheel_signature():
     params = list(inspect.signature(ChatCompletionRequest).parameters.values())
     names = [p.name for p in params]
     assert names[:6] == ["messages", "model", "logprobs", "n_choices", "logit_bias", "top_logprobs"]
-    # wheel ends with `ignore_eos, *, adapter`; agentkit adds a keyword-only `seed` after it
-    assert names[-3:] == ["ignore_eos", "adapter", "seed"]
-    assert [p.kind for p in params[-3:]] == [inspect.Parameter.POSITIONAL_OR_KEYWORD] + [inspect.Parameter.KEYWORD_ONLY] * 2
+    # wheel ends with `ignore_eos, *, adapter`; agentkit adds keyword-only `seed`, `timeout_secs` after it
+    assert names[-4:] == ["ignore_eos", "adapter", "seed", "timeout_secs"]
+    assert [p.kind for p in params[-4:]] == [inspect.Parameter.POSITIONAL_OR_KEYWORD] + [inspect.Parameter.KEYWORD_ONLY] * 3
     assert names.index("reasoning_effort") == names.index("truncate_sequence") + 1
     comp = [p.name for p in inspect.signature(CompletionRequest).parameters.values()]
-    assert comp[:4] == ["prompt", "model", "best_of", "echo_prompt"] and comp[-3:] == ["ignore_eos", "adapter", "seed"]
+    assert comp[:4] == ["prompt", "model", "best_of", "echo_prompt"]
+    assert comp[-4:] == ["ignore_eos", "adapter", "seed", "timeout_secs"]
     wheel = ("messages model logprobs n_choices logit_bias top_logprobs max_tokens presence_penalty "
              "frequency_penalty repetition_penalty stop_seqs temperature top_p top_k stream grammar grammar_type "
              "min_p tool_schemas tool_choice dry_multiplier dry_base dry_allowed_length dry_sequence_breakers "
              "web_search_options enable_thinking truncate_sequence reasoning_effort max_tool_rounds "
              "tool_dispatch_url enable_code_execution enable_shell shell_skills agent_permission "
              "agent_approval_callback code_execution_permission session_id files input_files ignore_eos").split()
-    assert names[:-2] == wheel
+    assert names[:-3] == wheel
 
 
 def test_chat_messages_container_and_content_errors():

@@ -68,3 +68,20 @@ def test_pickle_only_directory_without_config(tmp_path):
     message = str(info.value)
     assert "pytorch_model.bin" in message and "pickle weights" in message
     assert "only *.safetensors" in message and "GGUF" in message
+
+
+def test_read_json_is_the_one_reader_with_the_callers_error_class(tmp_path):
+    from agentkit.engine.hub import read_json
+
+    good, bad, missing = tmp_path / "a.json", tmp_path / "b.json", str(tmp_path / "none.json")
+    good.write_text('{"x": 1}')
+    bad.write_text("{not json")
+    assert read_json(str(good)) == {"x": 1}
+    assert read_json(missing, missing_ok=True) is None
+    with pytest.raises(ModelLoadError, match="could not read JSON file"):
+        read_json(missing)
+    with pytest.raises(ModelLoadError, match=r"b\.json.*is not valid JSON"):
+        read_json(str(bad))
+    with pytest.raises(ValueError, match="chat template file .* is not valid JSON") as err:
+        read_json(str(bad), error=ValueError, what="chat template file")
+    assert type(err.value) is ValueError

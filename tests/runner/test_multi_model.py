@@ -16,7 +16,7 @@ import weakref
 import pytest
 
 from agentkit import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Runner, Which
-from agentkit.errors import ModelLoadError, ModelNotFoundError
+from agentkit.errors import EngineError, ModelLoadError, ModelNotFoundError
 from agentkit.model_table import ModelTable
 
 
@@ -270,9 +270,10 @@ def test_unload_timeout_cancels_in_flight_requests(pair, paths):
     pair.unload_model(a, timeout=0.2)
     assert 0.2 <= time.monotonic() - t0 < 5
     assert pair.get_model_status(a) == "unloaded"
-    with pytest.raises(ValueError, match="unloaded while the request was running"):
+    with pytest.raises(ValueError, match="unloaded while the request was running") as err:
         for _ in stream:
             pass
+    assert isinstance(err.value, EngineError)  # an engine failure, still a ValueError
     assert pair._models.in_flight(a) == 0
 
 

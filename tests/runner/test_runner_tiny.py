@@ -140,6 +140,39 @@ def test_breaking_out_of_a_stream_cancels(runner):
     assert not engine.scheduler.running
 
 
+def test_break_cancels_while_the_stream_is_still_referenced(runner):
+    """`break` alone (no close, no del, the stream kept in a list) stops generation at once."""
+    engine = runner._host(None).engine
+    kept = [runner.send_chat_completion_request(chat(max_tokens=400, ignore_eos=True, stream=True))]
+    req = kept[0]._stream._req
+    for i, _ in enumerate(kept[0]):
+        if i == 2:
+            at_break = req.seqs[0].num_generated
+            break
+    deadline = time.monotonic() + 10
+    while engine.num_active and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert engine.num_active == 0 and req.seqs[0].finish_reason == "canceled"
+    assert req.seqs[0].num_generated - at_break <= 2  # at most the step running when the loop broke
+    assert list(kept[0]) == []  # the stream is closed: iterating again yields nothing
+
+
+def test_request_deadline_raises_timeout_error(runner):
+    from agentkit import RequestTimeoutError
+
+    # a deadline already passed when the engine first looks at the request: deterministic
+    with pytest.raises(RequestTimeoutError, match="timed out after 1e-09 s"):
+        runner.send_chat_completion_request(chat(max_tokens=50, timeout_secs=1e-9))
+    with pytest.raises(RequestTimeoutError):
+        list(runner.send_chat_completion_request(chat(max_tokens=50, timeout_secs=1e-9, stream=True)))
+    with pytest.raises(RequestTimeoutError):
+        runner.send_completion_request(CompletionRequest(prompt="Hello", model="default", max_tokens=5,
+                                                         timeout_secs=1e-9))
+    assert runner.send_chat_completion_request(chat(max_tokens=4, timeout_secs=600)).usage.completion_tokens > 0
+    with pytest.raises(ValueError, match="timeout_secs"):
+        chat(timeout_secs=0)
+
+
 def test_completion_request(runner):
     base = CompletionRequest(prompt="The quick brown fox", model="default", max_tokens=6, ignore_eos=True)
     resp = runner.send_completion_request(base)
