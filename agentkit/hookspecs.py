@@ -128,8 +128,10 @@ def engine_prepare_model(model: nn.Module, config: RunnerConfig) -> None:
     """Mutate a freshly loaded model in place (AnyMoE gates, adapters).
 
     When: once per loaded model, after the weights load and before quantization and KV-cache
-    sizing, so implementations see the full-precision model. Every implementation runs; order
-    them with `tryfirst`/`trylast`. Return value: ignored; return None (mutate `model`).
+    sizing: linear layers still hold the checkpoint's weights (dense tensors, or GGUF's packed
+    blocks, dequantized on request), and each decoder layer calls its `mlp` and `self_attn`
+    submodules (docs/plugins.md shows the model). Every implementation runs; order them with
+    `tryfirst`/`trylast`. Return value: ignored; return None (mutate `model`).
     """
 
 

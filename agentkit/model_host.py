@@ -26,9 +26,10 @@ from agentkit.engine.device_map import DeviceLayers, available_devices, check_or
 from agentkit.engine.engine import Engine
 from agentkit.engine.hub import read_json, resolve_model_dir
 from agentkit.engine.loader import LoadedModel, load_gguf, load_plain, resolve_dtype
-from agentkit.engine.model_runner import KVOptions, build_runner
+from agentkit.engine.model_runner import KVOptions, PrepareModel, build_runner
 from agentkit.engine.tokenizer import Tokenizer, load_tokenizer
 from agentkit.errors import ModelLoadError, NotSupportedError
+from agentkit.plugin_host import PluginHost
 from agentkit.which import Which
 
 log = logging.getLogger("agentkit")
@@ -87,11 +88,12 @@ def model_name(which: Which) -> str:
 def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, chat_template: str | None,
                jinja_explicit: str | None, device: str | None = None, progress: bool = True,
                weight_mode: str = "auto", device_layers: tuple[DeviceLayers, ...] | None = None,
-               ) -> ModelHost | EmbeddingHost:
+               plugins: PluginHost | None = None) -> ModelHost | EmbeddingHost:
     """Load `which` and start its engine; raises ValueError subclasses with actionable messages.
 
     `device_layers` (parsed `num_device_layers`) places the decoder layers (see
-    `agentkit.engine.device_map`).
+    `agentkit.engine.device_map`). With `plugins`, `engine_prepare_model(model, plugins.config)`
+    runs once on the loaded model, before quantization and KV-cache sizing (docs/plugins.md).
 
     A chat model is loaded on the thread that will serve it (see `Engine.serve`); this call
     blocks until loading finished and re-raises its error.
@@ -99,7 +101,7 @@ def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, 
     if which.kind == "Embedding":
         return _load(which, engine_config=engine_config, token=token, chat_template=chat_template,
                      jinja_explicit=jinja_explicit, device=device, progress=progress, weight_mode=weight_mode,
-                     device_layers=device_layers)
+                     device_layers=device_layers, plugins=plugins)
     box: dict[str, Any] = {}
     ready = threading.Event()
 
@@ -108,7 +110,7 @@ def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, 
             torch.set_num_threads(engine_config.resolved_threads())
             box["host"] = _load(which, engine_config=engine_config, token=token, chat_template=chat_template,
                                 jinja_explicit=jinja_explicit, device=device, progress=progress,
-                                weight_mode=weight_mode, device_layers=device_layers)
+                                weight_mode=weight_mode, device_layers=device_layers, plugins=plugins)
         except BaseException as exc:  # re-raised in the caller
             box["error"] = exc
             return
@@ -125,7 +127,8 @@ def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, 
 
 def _load(which: Which, *, engine_config: EngineConfig, token: str | None, chat_template: str | None,
           jinja_explicit: str | None, device: str | None, progress: bool,
-          weight_mode: str, device_layers: tuple[DeviceLayers, ...] | None = None) -> ModelHost | EmbeddingHost:
+          weight_mode: str, device_layers: tuple[DeviceLayers, ...] | None = None,
+          plugins: PluginHost | None = None) -> ModelHost | EmbeddingHost:
     t0 = time.perf_counter()
     dev = pick_device(device)
     if device_layers is not None:
@@ -174,7 +177,8 @@ def _load(which: Which, *, engine_config: EngineConfig, token: str | None, chat_
     kv = KVOptions(block_size=ec.block_size, cache_type=ec.cache_type, ctxt_len=ec.kv_ctxt_len,
                    mem_usage=ec.kv_mem_usage, mem_mb=ec.kv_mem_mb, memory_goal=ec.memory_goal)
     runner = build_runner(loaded.config, loaded.state_dict, dtype, dev, ctx, kv,
-                          prefer_native=ec.paged_attn is not False, weight_mode=weight_mode)
+                          prefer_native=ec.paged_attn is not False, weight_mode=weight_mode,
+                          prepare=_prepare_hook(plugins))
     loaded.state_dict.clear()  # the runner holds its own (possibly fused) tensors now
     ctx = cap_context(ctx, runner.num_blocks * runner.block_size, explicit=engine_config.max_seq_len is not None)
     extra: dict[str, Any] = {}
@@ -219,6 +223,14 @@ def _placed_device(entries: tuple[DeviceLayers, ...], loaded: LoadedModel, main:
             f"num_device_layers spreads the layers over several devices ({plan.counts()}); agentkit runs a model "
             "on one device: give all layers to one device (e.g. [\"500\"]) or pass device=")
     return torch.device(plan.single_device) if plan.devices else main
+
+
+def _prepare_hook(plugins: PluginHost | None) -> PrepareModel | None:
+    """`engine_prepare_model` bound to the Runner's config, for the engine's load path."""
+    if plugins is None or plugins.config is None:
+        return None
+    config = plugins.config
+    return lambda model: plugins.prepare_model(model, config)
 
 
 def cap_context(ctx: int, pool_tokens: int, explicit: bool) -> int:

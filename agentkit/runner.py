@@ -180,13 +180,13 @@ class Runner:
         It captures the configuration only, never a host or the Runner, so unloading frees the model.
         Each call gets its own copy of `engine_config` (loading fills in `max_seq_len`).
         """
-        token, device, progress = self._token, self._device, self._progress
+        token, device, progress, plugins = self._token, self._device, self._progress, self._plugins
 
         def load() -> ModelHost | EmbeddingHost:
             host = load_model(which, engine_config=dataclasses.replace(engine_config), token=token,
                               chat_template=options.chat_template, jinja_explicit=options.jinja_explicit,
                               device=device, progress=progress, weight_mode=options.weight_mode,
-                              device_layers=options.device_layers)
+                              device_layers=options.device_layers, plugins=plugins)
             if model_id is not None:
                 host.model_id = model_id
             return host

@@ -41,7 +41,7 @@ _ATTN = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
 
 @dataclass(frozen=True)
 class TrackedLinear:
-    """One fused module of decoder layer `layer` (attribute `attr`) and the HF module paths it holds."""
+    """One fused module of decoder layer `layer` (submodule path `attr`, e.g. "mlp.gate_up") and the HF module paths it holds."""
 
     layer: int
     attr: str
@@ -128,10 +128,10 @@ class OnlineCalibrator:
         self.tracked: list[TrackedLinear] = []
         for i in range(len(model.layers)):
             p = f"model.layers.{i}."
-            self.tracked += [TrackedLinear(i, "qkv", tuple(p + a for a in _ATTN)),
-                             TrackedLinear(i, "o", (p + "self_attn.o_proj",)),
-                             TrackedLinear(i, "gate_up", (p + "mlp.gate_proj", p + "mlp.up_proj")),
-                             TrackedLinear(i, "down", (p + "mlp.down_proj",))]
+            self.tracked += [TrackedLinear(i, "self_attn.qkv", tuple(p + a for a in _ATTN)),
+                             TrackedLinear(i, "self_attn.o", (p + "self_attn.o_proj",)),
+                             TrackedLinear(i, "mlp.gate_up", (p + "mlp.gate_proj", p + "mlp.up_proj")),
+                             TrackedLinear(i, "mlp.down", (p + "mlp.down_proj",))]
         self._stats: dict[TrackedLinear, _Stats] = {}
         self._hooks: list[Any] = []
 
@@ -150,7 +150,7 @@ class OnlineCalibrator:
         self._remove_hooks()
         fresh: dict[TrackedLinear, _Stats] = {}  # published whole: `counts` may read from another thread
         for t in self.tracked:
-            module = getattr(self.model.layers[t.layer], t.attr)
+            module = self.model.layers[t.layer].get_submodule(t.attr)
             stats = _Stats(torch.zeros(module.in_features, dtype=torch.float32, device=self.model.device))
             fresh[t] = stats
             self._hooks.append(module.register_forward_pre_hook(_collector(stats, module.in_features)))
@@ -186,8 +186,9 @@ class OnlineCalibrator:
         weights = self.source.read([k + ".weight" for t in mine for k in t.keys])
         for t in mine:
             w = torch.cat([weights[k + ".weight"] for k in t.keys])
-            old = getattr(layer, t.attr)
-            setattr(layer, t.attr, self._build(mode, w, old.bias, None if imatrix is None else imatrix.get(t.keys[0])))
+            parent, _, name = t.attr.rpartition(".")
+            old = layer.get_submodule(t.attr)
+            setattr(layer.get_submodule(parent), name, self._build(mode, w, old.bias, None if imatrix is None else imatrix.get(t.keys[0])))
         self.mode = mode
 
     def finish(self) -> None:

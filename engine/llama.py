@@ -2,9 +2,13 @@
 
 All scheduled tokens of all sequences are flattened into one `[T, hidden]` activation, so the
 linear layers (fused QKV and gate/up) run once per step for prefill chunks and decode tokens
-together; attention runs per sequence against that sequence's KV cache. Weights come from an
-HF-named state dict (safetensors or dequantized GGUF). Numerics follow transformers' modeling
-code (RMSNorm, rotate-half RoPE from its rope-init functions, GQA).
+together; attention runs per sequence against that sequence's KV cache. Each decoder layer has
+real `self_attn` (`LlamaAttention`) and `mlp` (`LlamaMLP`) submodules that it calls, so a plugin
+can wrap or replace them. Loading is two steps: `load_hf_state_dict` assigns an HF-named state
+dict (safetensors, or GGUF with packed `QuantTensor` blocks) into `LoadedLinear` layers that keep
+the weights as stored; `quantize()` then swaps them for the serving kernels
+(`agentkit.engine.linear.quantize_model`). `engine_prepare_model` runs between the two. Numerics
+follow transformers' modeling code (RMSNorm, rotate-half RoPE from its rope-init functions, GQA).
 
 Not covered: sliding-window attention, MoE, multimodal inputs (the transformers fallback
 handles other architectures).
@@ -20,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from agentkit.engine.kv_cache import KVPool, KVSpec
-from agentkit.engine.quant import INT4_EXACT_TYPES, QuantTensor, build_linear, build_lm_head
+from agentkit.engine.linear import LoadedLinear, quantize_model
+from agentkit.engine.quant import QuantTensor
 
 NATIVE_ARCHS = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
@@ -57,18 +62,91 @@ def supports(config: Any) -> bool:
     return not getattr(config, "mlp_bias", False)
 
 
-class _Layer(nn.Module):
-    def __init__(self, cfg: Any, head_dim: int, qkv_bias: bool, qk_norm: bool) -> None:
+class LlamaMLP(nn.Module):
+    """SwiGLU MLP: ``down(silu(gate) * up)`` with gate and up fused into one linear (``gate_up``)."""
+
+    def __init__(self, hidden: int, intermediate: int) -> None:
+        super().__init__()
+        self.gate_up = nn.Linear(hidden, 2 * intermediate, bias=False)
+        self.down = nn.Linear(intermediate, hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, hidden] -> [T, hidden]``."""
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class LlamaAttention(nn.Module):
+    """GQA self-attention with fused QKV, optional QK-norm and RoPE over the paged KV cache."""
+
+    def __init__(self, cfg: Any, layer_idx: int, head_dim: int, qkv_bias: bool, qk_norm: bool) -> None:
         super().__init__()
         h, nh, nkv = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads
+        self.layer_idx, self.num_heads, self.num_kv_heads, self.head_dim = layer_idx, nh, nkv, head_dim
+        self.eps = float(cfg.rms_norm_eps)
         self.qkv = nn.Linear(h, (nh + 2 * nkv) * head_dim, bias=qkv_bias)
         self.o = nn.Linear(nh * head_dim, h, bias=bool(getattr(cfg, "attention_bias", False)))
-        self.gate_up = nn.Linear(h, 2 * cfg.intermediate_size, bias=False)
-        self.down = nn.Linear(cfg.intermediate_size, h, bias=False)
-        self.ln1 = nn.Parameter(torch.ones(h))
-        self.ln2 = nn.Parameter(torch.ones(h))
         self.q_norm = nn.Parameter(torch.ones(head_dim)) if qk_norm else None
         self.k_norm = nn.Parameter(torch.ones(head_dim)) if qk_norm else None
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pool: KVPool,
+                meta: AttnMeta) -> torch.Tensor:
+        """``[T, hidden] -> [T, hidden]``; writes this step's K/V into `pool`."""
+        nh, nkv, d = self.num_heads, self.num_kv_heads, self.head_dim
+        qkv = self.qkv(x)  # [T, (nh + 2 nkv) d]
+        q, k, v = qkv.view(-1, nh + 2 * nkv, d).split([nh, nkv, nkv], dim=1)
+        if self.q_norm is not None:
+            q = F.rms_norm(q, (d,), self.q_norm, self.eps)
+            k = F.rms_norm(k, (d,), self.k_norm, self.eps)
+        q = q * cos + _rotate_half(q) * sin  # [T, nh, d]
+        k = k * cos + _rotate_half(k) * sin  # [T, nkv, d]
+        pool.write(self.layer_idx, meta.slots, k, v)
+        return self.o(self._attend(q, pool, meta))
+
+    def _attend(self, q: torch.Tensor, pool: KVPool, meta: AttnMeta) -> torch.Tensor:
+        li, nh, d = self.layer_idx, self.num_heads, self.head_dim
+        out = torch.empty(q.shape[0], nh * d, dtype=q.dtype, device=q.device)
+        if meta.decode_rows is not None:
+            kk, vv = pool.gather_blocks(li, meta.decode_blocks)  # [B, nb, bs, nkv, d]
+            kk, vv = kk.flatten(1, 2), vv.flatten(1, 2)  # [B, nb * bs, nkv, d]
+            only_decodes = not meta.prefills  # then the rows are 0..B-1 in order: no indexing
+            qq = (q if only_decodes else q[meta.decode_rows]).unsqueeze(2)  # [B, nh, 1, d]
+            o = F.scaled_dot_product_attention(qq, kk.transpose(1, 2), vv.transpose(1, 2),
+                                               attn_mask=meta.decode_mask, enable_gqa=True)
+            if only_decodes:
+                return o.reshape(-1, nh * d)
+            out[meta.decode_rows] = o.reshape(-1, nh * d)
+        for p in meta.prefills:
+            t = p.end - p.begin
+            n = p.start + t
+            kk, vv = pool.gather_blocks(li, p.blocks)  # [nb, bs, nkv, d]
+            kk, vv = kk.flatten(0, 1)[:n], vv.flatten(0, 1)[:n]  # [n, nkv, d]
+            qq = q[p.begin : p.end].transpose(0, 1).unsqueeze(0)  # [1, nh, t, d]
+            mask = None
+            if p.start > 0:
+                mask = torch.ones(t, p.start + t, dtype=torch.bool, device=q.device).tril(diagonal=p.start)
+            o = F.scaled_dot_product_attention(qq, kk.transpose(0, 1).unsqueeze(0), vv.transpose(0, 1).unsqueeze(0),
+                                               attn_mask=mask, is_causal=mask is None and t > 1, enable_gqa=True)
+            out[p.begin : p.end] = o[0].transpose(0, 1).reshape(t, -1)
+        return out
+
+
+class LlamaDecoderLayer(nn.Module):
+    """Pre-norm block: ``x + self_attn(norm(x))``, then ``x + mlp(norm(x))``."""
+
+    def __init__(self, cfg: Any, layer_idx: int, head_dim: int, qkv_bias: bool, qk_norm: bool) -> None:
+        super().__init__()
+        self.eps = float(cfg.rms_norm_eps)
+        self.self_attn = LlamaAttention(cfg, layer_idx, head_dim, qkv_bias, qk_norm)
+        self.mlp = LlamaMLP(cfg.hidden_size, cfg.intermediate_size)
+        self.ln1 = nn.Parameter(torch.ones(cfg.hidden_size))
+        self.ln2 = nn.Parameter(torch.ones(cfg.hidden_size))
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pool: KVPool,
+                meta: AttnMeta) -> torch.Tensor:
+        """``[T, hidden] -> [T, hidden]`` (the residual stream after this layer)."""
+        x = x + self.self_attn(F.rms_norm(x, (x.shape[-1],), self.ln1, self.eps), cos, sin, pool, meta)
+        return x + self.mlp(F.rms_norm(x, (x.shape[-1],), self.ln2, self.eps))
 
 
 class LlamaModel(nn.Module):
@@ -89,7 +167,7 @@ class LlamaModel(nn.Module):
         with torch.device("meta"):
             self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
             self.layers = nn.ModuleList(
-                _Layer(cfg, self.head_dim, qkv_bias, qk_norm) for _ in range(cfg.num_hidden_layers)
+                LlamaDecoderLayer(cfg, i, self.head_dim, qkv_bias, qk_norm) for i in range(cfg.num_hidden_layers)
             )
             self.norm = nn.Parameter(torch.ones(cfg.hidden_size))
             self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
@@ -97,13 +175,13 @@ class LlamaModel(nn.Module):
         self.kv_spec = KVSpec(cfg.num_hidden_layers, self.num_kv_heads, self.head_dim, dtype, device)
 
     # ---- loading -------------------------------------------------------------------------
-    def load_hf_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
-        """Assign weights from HF names, fusing q/k/v and gate/up; ties the LM head if absent."""
+    def load_hf_state_dict(self, sd: dict[str, torch.Tensor | QuantTensor]) -> None:
+        """Assign weights from HF names; ties the LM head if absent. Linear weights stay as the
+        checkpoint gave them (dense, or packed GGUF blocks) in `LoadedLinear` modules, q/k/v and
+        gate/up as fused parts; `quantize()` swaps them for the serving kernels."""
 
         def take(name: str) -> torch.Tensor:
-            if name not in sd:
-                raise ValueError(f"weight {name!r} is missing from the checkpoint")
-            t = sd[name]
+            t = raw(name)
             return (t.dequantize(self.dtype) if isinstance(t, QuantTensor) else t).to(self.device, self.dtype)
 
         def param(t: torch.Tensor) -> nn.Parameter:
@@ -114,52 +192,46 @@ class LlamaModel(nn.Module):
                 raise ValueError(f"weight {name!r} is missing from the checkpoint")
             return sd[name]
 
-        mode = self.weight_mode
-        quantized = any(isinstance(v, QuantTensor) for v in sd.values())
-
-        def lin(names: list[str], bias_names: list[str] | None = None) -> nn.Module:
-            biases = [take(b) for b in bias_names] if bias_names else None
-            ws = [raw(n) for n in names]
-            return build_linear(ws, biases, dtype=self.dtype, device=self.device, mode=self._resolve(mode, ws))
+        def lin(names: list[str], bias_names: list[str] | None = None) -> LoadedLinear:
+            bias = torch.cat([take(b).reshape(-1) for b in bias_names]) if bias_names else None
+            return LoadedLinear([raw(n) for n in names], bias, self.dtype)
 
         self.embed.weight = param(take("model.embed_tokens.weight"))
         for i, layer in enumerate(self.layers):
             p = f"model.layers.{i}."
             a = p + "self_attn."
+            attn, mlp = layer.self_attn, layer.mlp
             qkv = [a + "q_proj", a + "k_proj", a + "v_proj"]
-            layer.qkv = lin([n + ".weight" for n in qkv], [n + ".bias" for n in qkv] if layer.qkv.bias is not None
-                            else None)
-            layer.o = lin([a + "o_proj.weight"], [a + "o_proj.bias"] if layer.o.bias is not None else None)
-            layer.gate_up = lin([p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"])
-            layer.down = lin([p + "mlp.down_proj.weight"])
+            attn.qkv = lin([n + ".weight" for n in qkv], [n + ".bias" for n in qkv] if attn.qkv.bias is not None
+                           else None)
+            attn.o = lin([a + "o_proj.weight"], [a + "o_proj.bias"] if attn.o.bias is not None else None)
+            mlp.gate_up = lin([p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"])
+            mlp.down = lin([p + "mlp.down_proj.weight"])
             layer.ln1 = param(take(p + "input_layernorm.weight"))
             layer.ln2 = param(take(p + "post_attention_layernorm.weight"))
-            if layer.q_norm is not None:
-                layer.q_norm = param(take(a + "q_norm.weight"))
-                layer.k_norm = param(take(a + "k_norm.weight"))
+            if attn.q_norm is not None:
+                attn.q_norm = param(take(a + "q_norm.weight"))
+                attn.k_norm = param(take(a + "k_norm.weight"))
         self.norm = param(take("model.norm.weight"))
-        # int4 is too lossy for the LM head; a packed model keeps an int8 head
-        head_mode = mode if mode in ("dense", "int8") else ("int8" if mode == "int4" or quantized else "dense")
-        if self.device.type != "cpu" and mode == "auto":
-            head_mode = "dense"
         if "lm_head.weight" in sd and not getattr(self.config, "tie_word_embeddings", False):
-            self.lm_head = build_lm_head(raw("lm_head.weight"), dtype=self.dtype, device=self.device, mode=head_mode)
+            self.lm_head = LoadedLinear([raw("lm_head.weight")], None, self.dtype)
         else:
-            self.lm_head = build_lm_head(self.embed.weight, dtype=self.dtype, device=self.device, mode=head_mode)
+            self.lm_head = LoadedLinear([self.embed.weight.detach()], None, self.dtype)
         self._init_rope()
 
-    def _resolve(self, mode: str, weights: list[Any]) -> str:
-        """`auto` -> one packed kernel per weight kind for every batch size on CPU: GGUF 4-bit
-        blocks run as int4 (exact), other GGUF blocks as int8, unquantized weights dense. One kernel
-        for all M keeps results batch-invariant (a prefix-cache hit, a preemption or a busy batch
-        gives the same tokens as a lone request); dense on other devices."""
-        if mode != "auto":
-            return mode
-        if self.device.type != "cpu" or not any(isinstance(w, QuantTensor) for w in weights):
-            return "dense"
-        if all(isinstance(w, QuantTensor) and w.qtype in INT4_EXACT_TYPES for w in weights):
-            return "int4"
-        return "int8"
+    def quantize(self) -> int:
+        """Swap the linear layers for the serving kernels of `weight_mode` (see `quantize_model`)."""
+        return quantize_model(self, mode=self.weight_mode, device=self.device, dtype=self.dtype)
+
+    @torch.inference_mode()
+    def logits_for(self, token_ids: list[int], block_size: int = 32, cache_type: str = "auto") -> torch.Tensor:
+        """Logits ``[T, V]`` for every position of a fresh sequence, in a private scratch KV pool."""
+        n = len(token_ids)
+        blocks = -(-n // block_size)
+        scratch = KVPool(self.kv_spec, blocks, block_size, cache_type)
+        g = torch.arange(n, device=self.device)
+        meta = AttnMeta(slots=g, prefills=[PrefillSlice(0, n, 0, torch.arange(blocks, device=self.device))])
+        return self.forward_batch(torch.tensor(token_ids, device=self.device), g, scratch, meta, g)
 
     def _init_rope(self) -> None:
         from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
@@ -195,55 +267,13 @@ class LlamaModel(nn.Module):
             self._extend_rope(2 * int(positions.max()) + 1)
         cos = self._rope_cos.index_select(0, positions).unsqueeze(1)  # [T, 1, d]
         sin = self._rope_sin.index_select(0, positions).unsqueeze(1)
-        nh, nkv, d = self.num_heads, self.num_kv_heads, self.head_dim
         x = self.embed(input_ids)  # [T, D]
-        for li, layer in enumerate(self.layers):
-            h = F.rms_norm(x, (x.shape[-1],), layer.ln1, self.eps)
-            qkv = layer.qkv(h)  # [T, (nh + 2 nkv) d]
-            q, k, v = qkv.view(-1, nh + 2 * nkv, d).split([nh, nkv, nkv], dim=1)
-            if layer.q_norm is not None:
-                q = F.rms_norm(q, (d,), layer.q_norm, self.eps)
-                k = F.rms_norm(k, (d,), layer.k_norm, self.eps)
-            q = q * cos + _rotate_half(q) * sin  # [T, nh, d]
-            k = k * cos + _rotate_half(k) * sin  # [T, nkv, d]
-            pool.write(li, meta.slots, k, v)
-            attn = self._attend(li, q, pool, meta)  # [T, nh * d]
-            x = x + layer.o(attn)
-            h = F.rms_norm(x, (x.shape[-1],), layer.ln2, self.eps)
-            gate, up = layer.gate_up(h).chunk(2, dim=-1)
-            x = x + layer.down(F.silu(gate) * up)
+        for layer in self.layers:
+            x = layer(x, cos, sin, pool, meta)
         if logit_rows.shape[0] != x.shape[0]:
             x = x.index_select(0, logit_rows)
         x = F.rms_norm(x, (x.shape[-1],), self.norm, self.eps)
         return self.lm_head(x)
-
-    def _attend(self, li: int, q: torch.Tensor, pool: KVPool, meta: AttnMeta) -> torch.Tensor:
-        nh, d = self.num_heads, self.head_dim
-        out = torch.empty(q.shape[0], nh * d, dtype=q.dtype, device=q.device)
-        if meta.decode_rows is not None:
-            kk, vv = pool.gather_blocks(li, meta.decode_blocks)  # [B, nb, bs, nkv, d]
-            kk, vv = kk.flatten(1, 2), vv.flatten(1, 2)  # [B, nb * bs, nkv, d]
-            only_decodes = not meta.prefills  # then the rows are 0..B-1 in order: no indexing
-            qq = (q if only_decodes else q[meta.decode_rows]).unsqueeze(2)  # [B, nh, 1, d]
-            o = F.scaled_dot_product_attention(qq, kk.transpose(1, 2), vv.transpose(1, 2),
-                                               attn_mask=meta.decode_mask, enable_gqa=True)
-            if only_decodes:
-                return o.reshape(-1, nh * d)
-            out[meta.decode_rows] = o.reshape(-1, nh * d)
-        for p in meta.prefills:
-            t = p.end - p.begin
-            n = p.start + t
-            kk, vv = pool.gather_blocks(li, p.blocks)  # [nb, bs, nkv, d]
-            kk, vv = kk.flatten(0, 1)[:n], vv.flatten(0, 1)[:n]  # [n, nkv, d]
-            qq = q[p.begin : p.end].transpose(0, 1).unsqueeze(0)  # [1, nh, t, d]
-            mask = None
-            if p.start > 0:
-                mask = torch.ones(t, p.start + t, dtype=torch.bool, device=q.device).tril(diagonal=p.start)
-            o = F.scaled_dot_product_attention(qq, kk.transpose(0, 1).unsqueeze(0), vv.transpose(0, 1).unsqueeze(0),
-                                               attn_mask=mask, is_causal=mask is None and t > 1, enable_gqa=True)
-            out[p.begin : p.end] = o[0].transpose(0, 1).reshape(t, -1)
-        return out
-
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)

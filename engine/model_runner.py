@@ -8,6 +8,7 @@ transformers `DynamicCache`. Both take HF-named weights already in memory.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -16,6 +17,9 @@ import torch
 from agentkit.engine.kv_cache import KVPool, KVSpec, plan_num_blocks
 from agentkit.engine.llama import AttnMeta, LlamaModel, PrefillSlice, supports
 from agentkit.engine.sequence import Sequence
+
+#: Called once per loaded model with the `torch.nn.Module`, before quantization and KV sizing.
+PrepareModel = Callable[[torch.nn.Module], None]
 
 
 @dataclass(slots=True)
@@ -92,11 +96,15 @@ class NativeRunner:
     supports_prefix_cache = True
 
     def __init__(self, config: Any, state_dict: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device,
-                 max_seq_len: int, kv: KVOptions | None = None, weight_mode: str = "auto") -> None:
+                 max_seq_len: int, kv: KVOptions | None = None, weight_mode: str = "auto",
+                 prepare: PrepareModel | None = None) -> None:
         kv = kv or KVOptions()
         self.model = LlamaModel(config, dtype, device, weight_mode)
         self.model.load_hf_state_dict(state_dict)
         self.model.eval()
+        if prepare is not None:
+            prepare(self.model)
+        self.model.quantize()
         self.vocab_size = config.vocab_size
         self.max_seq_len = max_seq_len
         self.device = device
@@ -164,12 +172,7 @@ class NativeRunner:
     @torch.inference_mode()
     def logits_for(self, token_ids: list[int]) -> torch.Tensor:
         """All-position logits of a fresh sequence, computed in a private scratch pool."""
-        n = len(token_ids)
-        blocks = -(-n // self.block_size)
-        scratch = KVPool(self.model.kv_spec, blocks, self.block_size, self.pool.cache_type)
-        g = torch.arange(n, device=self.device)
-        meta = AttnMeta(slots=g, prefills=[PrefillSlice(0, n, 0, torch.arange(blocks, device=self.device))])
-        return self.model.forward_batch(torch.tensor(token_ids, device=self.device), g, scratch, meta, g)
+        return self.model.logits_for(token_ids, self.block_size, self.pool.cache_type)
 
 
 class HFRunner:
@@ -179,7 +182,7 @@ class HFRunner:
     supports_prefix_cache = False
 
     def __init__(self, config: Any, state_dict: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device,
-                 max_seq_len: int, kv: KVOptions | None = None) -> None:
+                 max_seq_len: int, kv: KVOptions | None = None, prepare: PrepareModel | None = None) -> None:
         from transformers import AutoModelForCausalLM
 
         from agentkit.engine.quant import dequantize_state_dict
@@ -194,6 +197,8 @@ class HFRunner:
             raise ValueError(f"checkpoint is missing weights: {missing[:5]}")
         if getattr(config, "tie_word_embeddings", False) or "lm_head.weight" not in state_dict:
             model.tie_weights()
+        if prepare is not None:
+            prepare(model)
         model.to(device=device, dtype=dtype)
         self.model = model.eval()
         self.vocab_size = config.vocab_size
@@ -249,12 +254,13 @@ class HFRunner:
 
 def build_runner(config: Any, state_dict: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device,
                  max_seq_len: int, kv: KVOptions | None = None, prefer_native: bool = True,
-                 weight_mode: str = "auto") -> ModelRunner:
+                 weight_mode: str = "auto", prepare: PrepareModel | None = None) -> ModelRunner:
     """The native runner when the architecture is covered, else the transformers fallback.
 
     `weight_mode` (native only): "auto" keeps GGUF 4/8-bit blocks packed on CPU (dense for large
     batches), "dense", or "int8"/"int4" to quantize at load (in-situ quantization).
+    `prepare(model)` runs once after the weights load, before quantization and KV sizing.
     """
     if prefer_native and supports(config):
-        return NativeRunner(config, state_dict, dtype, device, max_seq_len, kv, weight_mode)
-    return HFRunner(config, state_dict, dtype, device, max_seq_len, kv)
+        return NativeRunner(config, state_dict, dtype, device, max_seq_len, kv, weight_mode, prepare)
+    return HFRunner(config, state_dict, dtype, device, max_seq_len, kv, prepare)

@@ -48,7 +48,7 @@ def test_status_counts_every_token_row(isq_runner):
 def test_apply_requantizes_swaps_and_still_serves(isq_runner, tmp_path):
     host = isq_runner._host(None)
     layer = host.engine.runner.model.layers[0]
-    old = _weights(layer.gate_up, 64)
+    old = _weights(layer.mlp.gate_up, 64)
     isq_runner.begin_calibration()
     for _ in range(3):
         isq_runner.send_chat_completion_request(REQ)
@@ -56,8 +56,8 @@ def test_apply_requantizes_swaps_and_still_serves(isq_runner, tmp_path):
     returned = isq_runner.apply_calibration(save_cimatrix=str(tmp_path / "traffic.cimatrix"))
     assert returned == collected and returned.total_rows > 0  # the status before applying
     assert not isq_runner.calibration_status().collecting
-    assert not layer.gate_up._forward_pre_hooks  # collection off: no hook left on the hot path
-    new = _weights(host.engine.runner.model.layers[0].gate_up, 64)
+    assert not layer.mlp.gate_up._forward_pre_hooks  # collection off: no hook left on the hot path
+    new = _weights(host.engine.runner.model.layers[0].mlp.gate_up, 64)
     assert new.shape == old.shape and not torch.allclose(new, old)
     saved = load_cimatrix(tmp_path / "traffic.cimatrix")
     assert len(saved) == 14 and saved["model.layers.1.mlp.down_proj"].shape == (128,)
@@ -71,20 +71,21 @@ def test_requantization_reads_the_source_weights(isq_runner, tiny_llama):
     the checkpoint than the load-time min/max quantization; from the resident int4 copy it could not."""
     src = _source(tiny_llama)["model.layers.1.mlp.down_proj.weight"].float()
     model = isq_runner._host(None).engine.runner.model
-    at_load = (_weights(model.layers[1].down, 128) - src).pow(2).sum()
+    at_load = (_weights(model.layers[1].mlp.down, 128) - src).pow(2).sum()
     isq_runner.send_re_isq("Q4K")
     isq_runner.send_chat_completion_request(REQ)  # queued behind the re-ISQ: runs on the new weights
-    again = (_weights(model.layers[1].down, 128) - src).pow(2).sum()
+    again = (_weights(model.layers[1].mlp.down, 128) - src).pow(2).sum()
     assert again < 0.95 * at_load, (float(again), float(at_load))
 
 
 def test_send_re_isq_changes_the_type_in_place(isq_runner):
     model = isq_runner._host(None).engine.runner.model
-    assert model.layers[0].qkv.kind == "int4"
+    assert model.layers[0].self_attn.qkv.kind == "int4"
     isq_runner.send_re_isq("Q8_0")
     res = isq_runner.send_chat_completion_request(REQ)
     assert res.usage.completion_tokens >= 1
-    assert {getattr(model.layers[i], a).kind for i in (0, 1) for a in ("qkv", "o", "gate_up", "down")} == {"int8"}
+    assert {model.layers[i].get_submodule(a).kind for i in (0, 1)
+            for a in ("self_attn.qkv", "self_attn.o", "mlp.gate_up", "mlp.down")} == {"int8"}
     with pytest.raises(ValueError, match="unknown in_situ_quant type"):
         isq_runner.send_re_isq("Q9_9")
 

@@ -249,7 +249,7 @@ def test_in_situ_quant_int8_and_int4(tiny_llama, runner):
     for isq, kind in [("Q8_0", "int8"), ("q4k", "int4"), ("4", "int4")]:
         with Runner(Which.Plain(tiny_llama), in_situ_quant=isq, progress=False) as r:
             model = r._host(None).engine.runner.model
-            assert model.layers[0].gate_up.kind == kind
+            assert model.layers[0].mlp.gate_up.kind == kind
             resp = r.send_chat_completion_request(chat(max_tokens=6, ignore_eos=True, logprobs=True))
             assert resp.usage.completion_tokens == 6
             # quantized logprobs stay close to the fp32 model's for the first token
