@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agentkit.agent_types import (
+from agentkit.agent.history import SessionConflictError
+from agentkit.api.agent_options import (
     AgentToolApproval,
     AgentToolApprovalDecision,
     AgentToolMetadata,
@@ -24,7 +25,7 @@ from agentkit.agent_types import (
     WebSearchOptions,
     WebSearchUserLocation,
 )
-from agentkit.enums import (
+from agentkit.api.enums import (
     AgentPermission,
     AgentToolApprovalDecisionKind,
     AgentToolKind,
@@ -44,31 +45,13 @@ from agentkit.enums import (
     ToolCallType,
     ToolChoice,
 )
-from agentkit.errors import (
-    AgentkitError,
-    CancelToolCall,
-    ConfigError,
-    EngineError,
-    LoraAdapterError,
-    ModelLoadError,
-    ModelNotFoundError,
-    NotSupportedError,
-    PluginError,
-    PromptTooLongError,
-    RequestError,
-    RequestTimeoutError,
-    SessionError,
-    ToolError,
-    ToolOutputOverflowError,
-)
-from agentkit.files import (
+from agentkit.api.files import (
     File,
     FileSource,
     InputFile,
     RequestedFile,
 )
-from agentkit.hookspecs import hookimpl
-from agentkit.model_types import (
+from agentkit.api.model_options import (
     AnyMoeConfig,
     AnyMoeExpertType,
     LoraAdapterGeneration,
@@ -78,12 +61,12 @@ from agentkit.model_types import (
     MultimodalAutoMapParams,
     TextAutoMapParams,
 )
-from agentkit.requests import (
+from agentkit.api.requests import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
 )
-from agentkit.responses import (
+from agentkit.api.responses import (
     AgenticToolCallRecord,
     CalibrationStatus,
     CalledFunction,
@@ -105,15 +88,32 @@ from agentkit.responses import (
     TopLogprob,
     Usage,
 )
-from agentkit.session_directory import DirectorySessionStore
-from agentkit.session_history import SessionConflictError
-from agentkit.session_store import MemorySessionStore, SessionStore
-from agentkit.sessions import Session, SessionVersionError
-from agentkit.tools import Tool, ToolCall, ToolResult
-from agentkit.which import (
+from agentkit.api.which import (
     LoraAdapter,
     Which,
 )
+from agentkit.errors import (
+    AgentkitError,
+    CancelToolCall,
+    ConfigError,
+    EngineError,
+    LoraAdapterError,
+    ModelLoadError,
+    ModelNotFoundError,
+    NotSupportedError,
+    PluginError,
+    PromptTooLongError,
+    RequestError,
+    RequestTimeoutError,
+    SessionError,
+    ToolError,
+    ToolOutputOverflowError,
+)
+from agentkit.hookspecs import hookimpl
+from agentkit.session_directory import DirectorySessionStore
+from agentkit.session_store import MemorySessionStore, SessionStore
+from agentkit.sessions import Session, SessionVersionError
+from agentkit.tools import Tool, ToolCall, ToolResult
 
 if TYPE_CHECKING:
     from agentkit.runner import Runner

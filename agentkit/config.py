@@ -26,16 +26,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from agentkit.api.enums import PagedCacheType
+from agentkit.api.which import Which
 from agentkit.engine.config import EngineConfig
-from agentkit.engine.device_map import DeviceLayers, parse_num_device_layers
-from agentkit.enums import PagedCacheType
+from agentkit.engine.loading.device_map import DeviceLayers, parse_num_device_layers
 from agentkit.errors import ConfigError, NotSupportedError
-from agentkit.isq import isq_mode
-from agentkit.which import Which
+from agentkit.models.isq import isq_mode
 
 if TYPE_CHECKING:
-    from agentkit.agent_types import CodeExecutionConfig, McpClientConfigPy, ShellConfig
-    from agentkit.model_types import AnyMoeConfig
+    from agentkit.api.agent_options import CodeExecutionConfig, McpClientConfigPy, ShellConfig
+    from agentkit.api.model_options import AnyMoeConfig
 
 __all__ = [
     "PLUGIN_OPTIONS",

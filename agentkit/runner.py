@@ -5,8 +5,8 @@ Every method may be called from any thread at once: requests are tokenized in th
 thread and continuously batched by the engine. Errors follow mistralrs: `ValueError` for bad
 requests and unknown models, `TypeError` for wrong argument types. More models can be added
 with `add_model`; the table (aliases, default, unload/reload, in-flight leases) lives in
-`agentkit.model_table`. Plugins (`plugins=`, entry points, `tool_callbacks`) are managed by a
-`PluginHost`; chat requests that involve tools run through `agentkit.agent_loop`, whose sessions
+`agentkit.models.table`. Plugins (`plugins=`, entry points, `tool_callbacks`) are managed by a
+`PluginHost`; chat requests that involve tools run through `agentkit.agent.loop`, whose sessions
 live in the session store (`session_store=`; memory by default).
 
 Options are parsed by `agentkit.config` (the same parser for `__init__` and `add_model`). The
@@ -27,33 +27,33 @@ from typing import Any
 
 import torch
 
-from agentkit import calibration
-from agentkit.agent_loop import AgentLoop
-from agentkit.chat import (
+from agentkit.agent.loop import AgentLoop
+from agentkit.agent.tool_limits import ToolLimits
+from agentkit.api.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from agentkit.api.responses import (
+    CalibrationStatus,
+    ChatCompletionChunkResponse,
+    ChatCompletionResponse,
+    CompletionResponse,
+)
+from agentkit.api.which import Which
+from agentkit.chat.processing import (
     ChatStream,
     collect_chat,
     collect_completion,
     prepare_chat,
     prepare_completion,
 )
+from agentkit.chat.streams import LeasedStream, aiter_stream
 from agentkit.config import ModelOptions, RunnerConfig, check_plugin_options, parse_model_options
 from agentkit.engine.config import EngineConfig
-from agentkit.engine.hub import parse_token_source
+from agentkit.engine.loading.hub import parse_token_source
 from agentkit.engine.sequence import EngineRequest, RequestOutput
-from agentkit.model_host import EmbeddingHost, ModelHost, load_model, model_name
-from agentkit.model_table import Lease, ModelTable
+from agentkit.models import calibration
+from agentkit.models.local import EmbeddingHost, ModelHost, load_model, model_name
+from agentkit.models.table import Lease, ModelTable
 from agentkit.plugin_host import PluginHost
-from agentkit.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from agentkit.responses import (
-    CalibrationStatus,
-    ChatCompletionChunkResponse,
-    ChatCompletionResponse,
-    CompletionResponse,
-)
 from agentkit.session_store import MemorySessionStore, SessionStore, open_session_store
-from agentkit.streams import LeasedStream, aiter_stream
-from agentkit.tool_limits import ToolLimits
-from agentkit.which import Which
 
 log = logging.getLogger("agentkit")
 
@@ -321,7 +321,7 @@ class Runner:
         """The model's context length in tokens."""
         return self._entry(model_id).max_seq_len
 
-    # ---- ISQ: online calibration and re-quantization (agentkit.calibration) --------------------
+    # ---- ISQ: online calibration and re-quantization (agentkit.models.calibration) --------------------
     def begin_calibration(self, model_id: str | None = None) -> CalibrationStatus:
         """Start collecting activation statistics from live traffic (ISQ models only)."""
         return calibration.begin_calibration(self._host(model_id))

@@ -26,8 +26,8 @@ from urllib.parse import quote, unquote
 
 import filelock
 
+from agentkit.agent.history import find_session_by_prefix, history_digests
 from agentkit.errors import SessionError
-from agentkit.session_history import find_session_by_prefix, history_digests
 from agentkit.session_store import SessionCorruptError, SessionStore, UpdateFn, apply_update, check_session_id
 from agentkit.sessions import Session, SessionVersionError
 

@@ -10,7 +10,7 @@ Scope (runner-api.md §2.8):
   migrates a version-less mistral.rs export (format version 0) and refuses newer formats.
 * `PluginStateStore` — a plugin's JSON-safe key/value view of `Session.plugin_state`.
 * `visible_messages`, `find_session_by_prefix`, `splice_history` are re-exported from
-  `agentkit.session_history` (how a request's messages relate to a stored history).
+  `agentkit.agent.history` (how a request's messages relate to a stored history).
 
 Non-goals: storing sessions (agentkit.session_store), running the agent loop, decoding images or
 videos (they stay base64 text here), and TTL/LRU policy.
@@ -27,15 +27,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentkit.errors import SessionError
-from agentkit.files import File
-from agentkit.session_history import (
+from agentkit.agent.history import (
     find_session_by_prefix,
     is_hidden_message,
     messages_match,
     splice_history,
     visible_messages,
 )
+from agentkit.api.files import File
+from agentkit.errors import SessionError
 
 __all__ = [
     "SESSION_FORMAT_VERSION",

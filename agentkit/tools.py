@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from agentkit.enums import AgentPermission, AgentToolKind, AgentToolSource
+from agentkit.api.enums import AgentPermission, AgentToolKind, AgentToolSource
 
 __all__ = ["Tool", "ToolCall", "ToolResult", "ToolSource", "ToolStatus", "decode_arguments"]
 

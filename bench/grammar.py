@@ -28,13 +28,13 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from agentkit.api.which import Which
 from agentkit.engine.config import EngineConfig
 from agentkit.engine.grammar import compile_grammar, grammar_tokenizer
 from agentkit.engine.sampling import SamplingParams
 from agentkit.engine.sequence import EngineRequest
-from agentkit.model_host import load_model
+from agentkit.models.local import load_model
 from agentkit.testing import smollm2_gguf
-from agentkit.which import Which
 
 PROMPT = "What will the weather be in Paris over the next weeks? Answer with the get_weather tool."
 

@@ -193,7 +193,7 @@ def head_accuracy() -> str:
         import numpy as np
         from gguf.quants import dequantize
 
-        from agentkit.engine.gguf_loader import _open_reader
+        from agentkit.engine.loading.gguf import _open_reader
         from agentkit.testing import smollm2_gguf
 
         found = smollm2_gguf()

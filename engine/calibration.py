@@ -73,7 +73,10 @@ class SafetensorsSource:
     def __init__(self, model_dir: str) -> None:
         from safetensors import safe_open
 
-        from agentkit.engine.loader import _normalise_keys, _safetensors_files  # same key rules as loading
+        from agentkit.engine.loading.loader import (  # same key rules as loading
+            _normalise_keys,
+            _safetensors_files,
+        )
 
         self._where: dict[str, tuple[str, str]] = {}
         for path in _safetensors_files(model_dir):
@@ -104,7 +107,7 @@ class GgufSource:
 
     def read(self, names: list[str]) -> dict[str, torch.Tensor]:
         if self._sd is None:
-            from agentkit.engine.gguf_loader import read_gguf
+            from agentkit.engine.loading.gguf import read_gguf
 
             self._sd = read_gguf(self._paths, dtype=torch.float32, progress=False, keep_quantized=True).state_dict
         missing = [n for n in names if n not in self._sd]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from agentkit.engine.hub import read_json
+from agentkit.engine.loading.hub import read_json
 from agentkit.engine.tokenizer import special_token_text
 
 __all__ = [

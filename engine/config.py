@@ -1,7 +1,7 @@
 """EngineConfig: the knobs of one loaded model's engine (batching, cache, threads, device).
 
 Values only; the Runner builds it from its keyword arguments. Not covered: model loading options
-(see `agentkit.engine.loader`) and request-level sampling (see `agentkit.engine.sampling`).
+(see `agentkit.engine.loading.loader`) and request-level sampling (see `agentkit.engine.sampling`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Scope: `EmbeddingModel` loads a sentence-transformers directory (``modules.json`` with Transformer,
 Pooling, Dense and Normalize modules, ``1_Pooling/config.json``, ``sentence_bert_config.json``) or
 a plain transformers directory (then mean pooling + L2 normalisation), resolving hub ids from the
-local HF cache only (`agentkit.engine.hub`). Weights are read from safetensors only.
+local HF cache only (`agentkit.engine.loading.hub`). Weights are read from safetensors only.
 `EmbeddingModel.embed` batches inputs with an attention mask under `torch.inference_mode()` and
 applies mistral.rs' truncation rule (an over-long input is an error unless truncation is asked
 for; truncation keeps the start). This is what `Which.Embedding` / `send_embedding_request` run.
@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from agentkit.engine.hub import read_json, resolve_model_dir
-from agentkit.engine.loader import pickle_weight_files
+from agentkit.engine.loading.hub import read_json, resolve_model_dir
+from agentkit.engine.loading.loader import pickle_weight_files
 from agentkit.errors import EngineError, ModelLoadError, NotSupportedError, RequestError
 
 __all__ = ["EmbeddingModel", "PoolingConfig"]
@@ -276,7 +276,7 @@ class EmbeddingModel:
         Raises ModelNotFoundError when the model is not local, ModelLoadError for pickle-only or
         malformed directories, NotSupportedError for sentence-transformers modules not implemented.
         """
-        from agentkit.engine.loader import resolve_dtype
+        from agentkit.engine.loading.loader import resolve_dtype
         from agentkit.engine.tokenizer import load_tokenizer
 
         device = torch.device(device)

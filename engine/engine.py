@@ -156,7 +156,7 @@ class Engine:
 
         Torch work for one model should stay on one OS thread: OpenMP keeps a thread team per
         calling thread, and two teams on a small machine (one left over from loading in another
-        thread) made decode 2.5x slower here. `agentkit.model_host` loads the model in the same
+        thread) made decode 2.5x slower here. `agentkit.models.local` loads the model in the same
         thread that then serves it.
         """
         if self._thread is None:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import torch
 
 from agentkit.engine.kv_cache import KVPool, KVSpec, plan_num_blocks
-from agentkit.engine.llama import AttnMeta, LlamaModel, PrefillSlice, supports
+from agentkit.engine.models.llama import AttnMeta, LlamaModel, PrefillSlice, supports
 from agentkit.engine.sequence import Sequence
 
 #: Called once per loaded model with the `torch.nn.Module`, before quantization and KV sizing.

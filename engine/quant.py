@@ -3,7 +3,7 @@
 Scope:
 
 - `QuantTensor`: the raw GGUF blocks of one 2-D weight (rows are HF output rows, q/k already
-  un-permuted), as `agentkit.engine.gguf_loader.read_gguf(keep_quantized=True)` returns them.
+  un-permuted), as `agentkit.engine.loading.gguf.read_gguf(keep_quantized=True)` returns them.
   `dequantize(dtype)` equals the loader's dense tensor bit for bit.
 - `build_linear(weights, biases, dtype=, device=, mode=)`: one module for one or several weights
   concatenated along the output features (fused QKV, gate/up). Modes:

@@ -120,7 +120,7 @@ def _from_gguf(gguf_path: str) -> Any:
             return AutoTokenizer.from_pretrained(cached)
         except (OSError, ValueError):
             shutil.rmtree(cached, ignore_errors=True)  # corrupt cache entry: rebuild it
-    from agentkit.engine.gguf_check import check_gguf_file
+    from agentkit.engine.loading.gguf_check import check_gguf_file
 
     check_gguf_file(gguf_path)  # transformers' GGUF reader trusts declared sizes
     directory, name = os.path.split(os.path.abspath(gguf_path))

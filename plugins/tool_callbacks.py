@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from agentkit.api.enums import AgentToolSource
 from agentkit.config import RunnerConfig
-from agentkit.enums import AgentToolSource
 from agentkit.hookspecs import hookimpl
 from agentkit.tools import Tool
 

@@ -57,7 +57,7 @@ def test_public_all_lists_have_no_duplicates():
     import collections
     import importlib
 
-    for name in ("agentkit", "agentkit.agent_types", "agentkit.config", "agentkit.plugin_manager",
+    for name in ("agentkit", "agentkit.api.agent_options", "agentkit.config", "agentkit.plugin_manager",
                  "agentkit.plugin_host", "agentkit.tools"):
         names = importlib.import_module(name).__all__
         assert [n for n, c in collections.Counter(names).items() if c > 1] == [], name

@@ -11,10 +11,10 @@ from dataclasses import replace
 
 import pytest
 
-import agentkit.agent_loop as agent_loop
+import agentkit.agent.loop as agent_loop
 from agentkit import ChatCompletionRequest, Runner, Which
-from agentkit.enums import ToolCallType
-from agentkit.responses import CalledFunction, ToolCallResponse
+from agentkit.api.enums import ToolCallType
+from agentkit.api.responses import CalledFunction, ToolCallResponse
 
 CITY = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city.", "strict": True,
                                          "parameters": {"type": "object", "properties": {"city": {

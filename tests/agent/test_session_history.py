@@ -8,7 +8,7 @@ import pickle
 import pytest
 
 from agentkit import SessionConflictError, SessionError
-from agentkit.session_history import classify_history, join_history
+from agentkit.agent.history import classify_history, join_history
 
 
 def u(text):
@@ -85,7 +85,7 @@ def test_inputs_are_not_modified_and_results_are_copies():
 
 
 def test_merge_turn_keeps_a_concurrent_turn_saved_first():
-    from agentkit.session_history import merge_turn
+    from agentkit.agent.history import merge_turn
     from agentkit.sessions import Session
 
     base = [u("q1"), a("a1")]

@@ -1,4 +1,4 @@
-"""Tool plans, prompt rewriting and tool-call grammars (agentkit.tool_calling), checked with llguidance."""
+"""Tool plans, prompt rewriting and tool-call grammars (agentkit.chat.tool_prompt), checked with llguidance."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from agentkit.chat.tool_parsing import parse_tool_calls
+from agentkit.chat.tool_prompt import ToolPlan, plan_tools, prompt_messages, tool_grammar
 from agentkit.engine.chat_template import ChatTemplate
 from agentkit.testing import CHATML_TOOLS_TEMPLATE
-from agentkit.tool_calling import ToolPlan, plan_tools, prompt_messages, tool_grammar
-from agentkit.tool_parsing import parse_tool_calls
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather for a city",

@@ -1,4 +1,4 @@
-"""Tool limits (agentkit.tool_limits): results capped to a share of the context, per-call timeout,
+"""Tool limits (agentkit.agent.tool_limits): results capped to a share of the context, per-call timeout,
 and the overflow error; each tried against the tiny Llama through a Runner."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import threading
 import pytest
 
 from agentkit import ChatCompletionRequest, RequestError, Runner, Which
+from agentkit.agent.tool_limits import ToolLimits, cap_tool_output, run_with_timeout
 from agentkit.errors import ToolOutputOverflowError
 from agentkit.testing import tiny_tokenizer
-from agentkit.tool_limits import ToolLimits, cap_tool_output, run_with_timeout
 from agentkit.tools import ToolCall, ToolResult
 
 FIVE_MB = "lorem ipsum dolor " * 291271  # the D7 reproducer's result, 5.2 MB

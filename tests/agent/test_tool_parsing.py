@@ -1,4 +1,4 @@
-"""Tests of agentkit.tool_parsing: tool-call detection per family, dropping, streaming equivalence.
+"""Tests of agentkit.chat.tool_parsing: tool-call detection per family, dropping, streaming equivalence.
 
 Reference: runner-api.md §1.7 (ToolCallResponse) and §1.9 last bullet (detection formats). The
 replies are written as the models' published chat formats produce them. Fast, offline, no torch.
@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 
-from agentkit.enums import ToolCallType
-from agentkit.responses import CalledFunction, ToolCallResponse
-from agentkit.tool_parsing import (
+from agentkit.api.enums import ToolCallType
+from agentkit.api.responses import CalledFunction, ToolCallResponse
+from agentkit.chat.tool_parsing import (
     FAMILIES,
     ParsedCall,
     StreamingToolParser,

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from agentkit.agent_types import (
+from agentkit.api.agent_options import (
     AgentToolApproval,
     AgentToolApprovalDecision,
     AgentToolMetadata,
@@ -30,7 +30,7 @@ from agentkit.agent_types import (
     WebSearchOptions,
     WebSearchUserLocation,
 )
-from agentkit.enums import (
+from agentkit.api.enums import (
     AgentPermission,
     AgentToolApprovalDecisionKind,
     AgentToolKind,
@@ -49,11 +49,10 @@ from agentkit.enums import (
     ToolChoice,
     coerce_permission,
 )
-from agentkit.errors import AgentkitError, ConfigError, LoraAdapterError, RequestError
-from agentkit.files import File, FileSource, InputFile, RequestedFile
-from agentkit.model_types import AnyMoeConfig, AnyMoeExpertType, LoraAdapterGeneration, LoraAdapterInfo
-from agentkit.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from agentkit.responses import (
+from agentkit.api.files import File, FileSource, InputFile, RequestedFile
+from agentkit.api.model_options import AnyMoeConfig, AnyMoeExpertType, LoraAdapterGeneration, LoraAdapterInfo
+from agentkit.api.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from agentkit.api.responses import (
     CalledFunction,
     ChatCompletionChunkResponse,
     ChatCompletionResponse,
@@ -64,7 +63,8 @@ from agentkit.responses import (
     ToolCallResponse,
     Usage,
 )
-from agentkit.which import LoraAdapter, Which
+from agentkit.api.which import LoraAdapter, Which
+from agentkit.errors import AgentkitError, ConfigError, LoraAdapterError, RequestError
 
 GEN = "0123456789abcdef" * 4
 
@@ -467,8 +467,8 @@ def test_error_tree():
 
 
 def test_value_modules_do_not_import_torch():
-    code = ("import sys; import agentkit.requests, agentkit.responses, agentkit.which, agentkit.enums, "
-            "agentkit.agent_types, agentkit.files, agentkit.model_types, agentkit.errors; "
+    code = ("import sys; import agentkit.api.requests, agentkit.api.responses, agentkit.api.which, agentkit.api.enums, "
+            "agentkit.api.agent_options, agentkit.api.files, agentkit.api.model_options, agentkit.errors; "
             "bad = [m for m in ('torch', 'transformers', 'numpy') if m in sys.modules]; "
             "assert not bad, bad")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agentkit import ChatCompletionRequest, Runner, Which
-from agentkit.engine.device_map import DeviceLayers, parse_num_device_layers, plan_layers
+from agentkit.engine.loading.device_map import DeviceLayers, parse_num_device_layers, plan_layers
 
 TWO_GPUS = ("cuda:0", "cuda:1")
 

@@ -7,11 +7,11 @@ import itertools
 
 import pytest
 
+from agentkit.api.which import Which
 from agentkit.engine.config import EngineConfig
 from agentkit.engine.sampling import SamplingParams
 from agentkit.engine.sequence import EngineRequest
-from agentkit.model_host import _load
-from agentkit.which import Which
+from agentkit.models.local import _load
 
 _ids = itertools.count()
 

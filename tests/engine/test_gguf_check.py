@@ -15,8 +15,8 @@ import textwrap
 
 import pytest
 
-from agentkit.engine.gguf_check import check_gguf_file
-from agentkit.engine.loader import load_gguf
+from agentkit.engine.loading.gguf_check import check_gguf_file
+from agentkit.engine.loading.loader import load_gguf
 from agentkit.errors import ModelLoadError
 from agentkit.testing import write_tiny_gguf
 

@@ -13,13 +13,13 @@ import re
 import pytest
 import torch
 
+from agentkit.api.which import Which
 from agentkit.engine.config import EngineConfig
 from agentkit.engine.grammar import GRAMMAR_TYPES, Grammar, compile_grammar, compute_masks, grammar_tokenizer
 from agentkit.engine.sampling import SampleRow, SamplingParams, sample
 from agentkit.engine.sequence import EngineRequest
 from agentkit.engine.tokenizer import load_tokenizer
-from agentkit.model_host import load_model
-from agentkit.which import Which
+from agentkit.models.local import load_model
 
 _ids = itertools.count()
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from agentkit.engine.linear import LoadedLinear, quantize_model, resolve_linear_mode
+from agentkit.engine.models.linear import LoadedLinear, quantize_model, resolve_linear_mode
 
 CPU = torch.device("cpu")
 

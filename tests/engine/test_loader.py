@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from agentkit.engine.hub import parse_token_source, resolve_model_dir
-from agentkit.engine.loader import LoadedModel, load_gguf, load_plain, resolve_dtype
+from agentkit.engine.loading.hub import parse_token_source, resolve_model_dir
+from agentkit.engine.loading.loader import LoadedModel, load_gguf, load_plain, resolve_dtype
 from agentkit.errors import ConfigError, ModelLoadError, ModelNotFoundError
 from agentkit.testing import write_tiny_gguf
 
@@ -119,7 +119,7 @@ def test_resolve_unknown_hub_id_without_offline_env(tmp_path):
     env["HF_HOME"] = str(tmp_path)
     code = (
         "import time\n"
-        "from agentkit.engine.hub import resolve_model_dir\n"
+        "from agentkit.engine.loading.hub import resolve_model_dir\n"
         "t = time.monotonic()\n"
         "try:\n"
         "    resolve_model_dir('agentkit-test-org/not-cached')\n"
@@ -338,7 +338,7 @@ def test_load_gguf_q8_0_matches_transformers(tiny_llama, tmp_path):
 
 
 def test_load_gguf_llama3_rope_freqs(tiny_llama, tmp_path):
-    from agentkit.engine.gguf_loader import _llama3_factors
+    from agentkit.engine.loading.gguf import _llama3_factors
 
     factors = np.array(_llama3_factors(10000.0, 16, 8.0, 1.0, 4.0, 8192), dtype=np.float32)
     assert 1.0 < sorted(factors)[-2] < 8.0  # the smoothed band is exercised

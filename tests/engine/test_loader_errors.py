@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from agentkit import Runner, Which
-from agentkit.engine.loader import load_plain
+from agentkit.engine.loading.loader import load_plain
 from agentkit.errors import ModelLoadError
 
 
@@ -71,7 +71,7 @@ def test_pickle_only_directory_without_config(tmp_path):
 
 
 def test_read_json_is_the_one_reader_with_the_callers_error_class(tmp_path):
-    from agentkit.engine.hub import read_json
+    from agentkit.engine.loading.hub import read_json
 
     good, bad, missing = tmp_path / "a.json", tmp_path / "b.json", str(tmp_path / "none.json")
     good.write_text('{"x": 1}')

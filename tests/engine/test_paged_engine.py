@@ -133,7 +133,7 @@ def test_native_logits_match_transformers_prefill_and_decode(tiny_models, arch):
     from transformers import AutoModelForCausalLM
 
     from agentkit.engine.block_manager import BlockManager
-    from agentkit.engine.loader import load_plain
+    from agentkit.engine.loading.loader import load_plain
     from agentkit.engine.model_runner import BatchItem, NativeRunner
     from agentkit.engine.sampling import SamplingParams
     from agentkit.engine.sequence import EngineRequest, Sequence

@@ -19,7 +19,7 @@ from gguf import GGMLQuantizationType as QT
 from gguf.quants import dequantize, quantize
 
 from agentkit.engine import quant
-from agentkit.engine.loader import load_gguf
+from agentkit.engine.loading.loader import load_gguf
 from agentkit.engine.quant import (
     AUTO_SWITCH_M,
     QuantTensor,
@@ -318,7 +318,7 @@ def test_load_gguf_keep_quantized_matches_dense(tiny_llama, tmp_path):
 
 @pytest.fixture(scope="module")
 def smollm2_blocks(smollm2):
-    from agentkit.engine.gguf_loader import _open_reader, _tensor_to_quant
+    from agentkit.engine.loading.gguf import _open_reader, _tensor_to_quant
 
     reader = _open_reader(os.path.join(*smollm2))
     wanted = ("blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_v.weight", "blk.3.ffn_down.weight")

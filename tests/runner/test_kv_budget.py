@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-import agentkit.model_host
+import agentkit.models.local
 from agentkit import ChatCompletionRequest, Runner, Which
 from agentkit.errors import RequestError
 
@@ -50,7 +50,7 @@ def test_budget_errors_come_before_the_weights_load(tiny_llama, monkeypatch, kwa
     def no_load(*a, **k):
         raise AssertionError("weights were loaded before the configuration was checked")
 
-    monkeypatch.setattr(agentkit.model_host, "load_plain", no_load)
+    monkeypatch.setattr(agentkit.models.local, "load_plain", no_load)
     with pytest.raises(ValueError, match=match):
         Runner(Which.Plain(tiny_llama), progress=False, **kwargs)
 

@@ -17,7 +17,7 @@ import pytest
 
 from agentkit import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Runner, Which
 from agentkit.errors import EngineError, ModelLoadError, ModelNotFoundError
-from agentkit.model_table import ModelTable
+from agentkit.models.table import ModelTable
 
 
 def chat(content: str = "Tell me about Paris.", **kw) -> ChatCompletionRequest:

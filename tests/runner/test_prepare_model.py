@@ -14,7 +14,7 @@ from torch import nn
 
 from agentkit import ChatCompletionRequest, Runner, Which, hookimpl
 from agentkit.config import RunnerConfig
-from agentkit.engine.linear import LoadedLinear
+from agentkit.engine.models.linear import LoadedLinear
 from agentkit.engine.quant import QuantTensor
 
 

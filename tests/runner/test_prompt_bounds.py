@@ -11,8 +11,8 @@ import textwrap
 import pytest
 
 from agentkit import ChatCompletionRequest, CompletionRequest, Runner, Which
+from agentkit.chat.prompt_bounds import prompt_bound
 from agentkit.errors import RequestError
-from agentkit.prompt_bounds import prompt_bound
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from agentkit import Runner, Which
-from agentkit.agent_types import CodeExecutionConfig, McpClientConfigPy, ShellConfig
+from agentkit.api.agent_options import CodeExecutionConfig, McpClientConfigPy, ShellConfig
 from agentkit.config import PLUGIN_OPTIONS, RunnerConfig, check_plugin_options, given_plugin_options
 from agentkit.errors import NotSupportedError, PluginError
 from agentkit.hookspecs import hookimpl

@@ -45,7 +45,7 @@ def test_chat_stream_matches_nonstream(tiny_models, arch):
 def test_native_and_fallback_runners_agree(tiny_models):
     import torch
 
-    from agentkit.engine.loader import load_plain
+    from agentkit.engine.loading.loader import load_plain
     from agentkit.engine.model_runner import HFRunner, NativeRunner
 
     for arch in ["llama", "qwen2", "qwen3"]:

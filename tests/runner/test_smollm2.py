@@ -68,7 +68,7 @@ def test_teacher_forced_parity_with_transformers(runner, smollm2):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from agentkit.engine.loader import load_gguf
+    from agentkit.engine.loading.loader import load_gguf
 
     resp = runner.send_chat_completion_request(
         ChatCompletionRequest(messages=[{"role": "user", "content": "Write a short poem about the sea."}],

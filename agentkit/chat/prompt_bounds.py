@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from agentkit.errors import PromptTooLongError, RequestError
 
 if TYPE_CHECKING:
-    from agentkit.model_host import ModelHost
+    from agentkit.models.local import ModelHost
 
 __all__ = ["PromptBound", "check_message_size", "check_not_empty", "check_prompt_size", "prompt_bound"]
 

@@ -20,17 +20,17 @@ from typing import Any
 
 import torch
 
+from agentkit.api.which import Which
 from agentkit.engine.chat_template import ChatTemplate, resolve_chat_template
 from agentkit.engine.config import EngineConfig
-from agentkit.engine.device_map import DeviceLayers, available_devices, check_ordinals, plan_layers
 from agentkit.engine.engine import Engine
-from agentkit.engine.hub import read_json, resolve_model_dir
-from agentkit.engine.loader import LoadedModel, load_gguf, load_plain, resolve_dtype
+from agentkit.engine.loading.device_map import DeviceLayers, available_devices, check_ordinals, plan_layers
+from agentkit.engine.loading.hub import read_json, resolve_model_dir
+from agentkit.engine.loading.loader import LoadedModel, load_gguf, load_plain, resolve_dtype
 from agentkit.engine.model_runner import KVOptions, PrepareModel, build_runner
 from agentkit.engine.tokenizer import Tokenizer, load_tokenizer
 from agentkit.errors import ModelLoadError, NotSupportedError
 from agentkit.plugin_host import PluginHost
-from agentkit.which import Which
 
 log = logging.getLogger("agentkit")
 
@@ -92,7 +92,7 @@ def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, 
     """Load `which` and start its engine; raises ValueError subclasses with actionable messages.
 
     `device_layers` (parsed `num_device_layers`) places the decoder layers (see
-    `agentkit.engine.device_map`). With `plugins`, `engine_prepare_model(model, plugins.config)`
+    `agentkit.engine.loading.device_map`). With `plugins`, `engine_prepare_model(model, plugins.config)`
     runs once on the loaded model, before quantization and KV-cache sizing (docs/plugins.md).
 
     A chat model is loaded on the thread that will serve it (see `Engine.serve`); this call

@@ -27,8 +27,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentkit.enums import ToolCallType
-from agentkit.responses import CalledFunction, ToolCallResponse
+from agentkit.api.enums import ToolCallType
+from agentkit.api.responses import CalledFunction, ToolCallResponse
 from agentkit.tools import decode_arguments
 
 __all__ = ["FAMILIES", "ParsedCall", "ParsedOutput", "StreamingToolParser", "detect_family", "looks_like_call",

@@ -17,7 +17,7 @@ Concurrency contract:
   garbage collector. The loader is kept, so the model can be reloaded.
 * Loading and shutting down run outside the table lock: requests to other models keep flowing.
 
-Non-goals: loading itself (see `agentkit.model_host.load_model`), request handling, and memory
+Non-goals: loading itself (see `agentkit.models.local.load_model`), request handling, and memory
 accounting (hosts free their memory when the last reference goes).
 """
 

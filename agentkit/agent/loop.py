@@ -2,7 +2,7 @@
 
 Scope: `AgentLoop.tools_for` decides whether a chat request runs through the loop; `run` and
 `stream` then resolve the request's session (explicit id, else message-prefix lookup, else a new
-one), join the incoming messages to the stored history (`agentkit.session_history`), and alternate model replies with
+one), join the incoming messages to the stored history (`agentkit.agent.history`), and alternate model replies with
 tool execution until a reply calls no tool or `max_tool_rounds` is reached. Every call of a reply
 runs, in order; each result becomes a tool message with its `tool_call_id`. Permissions (Auto /
 Ask / Deny, strictest wins) and approval callbacks gate every call. Usage is summed over rounds,
@@ -18,7 +18,7 @@ not a call nobody runs. Tool calls are bounded by `ToolLimits` (a timeout, and a
 each result's share of the context); a prompt that still overflows raises
 `ToolOutputOverflowError` after saving the turn so far to the session.
 
-Non-goals: generation itself (`agentkit.chat`), executing tools (plugins, through the
+Non-goals: generation itself (`agentkit.chat.processing`), executing tools (plugins, through the
 `agent_execute_tool` hook), storage (`agentkit.session_store`).
 """
 
@@ -32,13 +32,12 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from agentkit.agent_types import AgentToolApproval, AgentToolApprovalDecision, AgentToolMetadata
-from agentkit.chat import ChatStream, collect_chat, prepare_chat
-from agentkit.engine.sequence import EngineRequest
-from agentkit.enums import AgentPermission
-from agentkit.errors import PromptTooLongError, ToolOutputOverflowError
-from agentkit.requests import ChatCompletionRequest
-from agentkit.responses import (
+from agentkit.agent.history import join_history, merge_turn
+from agentkit.agent.tool_limits import ToolLimits, cap_tool_output, run_with_timeout
+from agentkit.api.agent_options import AgentToolApproval, AgentToolApprovalDecision, AgentToolMetadata
+from agentkit.api.enums import AgentPermission
+from agentkit.api.requests import ChatCompletionRequest
+from agentkit.api.responses import (
     AgenticToolCallRecord,
     ChatCompletionChunkResponse,
     ChatCompletionResponse,
@@ -47,11 +46,12 @@ from agentkit.responses import (
     ToolCallResponse,
     Usage,
 )
-from agentkit.session_history import join_history, merge_turn
+from agentkit.chat.processing import ChatStream, collect_chat, prepare_chat
+from agentkit.chat.tool_parsing import looks_like_call
+from agentkit.engine.sequence import EngineRequest
+from agentkit.errors import PromptTooLongError, ToolOutputOverflowError
 from agentkit.session_store import check_session_id
 from agentkit.sessions import Session
-from agentkit.tool_limits import ToolLimits, cap_tool_output, run_with_timeout
-from agentkit.tool_parsing import looks_like_call
 from agentkit.tools import Tool, ToolCall, ToolResult, decode_arguments
 
 log = logging.getLogger("agentkit.agent")

@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agentkit.enums import ToolCallType
+from agentkit.api.enums import ToolCallType
 
 if TYPE_CHECKING:
-    from agentkit.files import File
+    from agentkit.api.files import File
 
 __all__ = [
     "AgenticToolCallRecord",

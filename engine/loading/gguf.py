@@ -446,11 +446,11 @@ def read_gguf(
 
     Raises ModelLoadError (a ValueError) for unsupported architectures, mixture-of-experts files,
     unknown tensor names, incomplete metadata, and truncated or hostile files (declared sizes
-    beyond the file's end, see `agentkit.engine.gguf_check`).
+    beyond the file's end, see `agentkit.engine.loading.gguf_check`).
     """
     from tqdm.auto import tqdm
 
-    from agentkit.engine.gguf_check import check_gguf_file
+    from agentkit.engine.loading.gguf_check import check_gguf_file
 
     readers = []
     for path in paths:

@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentkit._checks import check_int, check_str
+from agentkit.api.checks import check_int, check_str
 
 __all__ = ["File", "FileSource", "InputFile", "RequestedFile", "guess_mime_type", "is_text_mime"]
 

@@ -4,11 +4,11 @@
 the caller, before the engine sees it); `collect_*` and `stream_chat` turn the engine's
 `RequestOutput` events into the public response types.
 
-Tools: `prepare_chat` offers tools per `agentkit.tool_calling.plan_tools` (and constrains the
+Tools: `prepare_chat` offers tools per `agentkit.chat.tool_prompt.plan_tools` (and constrains the
 reply with its grammar); `collect_chat` / `ChatStream` then parse tool calls out of the reply with
 the model's family parser, dropping calls to unknown names.
 
-Not covered: the agent loop (`agentkit.agent_loop`, built on top of these).
+Not covered: the agent loop (`agentkit.agent.loop`, built on top of these).
 """
 
 from __future__ import annotations
@@ -20,14 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentkit.engine.sampling import SampleResult, SamplingParams
-from agentkit.engine.sequence import EngineRequest, RequestOutput
-from agentkit.engine.template_sandbox import DEFAULT_LIMITS
-from agentkit.errors import EngineError, PromptTooLongError, RequestError, RequestTimeoutError
-from agentkit.model_host import ModelHost
-from agentkit.prompt_bounds import check_message_size, check_not_empty, check_prompt_size
-from agentkit.requests import ChatCompletionRequest, CompletionRequest
-from agentkit.responses import (
+from agentkit.api.requests import ChatCompletionRequest, CompletionRequest
+from agentkit.api.responses import (
     ChatCompletionChunkResponse,
     ChatCompletionResponse,
     Choice,
@@ -41,9 +35,15 @@ from agentkit.responses import (
     TopLogprob,
     Usage,
 )
-from agentkit.streams import ClosingStream
-from agentkit.tool_calling import ToolPlan, plan_tools, prompt_messages, tool_grammar
-from agentkit.tool_parsing import StreamingToolParser, parse_tool_calls, to_responses
+from agentkit.chat.prompt_bounds import check_message_size, check_not_empty, check_prompt_size
+from agentkit.chat.streams import ClosingStream
+from agentkit.chat.tool_parsing import StreamingToolParser, parse_tool_calls, to_responses
+from agentkit.chat.tool_prompt import ToolPlan, plan_tools, prompt_messages, tool_grammar
+from agentkit.engine.sampling import SampleResult, SamplingParams
+from agentkit.engine.sequence import EngineRequest, RequestOutput
+from agentkit.engine.template_sandbox import DEFAULT_LIMITS
+from agentkit.errors import EngineError, PromptTooLongError, RequestError, RequestTimeoutError
+from agentkit.models.local import ModelHost
 
 _ids = itertools.count(1)
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from agentkit._checks import (
+from agentkit.api.checks import (
     check_bool,
     check_float,
     check_instance,

@@ -14,8 +14,8 @@ import logging
 import os
 from typing import Any
 
-from agentkit.isq import isq_mode
-from agentkit.responses import CalibrationStatus
+from agentkit.api.responses import CalibrationStatus
+from agentkit.models.isq import isq_mode
 
 __all__ = ["apply_calibration", "begin_calibration", "calibration_status", "send_re_isq"]
 

@@ -5,7 +5,7 @@ engine weights are quantized while loading to one of two CPU-fast formats: group
 (`_weight_int4pack_mm`) or per-channel int8 (`_weight_int8pack_mm`). Names of 2 to 4 bits map to
 int4, 5 to 8 bits to int8 (more precise than asked, never less). The LM head stays int8 or dense.
 
-Online imatrix calibration and re-ISQ: `agentkit.calibration`. Not covered: the exact k-quant /
+Online imatrix calibration and re-ISQ: `agentkit.models.calibration`. Not covered: the exact k-quant /
 HQQ / AFQ numerics, `imatrix=` / `calibration_file=` at load, UQFF files.
 """
 

@@ -3,8 +3,8 @@
 Scope: web-search options, MCP configuration (`McpServerSourcePy` sum type), sandbox / code
 execution / shell configuration and approval objects, with the wheel's constructor signatures
 and defaults and construction-time checks (TypeError/ValueError naming the field). Permission and
-network arguments accept the enum or its string form. File types live in `agentkit.files`;
-AnyMoE and dynamic-LoRA types in `agentkit.model_types` (re-exported here, not in `__all__`).
+network arguments accept the enum or its string form. File types live in `agentkit.api.files`;
+AnyMoE and dynamic-LoRA types in `agentkit.api.model_options` (re-exported here, not in `__all__`).
 
 Non-goals: executing anything (search, MCP, sandboxing, approvals and LoRA loading belong to
 the agent layer and plugins).
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from agentkit._checks import (
+from agentkit.api.checks import (
     check_bool,
     check_instance,
     check_int,
@@ -30,7 +30,7 @@ from agentkit._checks import (
     check_str_list,
     variant_of,
 )
-from agentkit.enums import (
+from agentkit.api.enums import (
     AgentPermission,
     AgentToolApprovalDecisionKind,
     AgentToolKind,

@@ -16,7 +16,7 @@ the grammar); an `answer_only` plan (the agent loop's last round) bans tool call
 words; unconstrained strings of `strict` tools end at their closing quote (no backslash escapes,
 braces or control characters, at least one character), so arguments cannot run on.
 
-Non-goals: running tools (the agent loop), parsing replies (`agentkit.tool_parsing`).
+Non-goals: running tools (the agent loop), parsing replies (`agentkit.chat.tool_parsing`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from agentkit.tool_parsing import detect_family
+from agentkit.chat.tool_parsing import detect_family
 from agentkit.tools import decode_arguments
 
 __all__ = ["RESULT_MARKERS", "STRICT_STRING_PATTERN", "ToolPlan", "plan_tools", "prompt_messages", "tool_grammar"]

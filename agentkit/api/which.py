@@ -17,8 +17,8 @@ import os
 from dataclasses import KW_ONLY, dataclass, fields
 from typing import Any, ClassVar
 
-from agentkit._checks import check_int, check_str, check_str_list
-from agentkit.enums import (
+from agentkit.api.checks import check_int, check_str, check_str_list
+from agentkit.api.enums import (
     Architecture,
     DiffusionArchitecture,
     EmbeddingArchitecture,

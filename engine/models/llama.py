@@ -7,7 +7,7 @@ real `self_attn` (`LlamaAttention`) and `mlp` (`LlamaMLP`) submodules that it ca
 can wrap or replace them. Loading is two steps: `load_hf_state_dict` assigns an HF-named state
 dict (safetensors, or GGUF with packed `QuantTensor` blocks) into `LoadedLinear` layers that keep
 the weights as stored; `quantize()` then swaps them for the serving kernels
-(`agentkit.engine.linear.quantize_model`). `engine_prepare_model` runs between the two. Numerics
+(`agentkit.engine.models.linear.quantize_model`). `engine_prepare_model` runs between the two. Numerics
 follow transformers' modeling code (RMSNorm, rotate-half RoPE from its rope-init functions, GQA).
 
 Not covered: sliding-window attention, MoE, multimodal inputs (the transformers fallback
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agentkit.engine.kv_cache import KVPool, KVSpec
-from agentkit.engine.linear import LoadedLinear, quantize_model
+from agentkit.engine.models.linear import LoadedLinear, quantize_model
 from agentkit.engine.quant import QuantTensor
 
 NATIVE_ARCHS = frozenset({"llama", "mistral", "qwen2", "qwen3"})

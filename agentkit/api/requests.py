@@ -26,11 +26,11 @@ from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
-from agentkit._checks import check_bool, check_float, check_instance, check_int, check_list_of, check_str
-from agentkit.agent_types import ShellSkillMount, WebSearchOptions
-from agentkit.enums import AgentPermission, CodeExecutionPermission, ToolChoice, coerce_permission
-from agentkit.files import InputFile, RequestedFile
-from agentkit.model_types import LoraAdapterGeneration
+from agentkit.api.agent_options import ShellSkillMount, WebSearchOptions
+from agentkit.api.checks import check_bool, check_float, check_instance, check_int, check_list_of, check_str
+from agentkit.api.enums import AgentPermission, CodeExecutionPermission, ToolChoice, coerce_permission
+from agentkit.api.files import InputFile, RequestedFile
+from agentkit.api.model_options import LoraAdapterGeneration
 
 __all__ = ["GRAMMAR_TYPES", "REASONING_EFFORTS", "ChatCompletionRequest", "CompletionRequest", "EmbeddingRequest"]
 

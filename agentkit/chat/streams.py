@@ -5,7 +5,7 @@ lease until the stream ends, so `unload_model` waits for it; leaving a `for` loo
 cancels the request) and `aiter_stream` (a sync chunk
 stream drained from asyncio without blocking the event loop).
 
-Non-goals: producing chunks (`agentkit.chat.ChatStream`, `agentkit.agent_loop`).
+Non-goals: producing chunks (`agentkit.chat.processing.ChatStream`, `agentkit.agent.loop`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
-from agentkit.responses import ChatCompletionChunkResponse
+from agentkit.api.responses import ChatCompletionChunkResponse
 
 if TYPE_CHECKING:
-    from agentkit.model_table import Lease
+    from agentkit.models.table import Lease
 
 __all__ = ["ClosingStream", "LeasedStream", "aiter_stream"]
 
