@@ -25,10 +25,13 @@ import copy
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentkit.chat.tool_parsing import detect_family
 from agentkit.tools import decode_arguments
+
+if TYPE_CHECKING:
+    from agentkit.models.served import ServedModel
 
 __all__ = ["RESULT_MARKERS", "STRICT_STRING_PATTERN", "ToolPlan", "plan_tools", "prompt_messages", "tool_grammar"]
 
@@ -89,19 +92,18 @@ class ToolPlan:
         return None
 
 
-def _model_tool_info(host: Any) -> tuple[str, bool]:
+def _model_tool_info(host: ServedModel) -> tuple[str, bool]:
     """(family, template renders tools) for a model, computed once and cached on the host."""
-    cached = host.extra.get("tool_info")
-    if cached is None:
+    if host.tool_family is None or host.renders_tools is None:
         from agentkit.engine.chat_template import tools_rendered
 
         try:
             rendered = tools_rendered(host.template, _PROBE_MESSAGES, _PROBE_TOOLS)
         except Exception:
             rendered = False
-        family = detect_family(host.template.source, host.arch) if rendered else "hermes"
-        cached = host.extra["tool_info"] = (family, rendered)
-    return cached
+        host.tool_family = detect_family(host.template.source, host.arch) if rendered else "hermes"
+        host.renders_tools = rendered
+    return host.tool_family, host.renders_tools
 
 
 def plan_tools(host: Any, tools: list[dict[str, Any]], choice: str | dict[str, Any],
