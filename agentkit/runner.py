@@ -50,7 +50,8 @@ from agentkit.engine.config import EngineConfig
 from agentkit.engine.loading.hub import parse_token_source
 from agentkit.engine.sequence import EngineRequest, RequestOutput
 from agentkit.models import calibration
-from agentkit.models.local import EmbeddingHost, ModelHost, load_model, model_name
+from agentkit.models.local import EmbeddingHost, load_model, model_name
+from agentkit.models.served import ServedModel
 from agentkit.models.table import Lease, ModelTable
 from agentkit.plugin_host import PluginHost
 from agentkit.session_store import MemorySessionStore, SessionStore, open_session_store
@@ -174,7 +175,7 @@ class Runner:
 
     # ---- routing -------------------------------------------------------------------------------
     def _loader(self, which: Which, engine_config: EngineConfig, options: ModelOptions,
-                model_id: str | None = None) -> Callable[[], ModelHost | EmbeddingHost]:
+                model_id: str | None = None) -> Callable[[], ServedModel | EmbeddingHost]:
         """A closure that loads `which` afresh (for the first load and every reload).
 
         It captures the configuration only, never a host or the Runner, so unloading frees the model.
@@ -182,7 +183,7 @@ class Runner:
         """
         token, device, progress, plugins = self._token, self._device, self._progress, self._plugins
 
-        def load() -> ModelHost | EmbeddingHost:
+        def load() -> ServedModel | EmbeddingHost:
             host = load_model(which, engine_config=dataclasses.replace(engine_config), token=token,
                               chat_template=options.chat_template, jinja_explicit=options.jinja_explicit,
                               device=device, progress=progress, weight_mode=options.weight_mode,
@@ -218,7 +219,7 @@ class Runner:
 
         lease.on_abort(abort)
 
-    def _entry(self, model_id: str | None) -> ModelHost | EmbeddingHost:
+    def _entry(self, model_id: str | None) -> ServedModel | EmbeddingHost:
         """The model's live host (reloaded if needed), for quick lookups that need no lease."""
         lease = self._models.acquire(model_id)
         try:
@@ -226,7 +227,7 @@ class Runner:
         finally:
             lease.release()
 
-    def _host(self, model_id: str | None) -> ModelHost:
+    def _host(self, model_id: str | None) -> ServedModel:
         host = self._entry(model_id)
         if isinstance(host, EmbeddingHost):
             raise ValueError(f"model {host.model_id!r} is an embedding model: use send_embedding_request")
@@ -244,14 +245,14 @@ class Runner:
             tools = self._agent.tools_for(request)
             if tools is not None:
                 def submit(ereq: EngineRequest) -> None:
-                    host.engine.submit(ereq)
+                    host.backend.submit(ereq)
                     self._watch(lease, ereq)
 
                 if request.stream:
                     return LeasedStream(self._agent.stream(request, host, tools, submit), lease.keep())
                 return self._agent.run(request, host, tools, submit)
             ereq, plan = prepare_chat(request, host)
-            host.engine.submit(ereq)
+            host.backend.submit(ereq)
             self._watch(lease, ereq)
             if request.stream:
                 return LeasedStream(ChatStream(ereq, host, request.logprobs, plan), lease.keep())
@@ -269,7 +270,7 @@ class Runner:
             raise TypeError(f"request must be a CompletionRequest, got {type(request).__name__}")
         with self._lease(model_id) as lease:
             host = lease.host
-            ereq = host.engine.submit(prepare_completion(request, host))
+            ereq = host.backend.submit(prepare_completion(request, host))
             self._watch(lease, ereq)
             return collect_completion(ereq, host, request)
 

@@ -25,7 +25,7 @@ def __getattr__(name: str) -> Any:
 
         return EngineConfig
     if name == "SamplingParams":
-        from agentkit.engine.sampling import SamplingParams
+        from agentkit.engine.params import SamplingParams
 
         return SamplingParams
     raise AttributeError(f"module 'agentkit.engine' has no attribute {name!r}")

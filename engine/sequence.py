@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agentkit.engine.sampling import SampleResult, SamplingParams
+from agentkit.engine.params import SampleResult, SamplingParams
 
 if TYPE_CHECKING:
     from agentkit.engine.grammar import Grammar, GrammarMatcher

@@ -257,7 +257,7 @@ class AgentLoop:
                 f"{len(biggest.result_content)} characters from {biggest.name!r}). Lower tool_output_max_tokens "
                 f"or max_tool_rounds, or return shorter results; the turn so far is saved in session "
                 f"{turn.session.id!r}") from exc
-        (submit or host.engine.submit)(ereq)
+        (submit or host.backend.submit)(ereq)
         return ereq, plan
 
     def run(self, req: ChatCompletionRequest, host: Any, tools: dict[str, Tool],

@@ -18,7 +18,7 @@ import queue
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentkit.api.requests import ChatCompletionRequest, CompletionRequest
 from agentkit.api.responses import (
@@ -39,16 +39,18 @@ from agentkit.chat.prompt_bounds import check_message_size, check_not_empty, che
 from agentkit.chat.streams import ClosingStream
 from agentkit.chat.tool_parsing import StreamingToolParser, parse_tool_calls, to_responses
 from agentkit.chat.tool_prompt import ToolPlan, plan_tools, prompt_messages, tool_grammar
-from agentkit.engine.sampling import SampleResult, SamplingParams
+from agentkit.engine.params import SampleResult, SamplingParams
 from agentkit.engine.sequence import EngineRequest, RequestOutput
 from agentkit.engine.template_sandbox import DEFAULT_LIMITS
 from agentkit.errors import EngineError, PromptTooLongError, RequestError, RequestTimeoutError
-from agentkit.models.local import ModelHost
+
+if TYPE_CHECKING:
+    from agentkit.models.served import ServedModel
 
 _ids = itertools.count(1)
 
 
-def sampling_params(req: ChatCompletionRequest | CompletionRequest, host: ModelHost, *, logprobs: bool) -> SamplingParams:
+def sampling_params(req: ChatCompletionRequest | CompletionRequest, host: ServedModel, *, logprobs: bool) -> SamplingParams:
     """The request's sampling fields, unset ones filled from generation_config.json."""
     bias = req.logit_bias
     if bias:
@@ -67,7 +69,7 @@ def sampling_params(req: ChatCompletionRequest | CompletionRequest, host: ModelH
     return params.with_defaults(host.generation_config)
 
 
-def fit_prompt(ids: list[int], host: ModelHost, truncate: bool, max_tokens: int | None) -> list[int]:
+def fit_prompt(ids: list[int], host: ServedModel, truncate: bool, max_tokens: int | None) -> list[int]:
     """Apply the context limit: error, or drop tokens from the start when `truncate_sequence`."""
     ctx = host.max_seq_len
     if len(ids) < ctx:
@@ -80,21 +82,20 @@ def fit_prompt(ids: list[int], host: ModelHost, truncate: bool, max_tokens: int 
     return ids[len(ids) - (ctx - room):]
 
 
-def _added_tokens(host: ModelHost) -> set[str]:
-    cached = host.extra.get("added_tokens")
-    if cached is None:
+def _added_tokens(host: ServedModel) -> frozenset[str]:
+    if host.added_tokens is None:
         decoder = getattr(host.tokenizer.hf, "added_tokens_decoder", {}) or {}
-        cached = host.extra["added_tokens"] = {str(getattr(t, "content", t)) for t in decoder.values()}
-    return cached
+        host.added_tokens = frozenset(str(getattr(t, "content", t)) for t in decoder.values())
+    return host.added_tokens
 
 
-def _compile(host: ModelHost, grammar_type: str, grammar: Any) -> Any:
+def _compile(host: ServedModel, grammar_type: str, grammar: Any) -> Any:
     from agentkit.engine.grammar import compile_grammar
 
     return compile_grammar(host.tokenizer, grammar_type, grammar)
 
 
-def prepare_chat(req: ChatCompletionRequest, host: ModelHost, *, messages: list[dict[str, Any]] | None = None,
+def prepare_chat(req: ChatCompletionRequest, host: ServedModel, *, messages: list[dict[str, Any]] | None = None,
                  tools: list[dict[str, Any]] | None = None,
                  tool_choice: str | dict[str, Any] | None = None,
                  answer_only: bool = False) -> tuple[EngineRequest, ToolPlan | None]:
@@ -135,7 +136,7 @@ def prepare_chat(req: ChatCompletionRequest, host: ModelHost, *, messages: list[
                          keep_special_tokens=keep, timeout_s=req.timeout_secs), plan
 
 
-def prepare_completion(req: CompletionRequest, host: ModelHost) -> EngineRequest:
+def prepare_completion(req: CompletionRequest, host: ServedModel) -> EngineRequest:
     """Tokenize a raw prompt; `best_of` picks the top sequences of `n_choices` by logprob."""
     user_grammar = req.validate_grammar()
     prompt = check_prompt_size(req.prompt, host, req.truncate_sequence, "the completion prompt")
@@ -185,7 +186,7 @@ def _usage(out: RequestOutput) -> Usage:
                              cached_tokens=out.cached_tokens or None)
 
 
-def _logprobs(host: ModelHost, samples: list[SampleResult]) -> list[ResponseLogprob]:
+def _logprobs(host: ServedModel, samples: list[SampleResult]) -> list[ResponseLogprob]:
     tok = host.tokenizer
     content = []
     for s in samples:
@@ -208,7 +209,7 @@ def _message(text: str, finish_reason: str, plan: ToolPlan | None) -> tuple[Resp
                             reasoning_content=None), "tool_calls")
 
 
-def collect_chat(req: EngineRequest, host: ModelHost, want_logprobs: bool,
+def collect_chat(req: EngineRequest, host: ServedModel, want_logprobs: bool,
                  plan: ToolPlan | None = None) -> ChatCompletionResponse:
     """Wait for a chat request to finish and assemble the response (tool calls parsed under `plan`)."""
     accs = [_ChoiceAcc() for _ in range(req.n)]
@@ -222,7 +223,7 @@ def collect_chat(req: EngineRequest, host: ModelHost, want_logprobs: bool,
                 a.finish_reason = d.finish_reason or a.finish_reason
                 a.stop_sequence = d.stop_sequence or a.stop_sequence
     finally:
-        req.cancel()  # no-op once finished; stops the engine if the caller was interrupted
+        host.backend.cancel(req)  # no-op once finished; stops the engine if the caller was interrupted
     choices = []
     for i, a in enumerate(accs):
         message, reason = _message(a.text, a.finish_reason or "canceled", plan)
@@ -236,7 +237,7 @@ def collect_chat(req: EngineRequest, host: ModelHost, want_logprobs: bool,
 class ChatStream(ClosingStream):
     """Iterator of `ChatCompletionChunkResponse`; closing it (or dropping it) cancels the request."""
 
-    def __init__(self, req: EngineRequest, host: ModelHost, want_logprobs: bool, plan: ToolPlan | None = None) -> None:
+    def __init__(self, req: EngineRequest, host: ServedModel, want_logprobs: bool, plan: ToolPlan | None = None) -> None:
         self._req, self._host, self._want_logprobs = req, host, want_logprobs
         self._accs = [_ChoiceAcc() for _ in range(req.n)]
         self._parsers = ([StreamingToolParser(plan.family, plan.names) for _ in range(req.n)]
@@ -290,10 +291,10 @@ class ChatStream(ClosingStream):
         """Stop generating and free the request's cache."""
         if not self._done:
             self._done = True
-            self._req.cancel()
+            self._host.backend.cancel(self._req)
 
 
-def collect_completion(req: EngineRequest, host: ModelHost, creq: CompletionRequest) -> CompletionResponse:
+def collect_completion(req: EngineRequest, host: ServedModel, creq: CompletionRequest) -> CompletionResponse:
     """Wait for a completion request; keep the `best_of` choices with the highest total logprob."""
     accs = [_ChoiceAcc() for _ in range(req.n)]
     last = None
@@ -305,7 +306,7 @@ def collect_completion(req: EngineRequest, host: ModelHost, creq: CompletionRequ
                 a.samples.extend(d.samples)
                 a.finish_reason = d.finish_reason or a.finish_reason
     finally:
-        req.cancel()
+        host.backend.cancel(req)
     order = sorted(range(len(accs)), key=lambda i: -sum(s.logprob for s in accs[i].samples))
     keep = order[: max(1, creq.best_of or 1)]
     choices = []

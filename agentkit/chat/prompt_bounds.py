@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from agentkit.errors import PromptTooLongError, RequestError
 
 if TYPE_CHECKING:
-    from agentkit.models.local import ModelHost
+    from agentkit.models.served import ServedModel
 
 __all__ = ["PromptBound", "check_message_size", "check_not_empty", "check_prompt_size", "prompt_bound"]
 
@@ -42,15 +42,14 @@ class PromptBound:
                 " characters of its longest token)")
 
 
-def prompt_bound(host: ModelHost) -> PromptBound:
+def prompt_bound(host: ServedModel) -> PromptBound:
     """The host's `PromptBound`, computed once from its vocabulary (~60 ms for 49k tokens) and cached."""
-    cached = host.extra.get("prompt_bound")
-    if cached is None:
+    if host.prompt_bound is None:
         vocab = host.tokenizer.hf.get_vocab()
         longest = max((len(t) for t in vocab), default=1)
         ctx = host.max_seq_len
-        cached = host.extra["prompt_bound"] = PromptBound(ctx * max(longest, 1), ctx, max(longest, 1))
-    return cached
+        host.prompt_bound = PromptBound(ctx * max(longest, 1), ctx, max(longest, 1))
+    return host.prompt_bound
 
 
 def _text_size(value: Any) -> int:
@@ -63,7 +62,7 @@ def _text_size(value: Any) -> int:
     return 0
 
 
-def check_message_size(messages: list[dict[str, Any]], host: ModelHost, truncate: bool, cap: int) -> None:
+def check_message_size(messages: list[dict[str, Any]], host: ServedModel, truncate: bool, cap: int) -> None:
     """Reject chat messages whose text alone is too long, before the template renders them.
 
     The bound is `cap` (the template's output limit), and without truncation `prompt_bound` too.
@@ -78,7 +77,7 @@ def check_message_size(messages: list[dict[str, Any]], host: ModelHost, truncate
                            f" output limit of {cap} characters; shorten them")
 
 
-def check_prompt_size(text: str, host: ModelHost, truncate: bool, what: str) -> str:
+def check_prompt_size(text: str, host: ServedModel, truncate: bool, what: str) -> str:
     """`text` if it can fit the context; its tail with `truncate`; else RequestError naming the bound."""
     bound = prompt_bound(host)
     if len(text) <= bound.max_chars:

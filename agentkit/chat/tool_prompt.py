@@ -24,11 +24,15 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentkit.chat.tool_parsing import detect_family
 from agentkit.tools import decode_arguments
+
+if TYPE_CHECKING:
+    from agentkit.models.served import ServedModel
 
 __all__ = ["RESULT_MARKERS", "STRICT_STRING_PATTERN", "ToolPlan", "plan_tools", "prompt_messages", "tool_grammar"]
 
@@ -89,19 +93,19 @@ class ToolPlan:
         return None
 
 
-def _model_tool_info(host: Any) -> tuple[str, bool]:
+def _model_tool_info(host: ServedModel) -> tuple[str, bool]:
     """(family, template renders tools) for a model, computed once and cached on the host."""
-    cached = host.extra.get("tool_info")
-    if cached is None:
+    if host.tool_family is None or host.renders_tools is None:
         from agentkit.engine.chat_template import tools_rendered
 
+        template = host.template
         try:
-            rendered = tools_rendered(host.template, _PROBE_MESSAGES, _PROBE_TOOLS)
+            rendered = template is not None and tools_rendered(template, _PROBE_MESSAGES, _PROBE_TOOLS)
         except Exception:
             rendered = False
-        family = detect_family(host.template.source, host.arch) if rendered else "hermes"
-        cached = host.extra["tool_info"] = (family, rendered)
-    return cached
+        host.tool_family = detect_family(template.source, host.arch) if template and rendered else "hermes"
+        host.renders_tools = rendered
+    return host.tool_family, host.renders_tools
 
 
 def plan_tools(host: Any, tools: list[dict[str, Any]], choice: str | dict[str, Any],
@@ -235,7 +239,7 @@ def _call_schema(tool: dict[str, Any], family: str) -> dict[str, Any]:
             "required": ["name", key], "additionalProperties": False}
 
 
-def _lit(text: str, token_ids: set[str]) -> str:
+def _lit(text: str, token_ids: AbstractSet[str]) -> str:
     """A lark terminal for `text`: the special-token form when the tokenizer has it as one token."""
     if not text:
         return ""
@@ -267,7 +271,7 @@ def _text_rule(plan: ToolPlan) -> str:
     return f"TEXT: {text}"
 
 
-def tool_grammar(plan: ToolPlan, added_tokens: set[str]) -> str | None:
+def tool_grammar(plan: ToolPlan, added_tokens: AbstractSet[str]) -> str | None:
     """A lark grammar for the reply under `plan`, or None when decoding stays free.
 
     - `answer_only`: words only (a letter somewhere, no leading JSON, no tool markup or call).

@@ -1,8 +1,8 @@
 """The Runner's online-calibration and re-ISQ methods (mistralrs `begin_calibration`,
-`calibration_status`, `apply_calibration`, `send_re_isq`) over a loaded `ModelHost`.
+`calibration_status`, `apply_calibration`, `send_re_isq`) over a loaded `ServedModel`.
 
 The work happens in `agentkit.engine.calibration.OnlineCalibrator` on the model's engine thread,
-between engine steps (`Engine.call`): requests keep being served while a model is requantized,
+between engine steps (`LocalBackend.call`): requests keep being served while a model is requantized,
 one decoder layer per engine turn. Errors follow mistral.rs's messages, as ValueError.
 
 Non-goals: calibration files at load time (`Which.*(imatrix=..., calibration_file=...)`).
@@ -23,10 +23,10 @@ log = logging.getLogger("agentkit")
 
 
 def _calibrator(host: Any, what: str) -> Any:
-    cal = host.extra.get("isq") if isinstance(getattr(host, "extra", None), dict) else None
+    cal = getattr(host, "isq", None)  # None for embedding models too
     if cal is None:
         why = (f"; {host.arch} runs on the transformers fallback, whose weights stay dense"
-               if getattr(host, "runner_kind", None) == "transformers" else "")
+               if getattr(host, "backend_kind", None) == "transformers" else "")
         raise ValueError(f"{what} requires the model to have been loaded with ISQ: pass in_situ_quant= "
                          f"(e.g. \"Q4K\" or \"Q8_0\") to Runner{why}")
     return cal
@@ -41,7 +41,7 @@ def _status(counts: Any) -> CalibrationStatus:
 def begin_calibration(host: Any) -> CalibrationStatus:
     """Start collecting activation statistics (restarting from zero if already collecting)."""
     cal = _calibrator(host, "Online calibration")
-    host.engine.call(cal.begin).result()
+    host.backend.call(cal.begin).result()
     return _status(cal.counts())
 
 
@@ -53,7 +53,7 @@ def calibration_status(host: Any) -> CalibrationStatus:
 def _requantize_all(host: Any, cal: Any, mode: str, imatrix: dict[str, Any] | None) -> None:
     try:
         for i in range(cal.num_layers):  # one layer per engine turn: steps run in between
-            host.engine.call(lambda i=i: cal.requantize_layer(i, mode, imatrix)).result()
+            host.backend.call(lambda i=i: cal.requantize_layer(i, mode, imatrix)).result()
     finally:
         cal.finish()
 
@@ -70,7 +70,7 @@ def apply_calibration(host: Any, save_cimatrix: str | os.PathLike[str] | None = 
     status = _status(cal.counts())
     if not status.collecting:
         raise ValueError("No calibration data collected; call begin_calibration first.")
-    imatrix = host.engine.call(cal.harvest).result()
+    imatrix = host.backend.call(cal.harvest).result()
     if save_cimatrix is not None:
         from agentkit.engine.imatrix import save_cimatrix as write
 
@@ -95,5 +95,5 @@ def send_re_isq(host: Any, dtype: str) -> None:
             cal.requantize_layer(i, mode, None)
         cal.finish()
 
-    future = host.engine.call(run)
+    future = host.backend.call(run)
     future.add_done_callback(lambda f: f.exception() and log.error("re-ISQ to %s failed: %s", dtype, f.exception()))

@@ -1,4 +1,4 @@
-"""ModelHost: one loaded model (engine, tokenizer, chat template, defaults) built from a `Which`.
+"""load_model: one loaded model (a `ServedModel` on a `LocalBackend`) built from a `Which`.
 
 This is where the public `Which` variants meet the engine: resolve files offline, load weights
 (safetensors or GGUF), build the native or transformers model runner, the tokenizer and the chat
@@ -21,37 +21,23 @@ from typing import Any
 import torch
 
 from agentkit.api.which import Which
-from agentkit.engine.chat_template import ChatTemplate, resolve_chat_template
+from agentkit.engine.chat_template import resolve_chat_template
 from agentkit.engine.config import EngineConfig
 from agentkit.engine.engine import Engine
 from agentkit.engine.loading.device_map import DeviceLayers, available_devices, check_ordinals, plan_layers
 from agentkit.engine.loading.hub import read_json, resolve_model_dir
 from agentkit.engine.loading.loader import LoadedModel, load_gguf, load_plain, resolve_dtype
 from agentkit.engine.model_runner import KVOptions, PrepareModel, build_runner
-from agentkit.engine.tokenizer import Tokenizer, load_tokenizer
+from agentkit.engine.tokenizer import load_tokenizer
 from agentkit.errors import ModelLoadError, NotSupportedError
+from agentkit.models.local_backend import LocalBackend
+from agentkit.models.served import ServedModel
 from agentkit.plugin_host import PluginHost
 
 log = logging.getLogger("agentkit")
 
 
-@dataclass
-class ModelHost:
-    """Everything needed to serve requests for one model id."""
-
-    model_id: str
-    engine: Engine
-    tokenizer: Tokenizer
-    template: ChatTemplate | None
-    generation_config: dict[str, Any]
-    max_seq_len: int
-    arch: str
-    runner_kind: str
-    load_time_s: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def shutdown(self) -> None:
-        self.engine.shutdown()
+ModelHost = ServedModel  # the former name (code-review §2.4)
 
 
 @dataclass
@@ -88,7 +74,7 @@ def model_name(which: Which) -> str:
 def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, chat_template: str | None,
                jinja_explicit: str | None, device: str | None = None, progress: bool = True,
                weight_mode: str = "auto", device_layers: tuple[DeviceLayers, ...] | None = None,
-               plugins: PluginHost | None = None) -> ModelHost | EmbeddingHost:
+               plugins: PluginHost | None = None) -> ServedModel | EmbeddingHost:
     """Load `which` and start its engine; raises ValueError subclasses with actionable messages.
 
     `device_layers` (parsed `num_device_layers`) places the decoder layers (see
@@ -128,7 +114,7 @@ def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, 
 def _load(which: Which, *, engine_config: EngineConfig, token: str | None, chat_template: str | None,
           jinja_explicit: str | None, device: str | None, progress: bool,
           weight_mode: str, device_layers: tuple[DeviceLayers, ...] | None = None,
-          plugins: PluginHost | None = None) -> ModelHost | EmbeddingHost:
+          plugins: PluginHost | None = None) -> ServedModel | EmbeddingHost:
     t0 = time.perf_counter()
     dev = pick_device(device)
     if device_layers is not None:
@@ -181,9 +167,9 @@ def _load(which: Which, *, engine_config: EngineConfig, token: str | None, chat_
                           prepare=_prepare_hook(plugins))
     loaded.state_dict.clear()  # the runner holds its own (possibly fused) tensors now
     ctx = cap_context(ctx, runner.num_blocks * runner.block_size, explicit=engine_config.max_seq_len is not None)
-    extra: dict[str, Any] = {}
+    isq = None
     if weight_mode in ("int4", "int8") and runner.kind == "native":
-        extra["isq"] = _calibrator(which, loaded, runner, weight_mode)
+        isq = _calibrator(which, loaded, runner, weight_mode)
     elif weight_mode in ("int4", "int8"):
         warnings.warn(f"in_situ_quant has no effect on {loaded.arch}: it runs on the transformers fallback, "
                       "whose weights stay dense", RuntimeWarning, stacklevel=2)
@@ -191,9 +177,9 @@ def _load(which: Which, *, engine_config: EngineConfig, token: str | None, chat_
     name = model_name(which)
     engine = Engine(runner, tokenizer, engine_config, eos_token_ids=tokenizer.eos_token_ids | _eos_ids(loaded),
                     name=name, start=False)
-    return ModelHost(model_id=name, engine=engine, tokenizer=tokenizer, template=template,
-                     generation_config=loaded.generation_config, max_seq_len=ctx, arch=loaded.arch,
-                     runner_kind=runner.kind, load_time_s=time.perf_counter() - t0, extra=extra)
+    return ServedModel(model_id=name, backend=LocalBackend(engine, runner.kind), tokenizer=tokenizer,
+                       template=template, generation_config=loaded.generation_config, max_seq_len=ctx,
+                       arch=loaded.arch, load_time_s=time.perf_counter() - t0, isq=isq)
 
 
 def _calibrator(which: Which, loaded: LoadedModel, runner: Any, weight_mode: str) -> Any:

@@ -1,6 +1,6 @@
 """ModelTable: the thread-safe table of models one `Runner` serves (runner-api.md §2.10).
 
-Each entry holds a primary id, a loader closure (builds a fresh host: `ModelHost` or
+Each entry holds a primary id, a loader closure (builds a fresh host: `ServedModel` or
 `EmbeddingHost`), the live host or None, a status ("loaded", "unloaded", "reloading") and the
 leases in flight. The table also keeps an alias map (alias -> primary id) and the default id.
 Every id argument is resolved through the aliases first; None means the default model.
@@ -40,7 +40,7 @@ UNLOADED = "unloaded"
 RELOADING = "reloading"
 
 Loader = Callable[[], Any]
-"""Builds and starts a fresh host (`ModelHost | EmbeddingHost`); must not capture a live host."""
+"""Builds and starts a fresh host (`ServedModel | EmbeddingHost`); must not capture a live host."""
 
 
 class Lease:
@@ -62,7 +62,7 @@ class Lease:
 
     @property
     def host(self) -> Any:
-        """The loaded host (`ModelHost` or `EmbeddingHost`); RuntimeError once released."""
+        """The loaded host (`ServedModel` or `EmbeddingHost`); RuntimeError once released."""
         host = self._host
         if host is None:
             raise RuntimeError(f"the lease on model {self.model_id!r} was released")

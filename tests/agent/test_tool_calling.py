@@ -25,7 +25,7 @@ PLAIN_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['con
 
 
 def _host(source: str, arch: str = "llama") -> SimpleNamespace:
-    return SimpleNamespace(template=ChatTemplate(source=source, origin="test"), arch=arch, extra={})
+    return SimpleNamespace(template=ChatTemplate(source=source, origin="test"), arch=arch, tool_family=None, renders_tools=None)
 
 
 def test_plan_follows_template_and_choice():
