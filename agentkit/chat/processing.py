@@ -209,21 +209,27 @@ def _message(text: str, finish_reason: str, plan: ToolPlan | None) -> tuple[Resp
                             reasoning_content=None), "tool_calls")
 
 
-def collect_chat(req: EngineRequest, host: ServedModel, want_logprobs: bool,
-                 plan: ToolPlan | None = None) -> ChatCompletionResponse:
-    """Wait for a chat request to finish and assemble the response (tool calls parsed under `plan`)."""
+def _accumulate(req: EngineRequest, host: ServedModel, trim_start: bool) -> tuple[list[_ChoiceAcc], Any]:
+    """Read a request's outputs to the end: one accumulator per choice, and the last output (usage)."""
     accs = [_ChoiceAcc() for _ in range(req.n)]
     last = None
     try:
         for last in _events(req):
             for d in last.deltas:
                 a = accs[d.index]
-                a.add(d.text, trim_start=True)
+                a.add(d.text, trim_start=trim_start)
                 a.samples.extend(d.samples)
                 a.finish_reason = d.finish_reason or a.finish_reason
                 a.stop_sequence = d.stop_sequence or a.stop_sequence
     finally:
         host.backend.cancel(req)  # no-op once finished; stops the engine if the caller was interrupted
+    return accs, last
+
+
+def collect_chat(req: EngineRequest, host: ServedModel, want_logprobs: bool,
+                 plan: ToolPlan | None = None) -> ChatCompletionResponse:
+    """Wait for a chat request to finish and assemble the response (tool calls parsed under `plan`)."""
+    accs, last = _accumulate(req, host, trim_start=True)
     choices = []
     for i, a in enumerate(accs):
         message, reason = _message(a.text, a.finish_reason or "canceled", plan)
@@ -296,17 +302,7 @@ class ChatStream(ClosingStream):
 
 def collect_completion(req: EngineRequest, host: ServedModel, creq: CompletionRequest) -> CompletionResponse:
     """Wait for a completion request; keep the `best_of` choices with the highest total logprob."""
-    accs = [_ChoiceAcc() for _ in range(req.n)]
-    last = None
-    try:
-        for last in _events(req):
-            for d in last.deltas:
-                a = accs[d.index]
-                a.add(d.text, trim_start=False)
-                a.samples.extend(d.samples)
-                a.finish_reason = d.finish_reason or a.finish_reason
-    finally:
-        host.backend.cancel(req)
+    accs, last = _accumulate(req, host, trim_start=False)
     order = sorted(range(len(accs)), key=lambda i: -sum(s.logprob for s in accs[i].samples))
     keep = order[: max(1, creq.best_of or 1)]
     choices = []
