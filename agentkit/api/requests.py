@@ -30,6 +30,7 @@ from agentkit.api.agent_options import ShellSkillMount, WebSearchOptions
 from agentkit.api.checks import check_bool, check_float, check_instance, check_int, check_list_of, check_str
 from agentkit.api.enums import AgentPermission, CodeExecutionPermission, ToolChoice, coerce_permission
 from agentkit.api.files import InputFile, RequestedFile
+from agentkit.api.messages import check_message, normalize_message
 from agentkit.api.model_options import LoraAdapterGeneration
 
 __all__ = ["GRAMMAR_TYPES", "REASONING_EFFORTS", "ChatCompletionRequest", "CompletionRequest", "EmbeddingRequest"]
@@ -38,8 +39,6 @@ GRAMMAR_TYPES = ("regex", "lark", "json_schema", "llguidance")
 REASONING_EFFORTS = ("off", "none", "low", "medium", "high", "xhigh", "max")
 _EFFORT_CANONICAL = {"off": "off", "none": "off", "low": "low", "medium": "medium", "high": "high",
                      "xhigh": "xhigh", "max": "xhigh"}
-_MEDIA_PARTS = {"image_url": "image", "audio_url": "audio", "video_url": "video"}
-_MESSAGE_EXTRAS = ("tool_calls", "tool_call_id", "name", "reasoning_content")
 _U32_MAX = 2**32 - 1
 
 
@@ -210,106 +209,6 @@ def _tool_choice(owner: str, value: Any) -> Any:
     raise TypeError(f"{owner}: `tool_choice` must be ToolChoice, a str or a dict, got {type(value).__name__}")
 
 
-def _check_part(i: int, j: int, part: Any) -> str:
-    """Validate one content part; returns its type ("text", "image_url", ...)."""
-    where = f"messages[{i}]['content'][{j}]"
-    if not isinstance(part, dict):
-        raise TypeError(f"{where} must be a dict like {{'type': 'text', 'text': ...}}, got {type(part).__name__}")
-    ptype = part.get("type", "text" if "text" in part else None)
-    if ptype == "text":
-        check_str(where, "text", part.get("text"))
-        return "text"
-    if ptype in _MEDIA_PARTS:
-        ref = part.get(ptype)
-        url = ref.get("url") if isinstance(ref, dict) else ref
-        if not isinstance(url, str):
-            raise ValueError(f"{where} must be {{'type': {ptype!r}, {ptype!r}: {{'url': ...}}}}, got {part!r}")
-        return ptype
-    raise ValueError(f"{where} has unknown type {ptype!r}; expected 'text', 'image_url', 'audio_url' or 'video_url'")
-
-
-def _check_message(i: int, msg: Any) -> None:
-    where = f"messages[{i}]"
-    if not isinstance(msg, dict):
-        raise TypeError(f"Expected a string or list of dicts. {where} is a {type(msg).__name__}")
-    if "role" not in msg:
-        raise ValueError(f"{where} has no 'role' key: {msg!r}")
-    check_str(where, "role", msg["role"])
-    has_calls = bool(msg.get("tool_calls"))
-    content = msg.get("content")
-    if content is None and not has_calls:
-        if "content" not in msg:
-            raise ValueError(f"{where} has no 'content' key: {msg!r}")
-        raise TypeError(f"{where}: `content` must be a str or a list of parts, got None")
-    if isinstance(content, list):
-        if not content:
-            raise ValueError(f"{where}: `content` must not be an empty list")
-        kinds = [_check_part(i, j, p) for j, p in enumerate(content)]
-        if len(kinds) == 1 and kinds[0] != "text":
-            raise ValueError(f"{where}: a content list with one part must be a text part {{'type': 'text', 'text': ...}}")
-        if len(kinds) > 1 and msg["role"] != "user":
-            raise ValueError(f"{where}: only 'user' messages may have several content parts, got role {msg['role']!r}")
-    elif content is not None and not isinstance(content, str):
-        raise TypeError(f"{where}: `content` must be a str or a list of parts, got {type(content).__name__}")
-    calls = msg.get("tool_calls")
-    if calls is not None:
-        if not isinstance(calls, list):
-            raise TypeError(f"{where}: `tool_calls` must be a list, got {type(calls).__name__}")
-        for k, call in enumerate(calls):
-            fn = call.get("function") if isinstance(call, dict) else None
-            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                raise ValueError(f"{where}['tool_calls'][{k}] must be {{'function': {{'name': ..., 'arguments': ...}}}}")
-            if not isinstance(fn.get("arguments", "{}"), (str, dict)):
-                raise TypeError(f"{where}['tool_calls'][{k}]['function']['arguments'] must be a JSON str or dict")
-    for key in ("tool_call_id", "name", "reasoning_content"):
-        check_str(where, key, msg.get(key), optional=True)
-
-
-def _normalize_message(msg: dict[str, Any], allow_media: bool) -> dict[str, Any]:
-    content = msg.get("content")
-    out: dict[str, Any] = {"role": msg["role"]}
-    media: list[dict[str, str]] = []
-    if content is None:
-        text = ""
-    elif isinstance(content, str):
-        text = content
-    elif len(content) == 1:
-        text = content[0]["text"]
-    else:
-        texts = []
-        for part in content:
-            ptype = part.get("type", "text")
-            if ptype == "text":
-                texts.append(part["text"])
-            else:
-                ref = part[ptype]
-                media.append({"type": _MEDIA_PARTS[ptype], "url": ref["url"] if isinstance(ref, dict) else ref})
-        text = " ".join(texts)
-    if media and not allow_media:
-        raise ValueError("multimodal input is not supported by this model yet "
-                         f"(got {', '.join(m['type'] for m in media)} content); send text parts only")
-    out["content"] = text
-    if media:
-        out["media"] = media
-    for key in _MESSAGE_EXTRAS:
-        if msg.get(key) is not None:
-            out[key] = copy.deepcopy(msg[key])
-    if "tool_calls" in out:
-        out["tool_calls"] = [{**({"id": c["id"]} if c.get("id") is not None else {}), "type": "function", **c}
-                             for c in out["tool_calls"]]
-    for call in out.get("tool_calls", []):
-        fn = call["function"]
-        args = fn.get("arguments", "{}")
-        if isinstance(args, str):
-            try:
-                parsed = json.loads(args) if args.strip() else {}
-            except ValueError:
-                parsed = None
-            if isinstance(parsed, dict):
-                fn["arguments"] = parsed
-    return out
-
-
 @dataclass
 class ChatCompletionRequest(_SendHelpers):
     """An OpenAI-style chat request (`Runner.send_chat_completion_request`); `model` is ignored."""
@@ -367,7 +266,7 @@ class ChatCompletionRequest(_SendHelpers):
             if not self.messages:
                 raise ValueError(f"{owner}: `messages` must not be empty")
             for i, msg in enumerate(self.messages):
-                _check_message(i, msg)
+                check_message(i, msg)
             self.messages = list(self.messages)
         else:
             raise TypeError("Expected a string or list of dicts.")
@@ -434,7 +333,7 @@ class ChatCompletionRequest(_SendHelpers):
         """
         if isinstance(self.messages, str):
             return [{"role": "user", "content": self.messages}]
-        return [_normalize_message(m, allow_media) for m in self.messages]
+        return [normalize_message(m, allow_media) for m in self.messages]
 
 
 @dataclass
