@@ -5,8 +5,7 @@ with the `gguf` package: the file is memory-mapped by `GGUFReader`, each tensor 
 with `gguf.quants.dequantize`, converted to the requested torch dtype straight away (so peak
 memory stays near the final model size), reshaped to the HF layout and renamed to HF parameter
 names. llama.cpp's rotary permutation of ``attn_q``/``attn_k`` in llama/mistral files is undone
-exactly as transformers does. The config is built from the GGUF metadata, including llama3-style
-rope scaling recovered from a ``rope_freqs`` tensor. Split GGUFs (several files) are supported.
+exactly as transformers does. The config is built from the GGUF metadata (`gguf_config.py`). Split GGUFs (several files) are supported.
 Other architectures go through transformers' own GGUF loader when it supports them.
 With ``keep_quantized=True`` the 2-D linear weights stored as Q4_0, Q4_1, Q4_K or Q8_0 are kept
 as their raw blocks (`agentkit.engine.quant.QuantTensor`, rows un-permuted like the dense path);
@@ -18,13 +17,12 @@ and multimodal GGUFs, keeping weights quantized on the transformers fallback pat
 
 from __future__ import annotations
 
-import math
 import os
 import re
-import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agentkit.engine.loading.gguf_config import PERMUTED_ARCHS, native_config, scalar_metadata
 from agentkit.errors import ModelLoadError
 
 if TYPE_CHECKING:
@@ -37,14 +35,6 @@ __all__ = ["NATIVE_GGUF_ARCHITECTURES", "GGUFContents", "gguf_tensor_to_hf_name"
 
 #: ``general.architecture`` values loaded natively (llama-style metadata keys and tensor names).
 NATIVE_GGUF_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
-# llama.cpp's converter permutes q/k rows of these architectures for its rotary layout.
-_PERMUTED_ARCHS = ("llama", "mistral")
-_CAUSAL_LM_CLASS = {
-    "llama": "LlamaForCausalLM",
-    "mistral": "MistralForCausalLM",
-    "qwen2": "Qwen2ForCausalLM",
-    "qwen3": "Qwen3ForCausalLM",
-}
 _TOP_LEVEL_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",
     "output_norm.weight": "model.norm.weight",
@@ -90,185 +80,6 @@ def gguf_tensor_to_hf_name(name: str) -> str | None:
     if m is None or m.group(2) not in _BLOCK_NAMES:
         return None
     return f"model.layers.{m.group(1)}.{_BLOCK_NAMES[m.group(2)]}.{m.group(3)}"
-
-
-def _scalar_metadata(reader: Any) -> dict[str, Any]:
-    """Metadata fields except the large tokenizer arrays (only their lengths are kept)."""
-    meta: dict[str, Any] = {}
-    for key, fld in reader.fields.items():
-        if key.startswith("tokenizer.ggml.") and key in (
-            "tokenizer.ggml.tokens",
-            "tokenizer.ggml.merges",
-            "tokenizer.ggml.token_type",
-            "tokenizer.ggml.scores",
-        ):
-            meta[key + "#len"] = len(fld.data)
-            continue
-        try:
-            meta[key] = fld.contents()
-        except Exception:  # unparseable field: skip, it is not one we use
-            continue
-    return meta
-
-
-def _uniform_int(value: Any, key: str) -> int:
-    if isinstance(value, list):
-        if not value or any(v != value[0] for v in value):
-            raise ModelLoadError(
-                f"GGUF metadata {key} varies per layer ({value}); this architecture variant is not supported"
-            )
-        value = value[0]
-    return int(value)
-
-
-def _llama3_factors(base: float, dim: int, factor: float, low: float, high: float, orig: int) -> list[float]:
-    # Same recipe as llama.cpp's convert_hf_to_gguf (LlamaModel.generate_extra_tensors).
-    out = []
-    for i in range(0, dim, 2):
-        freq = 1.0 / (base ** (i / dim))
-        wavelen = 2 * math.pi / freq
-        if wavelen < orig / high:
-            out.append(1.0)
-        elif wavelen > orig / low:
-            out.append(factor)
-        else:
-            smooth = (orig / wavelen - low) / (high - low)
-            out.append(1 / ((1 - smooth) / factor + smooth))
-    return out
-
-
-def _rope_from_freq_factors(factors: list[float], base: float, head_dim: int) -> dict[str, Any] | None:
-    """Recover transformers' llama3 rope parameters from a llama.cpp ``rope_freqs`` tensor."""
-    if len(factors) != head_dim // 2:
-        return None
-    if all(abs(f - 1.0) < 1e-6 for f in factors):
-        return {}
-    factor = max(factors)
-    for orig in (8192, 4096, 2048, 16384, 32768, 131072):
-        for low, high in ((1.0, 4.0), (1.0, 2.0), (2.0, 4.0)):
-            expected = _llama3_factors(base, head_dim, factor, low, high, orig)
-            if all(math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6) for a, b in zip(factors, expected)):
-                return {
-                    "rope_type": "llama3",
-                    "factor": float(factor),
-                    "low_freq_factor": low,
-                    "high_freq_factor": high,
-                    "original_max_position_embeddings": orig,
-                }
-    return None
-
-
-def _rope_parameters(
-    meta: dict[str, Any], prefix: str, head_dim: int, freq_factors: list[float] | None
-) -> dict[str, Any]:
-    theta = float(meta.get(f"{prefix}.rope.freq_base", 10000.0))
-    rope: dict[str, Any] = {"rope_type": "default", "rope_theta": theta}
-    scaling = meta.get(f"{prefix}.rope.scaling.type")
-    factor = meta.get(f"{prefix}.rope.scaling.factor")
-    orig = meta.get(f"{prefix}.rope.scaling.original_context_length")
-    if scaling == "linear" and factor:
-        rope.update(rope_type="linear", factor=float(factor))
-    elif scaling == "yarn" and factor:
-        rope.update(rope_type="yarn", factor=float(factor))
-        if orig:
-            rope["original_max_position_embeddings"] = int(orig)
-        for gguf_key, hf_key in (("yarn_beta_fast", "beta_fast"), ("yarn_beta_slow", "beta_slow")):
-            if f"{prefix}.rope.scaling.{gguf_key}" in meta:
-                rope[hf_key] = float(meta[f"{prefix}.rope.scaling.{gguf_key}"])
-    elif scaling not in (None, "none"):
-        warnings.warn(
-            f"GGUF rope scaling type {scaling!r} is not supported; using unscaled rope", stacklevel=3
-        )
-    if freq_factors is not None:
-        llama3 = _rope_from_freq_factors(freq_factors, theta, head_dim)
-        if llama3 is None:
-            warnings.warn(
-                "GGUF rope_freqs tensor does not match llama3 rope scaling; ignoring it (long-context"
-                " positions may be off)",
-                stacklevel=3,
-            )
-        elif llama3:
-            rope.update(llama3)
-    return rope
-
-
-def _native_config(
-    meta: dict[str, Any],
-    tensors: dict[str, Any],
-    gguf_arch: str,
-    model_type: str,
-    freq_factors: list[float] | None,
-) -> PretrainedConfig:
-    from transformers import AutoConfig
-
-    p = gguf_arch
-
-    def required(key: str) -> Any:
-        full = f"{p}.{key}"
-        if full not in meta:
-            raise ModelLoadError(
-                f"GGUF file lacks metadata key {full!r}; it is not a complete {gguf_arch} GGUF"
-            )
-        return meta[full]
-
-    n_layers = _uniform_int(required("block_count"), f"{p}.block_count")
-    hidden = _uniform_int(required("embedding_length"), f"{p}.embedding_length")
-    intermediate = _uniform_int(required("feed_forward_length"), f"{p}.feed_forward_length")
-    n_heads = _uniform_int(required("attention.head_count"), f"{p}.attention.head_count")
-    n_kv = _uniform_int(meta.get(f"{p}.attention.head_count_kv", n_heads), f"{p}.attention.head_count_kv")
-    eps = float(required("attention.layer_norm_rms_epsilon"))
-
-    # head_dim: the q projection's output rows are the ground truth; then key_length, dimension_count.
-    q = tensors.get("blk.0.attn_q.weight")
-    if q is not None:
-        head_dim = int(q.shape[-1]) // n_heads
-    elif f"{p}.attention.key_length" in meta:
-        head_dim = int(meta[f"{p}.attention.key_length"])
-    elif gguf_arch in _PERMUTED_ARCHS and f"{p}.rope.dimension_count" in meta:
-        head_dim = int(meta[f"{p}.rope.dimension_count"])
-    else:
-        head_dim = hidden // n_heads
-
-    vocab = meta.get(f"{p}.vocab_size") or meta.get("tokenizer.ggml.tokens#len")
-    embed = tensors.get("token_embd.weight")
-    if embed is not None and (vocab is None or int(vocab) != int(embed.shape[-1])):
-        vocab = int(embed.shape[-1])  # the embedding matrix is what the weights need
-    if vocab is None:
-        raise ModelLoadError(
-            "GGUF file gives no vocabulary size (no vocab_size, tokens or token_embd.weight)"
-        )
-
-    kwargs: dict[str, Any] = dict(
-        vocab_size=int(vocab),
-        hidden_size=hidden,
-        intermediate_size=intermediate,
-        num_hidden_layers=n_layers,
-        num_attention_heads=n_heads,
-        num_key_value_heads=n_kv,
-        head_dim=head_dim,
-        rms_norm_eps=eps,
-        rope_parameters=_rope_parameters(meta, p, head_dim, freq_factors),
-        tie_word_embeddings="output.weight" not in tensors,
-        architectures=[_CAUSAL_LM_CLASS[model_type]],
-    )
-    if f"{p}.context_length" in meta:
-        kwargs["max_position_embeddings"] = int(meta[f"{p}.context_length"])
-    for gguf_key, hf_key in (
-        ("bos_token_id", "bos_token_id"),
-        ("eos_token_id", "eos_token_id"),
-        ("padding_token_id", "pad_token_id"),
-    ):
-        if f"tokenizer.ggml.{gguf_key}" in meta:
-            kwargs[hf_key] = int(meta[f"tokenizer.ggml.{gguf_key}"])
-    has_qkv_bias = "blk.0.attn_q.bias" in tensors
-    if model_type in ("llama", "mistral", "qwen3"):
-        kwargs["attention_bias"] = has_qkv_bias
-    if model_type == "llama":
-        kwargs["mlp_bias"] = "blk.0.ffn_down.bias" in tensors
-    if model_type == "mistral":
-        sw = meta.get(f"{p}.attention.sliding_window")
-        kwargs["sliding_window"] = int(sw) if sw else None
-    return AutoConfig.for_model(model_type, **kwargs)
 
 
 def _reverse_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -411,7 +222,7 @@ def _check_complete(tensors: dict[str, Any], meta: dict[str, Any], gguf_arch: st
     """Every block must have its attention, MLP and norm tensors (catches missing split parts)."""
     n_layers = meta.get(f"{gguf_arch}.block_count")
     if not isinstance(n_layers, int):
-        return  # _native_config reports the missing key
+        return  # native_config reports the missing key
     per_layer = [
         "attn_q",
         "attn_k",
@@ -461,7 +272,7 @@ def read_gguf(
             raise ModelLoadError(
                 f"{path!r} is not a readable GGUF file ({type(exc).__name__}: {exc})"
             ) from exc
-    meta = _scalar_metadata(readers[0])
+    meta = scalar_metadata(readers[0])
     gguf_arch = meta.get("general.architecture")
     if not isinstance(gguf_arch, str):
         raise ModelLoadError(f"{paths[0]!r} has no general.architecture metadata; not a model GGUF")
@@ -506,7 +317,7 @@ def read_gguf(
         import torch
 
         freq_factors = _tensor_to_torch(tensors[_ROPE_FREQS], torch.float32).flatten().tolist()
-    config = _native_config(meta, tensors, gguf_arch, model_type, freq_factors)
+    config = native_config(meta, tensors, gguf_arch, model_type, freq_factors)
     n_heads, n_kv = config.num_attention_heads, config.num_key_value_heads
 
     state_dict: dict[str, torch.Tensor | QuantTensor] = {}
@@ -519,7 +330,7 @@ def read_gguf(
                 w = _tensor_to_quant(tensors[gguf_name])
             if w is None:
                 w = _tensor_to_torch(tensors[gguf_name], dtype)
-            if gguf_arch in _PERMUTED_ARCHS:
+            if gguf_arch in PERMUTED_ARCHS:
                 if ".attn_q." in gguf_name:
                     w = _permute_rows(w, n_heads)
                 elif ".attn_k." in gguf_name:
