@@ -27,13 +27,8 @@ import time
 
 import torch
 
-from agentkit.engine.quant import (
-    _DenseLinear,
-    _Int4Linear,
-    _Int8Linear,
-    quantize_int4_g32,
-    quantize_int8_per_channel,
-)
+from agentkit.engine.models.kernels import _DenseLinear, _Int4Linear, _Int8Linear
+from agentkit.engine.quant import quantize_int4_g32, quantize_int8_per_channel
 
 HIDDEN, HEADS, KV_HEADS, HEAD_DIM, INTERMEDIATE, VOCAB, LAYERS = 576, 9, 3, 64, 1536, 49152, 30
 SHAPES = {  # name: (K, N)

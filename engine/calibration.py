@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from agentkit.engine.imatrix import quantize_int4_g32_weighted, quantize_int8_weighted
-from agentkit.engine.quant import GROUP, QuantTensor, build_linear, linear_from_quantized
+from agentkit.engine.models.kernels import build_linear, linear_from_quantized
+from agentkit.engine.quant import GROUP, QuantTensor
 
 __all__ = ["CalibrationCounts", "GgufSource", "OnlineCalibrator", "SafetensorsSource", "TrackedLinear"]
 

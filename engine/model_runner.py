@@ -185,7 +185,7 @@ class HFRunner:
                  max_seq_len: int, kv: KVOptions | None = None, prepare: PrepareModel | None = None) -> None:
         from transformers import AutoModelForCausalLM
 
-        from agentkit.engine.quant import dequantize_state_dict
+        from agentkit.engine.models.kernels import dequantize_state_dict
 
         state_dict = dequantize_state_dict(state_dict, dtype)
         # Built on the real device (not meta) so non-persistent buffers such as rotary

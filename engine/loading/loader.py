@@ -257,7 +257,7 @@ def load_gguf(
     Weights are dequantized to dense `dtype` tensors with HF names; with `keep_quantized`, 2-D
     linear weights stored as Q4_0/Q4_1/Q4_K/Q8_0 are returned as `QuantTensor` blocks instead
     (the token embedding, norms and other types stay dense; feed them to
-    `agentkit.engine.quant.build_linear`). The config is built from the GGUF metadata. generation_config.json / tokenizer_config.json are read if the directory has
+    `agentkit.engine.models.kernels.build_linear`). The config is built from the GGUF metadata. generation_config.json / tokenizer_config.json are read if the directory has
     them; ``gguf_chat_template`` is the template stored in the GGUF.
     """
     names = [quantized_filename] if isinstance(quantized_filename, str) else list(quantized_filename or [])

@@ -9,11 +9,11 @@ Scope:
   `dense_weight()` returns the full-precision weight.
 - `quantize_model(model, mode=, device=, dtype=)`: gpt-fast's Linear swap. Every `LoadedLinear`
   or `torch.nn.Linear` anywhere in the module tree (including modules a plugin inserted) is
-  replaced by the serving module `agentkit.engine.quant.build_linear` makes for it, and the
+  replaced by the serving module `agentkit.engine.models.kernels.build_linear` makes for it, and the
   model's ``lm_head`` by `build_lm_head`. Packed GGUF parts map onto the int4/int8 kernels
   exactly as they did when loading quantized in one pass.
 
-Non-goals: the kernels and packing themselves (`agentkit.engine.quant`), quantizing
+Non-goals: the kernels and packing themselves (`agentkit.engine.models.kernels`, `agentkit.engine.quant`), quantizing
 embeddings or norms, undoing a swap (serving modules hold device-specific packed layouts).
 """
 
@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agentkit.engine.quant import INT4_EXACT_TYPES, MODES, QuantTensor, build_linear, build_lm_head
+from agentkit.engine.models.kernels import build_linear, build_lm_head
+from agentkit.engine.quant import INT4_EXACT_TYPES, MODES, QuantTensor
 
 __all__ = ["LoadedLinear", "quantize_model", "resolve_linear_mode"]
 

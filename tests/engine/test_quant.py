@@ -20,14 +20,9 @@ from gguf.quants import dequantize, quantize
 
 from agentkit.engine import quant
 from agentkit.engine.loading.loader import load_gguf
-from agentkit.engine.quant import (
-    AUTO_SWITCH_M,
-    QuantTensor,
-    build_linear,
-    build_lm_head,
-    quantize_int4_g32,
-    quantize_int8_per_channel,
-)
+from agentkit.engine.models import kernels
+from agentkit.engine.models.kernels import build_linear, build_lm_head
+from agentkit.engine.quant import AUTO_SWITCH_M, QuantTensor, quantize_int4_g32, quantize_int8_per_channel
 from agentkit.errors import ConfigError
 from agentkit.testing import write_tiny_gguf
 
@@ -53,8 +48,8 @@ def _ref(qt: QuantTensor) -> torch.Tensor:
 
 
 def _int4_module(weights, act: torch.dtype):
-    q, s, z = quant._int4_parts(weights)
-    mod = quant._Int4Linear._pack(q, s, z, None, CPU, act)
+    q, s, z = kernels._int4_parts(weights)
+    mod = kernels._Int4Linear._pack(q, s, z, None, CPU, act)
     assert mod is not None
     return mod
 
@@ -68,8 +63,8 @@ def _close(got: torch.Tensor, ref: torch.Tensor, rel: float) -> None:
 @pytest.fixture
 def fresh_probes(monkeypatch):
     """Empty op-probe and warning caches for this test only."""
-    monkeypatch.setattr(quant, "_probe_cache", {})
-    monkeypatch.setattr(quant, "_warned", set())
+    monkeypatch.setattr(kernels, "_probe_cache", {})
+    monkeypatch.setattr(kernels, "_warned", set())
 
 
 # --------------------------------------------------------------------------- QuantTensor blocks
@@ -127,7 +122,7 @@ def test_int8_within_per_channel_bound():
     q, s = quantize_int8_per_channel(w)
     assert ((q.float() * s[:, None] - w).abs() <= s[:, None] / 2 + 1e-7).all()
     bound = x.abs() @ (s[:, None] / 2).expand_as(w).t()  # sum_k |x_k| * scale_n / 2
-    exact = quant._Int8Linear(q, s, None, CPU, torch.float32)(x)
+    exact = kernels._Int8Linear(q, s, None, CPU, torch.float32)(x)
     assert ((exact - x @ w.t()).abs() <= bound + 1e-4).all()
     y = build_linear([w], None, dtype=torch.float32, device=CPU, mode="int8")(x)
     slack = BF16_REL * (x.abs() @ w.abs().t())  # bf16 activations
@@ -172,7 +167,7 @@ def test_auto_on_cpu_routes_by_batch_rows():
     mod = build_linear(qts, None, dtype=torch.float32, device=CPU, mode="auto")
     assert mod.kind == "auto" and mod.small.kind == "int4" and mod.large.kind == "dense"
     assert mod.threshold == AUTO_SWITCH_M["int4"]
-    assert mod.large.weight.dtype == quant.cpu_batch_dtype(torch.float32)
+    assert mod.large.weight.dtype == kernels.cpu_batch_dtype(torch.float32)
     w = torch.cat([_ref(q) for q in qts])
     gen = torch.Generator().manual_seed(0)
     for m in (1, mod.threshold - 1, mod.threshold, 3 * mod.threshold):
@@ -201,7 +196,7 @@ def test_lm_head_auto_shares_the_tied_embedding():
     emb = torch.nn.Parameter(_ref(_random_blocks(QT.Q8_0, 256, 64, 4)), requires_grad=False)
     head = build_lm_head(emb, dtype=torch.float32, device=CPU)
     assert head.kind == "auto" and head.small.kind == "int8" and head.threshold == AUTO_SWITCH_M["head"]
-    if quant.cpu_batch_dtype(torch.float32) == torch.float32:
+    if kernels.cpu_batch_dtype(torch.float32) == torch.float32:
         assert head.large.weight.data_ptr() == emb.data_ptr()  # no copy of a tied fp32 embedding
         assert not isinstance(head.large.weight, torch.nn.Parameter)
     x = torch.randn(3, 64)
@@ -219,7 +214,7 @@ def test_dense_mode_uses_dtype_and_casts_back():
 
 def test_dequantize_state_dict():
     qt, t = _random_blocks(QT.Q4_1, 32, 64), torch.randn(3)
-    out = quant.dequantize_state_dict({"a": qt, "b": t}, torch.bfloat16)
+    out = kernels.dequantize_state_dict({"a": qt, "b": t}, torch.bfloat16)
     assert torch.equal(out["a"], qt.dequantize(torch.bfloat16)) and out["b"] is t
 
 
@@ -236,8 +231,8 @@ def test_bad_arguments():
 
 
 def test_missing_packed_op_falls_back_to_dense_once(monkeypatch, fresh_probes):
-    real = quant._aten_op
-    monkeypatch.setattr(quant, "_aten_op", lambda name: None if "int4pack" in name else real(name))
+    real = kernels._aten_op
+    monkeypatch.setattr(kernels, "_aten_op", lambda name: None if "int4pack" in name else real(name))
     qt = _random_blocks(QT.Q4_1, 32, 64)
     with pytest.warns(RuntimeWarning, match="int4 weight-only matmul is unavailable"):
         mod = build_linear([qt], None, dtype=torch.float32, device=CPU, mode="int4")
@@ -250,7 +245,7 @@ def test_missing_packed_op_falls_back_to_dense_once(monkeypatch, fresh_probes):
 
 
 def test_wrong_packed_result_falls_back(monkeypatch, fresh_probes):
-    real = quant._aten_op
+    real = kernels._aten_op
 
     def broken(name):
         op = real(name)
@@ -258,7 +253,7 @@ def test_wrong_packed_result_falls_back(monkeypatch, fresh_probes):
             return lambda x, w, s: op(x, w, s) * 2
         return op
 
-    monkeypatch.setattr(quant, "_aten_op", broken)
+    monkeypatch.setattr(kernels, "_aten_op", broken)
     with pytest.warns(RuntimeWarning, match="differs from the dense formula"):
         mod = build_linear([torch.randn(32, 64)], None, dtype=torch.float32, device=CPU, mode="int8")
     assert mod.kind == "dense"
