@@ -44,6 +44,7 @@ from agentkit.responses import (
 from agentkit.streams import ClosingStream
 from agentkit.tool_calling import ToolPlan, plan_tools, prompt_messages, tool_grammar
 from agentkit.tool_parsing import StreamingToolParser, parse_tool_calls, to_responses
+from agentkit.tool_selection import choose_required_tool
 
 _ids = itertools.count(1)
 
@@ -127,6 +128,7 @@ def prepare_chat(req: ChatCompletionRequest, host: ModelHost, *, messages: list[
     if user_grammar is not None:
         grammar = _compile(host, *user_grammar)
     elif plan is not None:
+        plan = choose_required_tool(host, ids, plan, greedy=params.is_greedy, n_choices=req.n_choices)
         lark = tool_grammar(plan, _added_tokens(host))
         if lark is not None:
             grammar = _compile(host, "lark", lark)

@@ -64,8 +64,9 @@ class ModelRunner(Protocol):
         """Drop the sequence's KV state."""
         ...
 
-    def logits_for(self, token_ids: list[int]) -> torch.Tensor:
-        """Logits `[T, V]` for every position of a fresh sequence (parity tests, scoring)."""
+    def logits_for(self, token_ids: list[int], last: int | None = None) -> torch.Tensor:
+        """Logits `[T, V]` for every position of a fresh sequence (parity tests, scoring); only
+        the `last` positions' rows when given (scoring a short continuation of a long prompt)."""
         ...
 
 
@@ -131,14 +132,15 @@ class NativeRunner:
         seq.kv = None
 
     @torch.inference_mode()
-    def logits_for(self, token_ids: list[int]) -> torch.Tensor:
-        """All-position logits of a fresh sequence, computed in a private scratch pool."""
+    def logits_for(self, token_ids: list[int], last: int | None = None) -> torch.Tensor:
+        """All-position (or the `last` positions') logits of a fresh sequence, in a private scratch pool."""
         n = len(token_ids)
         blocks = -(-n // self.block_size)
         scratch = KVPool(self.model.kv_spec, blocks, self.block_size, self.pool.cache_type)
         g = torch.arange(n, device=self.device)
         meta = AttnMeta(slots=g, prefills=[PrefillSlice(0, n, 0, torch.arange(blocks, device=self.device))])
-        return self.model.forward_batch(torch.tensor(token_ids, device=self.device), g, scratch, meta, g)
+        rows = g if last is None else g[max(0, n - last):]
+        return self.model.forward_batch(torch.tensor(token_ids, device=self.device), g, scratch, meta, rows)
 
 
 class HFRunner:
@@ -197,9 +199,9 @@ class HFRunner:
         seq.kv = None
 
     @torch.inference_mode()
-    def logits_for(self, token_ids: list[int]) -> torch.Tensor:
+    def logits_for(self, token_ids: list[int], last: int | None = None) -> torch.Tensor:
         ids = torch.tensor([token_ids], device=self.device)
-        return self.model(input_ids=ids, use_cache=False).logits[0]
+        return self.model(input_ids=ids, use_cache=False, logits_to_keep=last or 0).logits[0]
 
 
 def build_runner(config: Any, state_dict: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device,
