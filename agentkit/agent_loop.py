@@ -76,7 +76,6 @@ class _Turn:
     records: list[AgenticToolCallRecord] = field(default_factory=list)
     round: int = 0
     done_calls: set[tuple[str, str]] = field(default_factory=set)  # (name, canonical arguments) run so far
-    failed_round: bool = False  # every call of the last round failed (an error result, not a denial)
 
     def add_usage(self, usage: Usage | None) -> None:
         if usage is not None:
@@ -148,9 +147,8 @@ class AgentLoop:
 
     def _choice(self, req: ChatCompletionRequest, turn: _Turn) -> str | dict[str, Any]:
         choice = req.normalized_tool_choice()
-        # a forced call in every round would never end: after the first round the model chooses,
-        # except after a round whose calls all failed: the request's choice again, with the errors shown
-        return choice if turn.round == 0 or turn.failed_round or choice == "none" else "auto"
+        # a forced call in every round would never end: after the first round the model chooses
+        return choice if turn.round == 0 or choice == "none" else "auto"
 
     def _runnable(self, calls: list[ToolCallResponse] | None, turn: _Turn) -> bool:
         return bool(calls) and turn.round < turn.cap and all(c.function.name in turn.executors for c in calls)
@@ -205,7 +203,6 @@ class AgentLoop:
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": _args(c.arguments)}}
             for c in parsed]})
         budget = self.limits.output_budget(host.max_seq_len)
-        statuses = []
         for call in parsed:
             tool = turn.executors[call.name]
             turn.done_calls.add(_signature(call.name, call.arguments))
@@ -219,7 +216,6 @@ class AgentLoop:
                     result = ToolResult.failure(call, str(exc))
                 if result is None:
                     result = ToolResult.failure(call, f"no executor is registered for tool {call.name!r}", "not_found")
-            statuses.append(result.status)
             content_seen = cap_tool_output(result.content, host.tokenizer, budget)
             turn.messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name,
                                   "content": content_seen})
@@ -227,7 +223,6 @@ class AgentLoop:
                                                       result_content=content_seen,
                                                       result_images_base64=list(result.images_base64),
                                                       file_ids=list(result.file_ids)))
-        turn.failed_round = bool(statuses) and all(st == "failed" for st in statuses)
         turn.round += 1
 
     def _finish(self, turn: _Turn, final: dict[str, Any] | None) -> None:

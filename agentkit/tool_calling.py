@@ -158,32 +158,13 @@ def _readable(content: str) -> str:
 
 RESULT_LINE = "Here is what {name} returned: {result}"
 ANSWER_LINE = "Answer with these values: {question}"
-ERROR_LINE = "{name} failed: {error}"
-RETRY_LINE = "Call a tool again, with corrected arguments, to answer: {question}"
 
 
-def _error(content: str) -> str | None:
-    """The message of an error result (`ToolResult.failure`'s `{"error", "tool", "status"}`), else None."""
-    try:
-        value = json.loads(content)
-    except ValueError:
-        return None
-    if isinstance(value, dict) and set(value) == {"error", "tool", "status"} and isinstance(value["error"], str):
-        return value["error"]
-    return None
-
-
-def _results_turn(results: list[dict[str, Any]], question: str | None, answer_only: bool) -> dict[str, Any]:
-    lines, failed = [], 0
-    for m in results:
-        name, content = m.get("name") or "the tool", str(m.get("content") or "")
-        error = _error(content)
-        failed += error is not None
-        lines.append(RESULT_LINE.format(name=name, result=_readable(content)) if error is None
-                     else ERROR_LINE.format(name=name, error=error))
+def _results_turn(results: list[dict[str, Any]], question: str | None) -> dict[str, Any]:
+    lines = [RESULT_LINE.format(name=m.get("name") or "the tool", result=_readable(str(m.get("content") or "")))
+             for m in results]
     if question:
-        retry = failed == len(results) and not answer_only
-        lines.append((RETRY_LINE if retry else ANSWER_LINE).format(question=question))
+        lines.append(ANSWER_LINE.format(question=question))
     return {"role": "user", "content": "\n".join(lines)}
 
 
@@ -208,7 +189,7 @@ def prompt_messages(messages: list[dict[str, Any]], plan: ToolPlan | None) -> li
             pending.append(m)
             continue
         if pending:
-            out.append(_results_turn(pending, question, plan.answer_only))
+            out.append(_results_turn(pending, question))
             pending = []
         m = copy.copy(m)
         if m.get("role") == "user" and isinstance(m.get("content"), str):
@@ -221,7 +202,7 @@ def prompt_messages(messages: list[dict[str, Any]], plan: ToolPlan | None) -> li
             m = {"role": "assistant", "content": "\n".join(parts)}
         out.append(m)
     if pending:
-        out.append(_results_turn(pending, question, plan.answer_only))
+        out.append(_results_turn(pending, question))
     if plan.answer_only:
         return out
     prompt = TOOL_SYSTEM_PROMPT.format(tools="\n".join(json.dumps(t, ensure_ascii=False) for t in plan.tools))
