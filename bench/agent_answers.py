@@ -16,7 +16,8 @@ Each final answer is scored:
 Run: .venv/bin/python bench/agent_answers.py [--out bench/results/agent_answers.json] [--stream] [--threads 1]
      (prints a table, writes the JSON with every question's rounds, answer and verdicts)
 Results: bench/results/agent_answers_before.json (agentkit before issue 9's mechanisms, commit
-130d364: 0/20) and bench/results/agent_answers.json (after: 10/20), both with --threads 1.
+130d364: 0/20) and bench/results/agent_answers.json (after: 10/20; right first tool 17/20 with the
+forced tool chosen by likelihood, 12/20 without), both with --threads 1.
 """
 
 from __future__ import annotations
