@@ -16,7 +16,8 @@ Each final answer is scored:
 Run: .venv/bin/python bench/agent_answers.py [--out bench/results/agent_answers.json] [--stream] [--threads 1]
      (prints a table, writes the JSON with every question's rounds, answer and verdicts)
 Results: bench/results/agent_answers_before.json (agentkit before issue 9's mechanisms, commit
-130d364: 0/20) and bench/results/agent_answers.json (after: 10/20), both with --threads 1.
+130d364: 0/20) and bench/results/agent_answers.json (after: 10/20; right first tool 17/20 with the
+forced tool chosen by likelihood, 12/20 without), both with --threads 1.
 """
 
 from __future__ import annotations
@@ -140,6 +141,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (default: the Runner's); 1 is far steadier on a busy shared machine")
     ap.add_argument("--label", default="agentkit", help="a label stored in the JSON (e.g. before/after)")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated 1-based question numbers (a subset while iterating; not a headline figure)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "agent_answers.json"))
     args = ap.parse_args()
     found = smollm2_gguf()
@@ -150,7 +153,8 @@ def main() -> None:
     agent_tools.VERBOSE = False
     runner = mod.Runner(mod.Which.GGUF(quantized_model_id=found[0], quantized_filename=found[1], tok_model_id=None),
                         tool_callbacks=agent_tools.CALLBACKS, progress=False, num_threads=args.threads)
-    rows = [ask(mod, runner, q, want, args.max_tokens, args.stream) for q, want in tqdm(QUESTIONS, desc="questions")]
+    chosen = QUESTIONS if args.only is None else [QUESTIONS[int(i) - 1] for i in args.only.split(",")]
+    rows = [ask(mod, runner, q, want, args.max_tokens, args.stream) for q, want in tqdm(chosen, desc="questions")]
     runner.shutdown()
     n = len(rows)
     totals = {k: sum(r[k] for r in rows) for k in ("in_words", "uses_result", "answered", "right_tool", "correct")}

@@ -68,8 +68,9 @@ class ModelRunner(Protocol):
         """Drop the sequence's KV state."""
         ...
 
-    def logits_for(self, token_ids: list[int]) -> torch.Tensor:
-        """Logits `[T, V]` for every position of a fresh sequence (parity tests, scoring)."""
+    def logits_for(self, token_ids: list[int], last: int | None = None) -> torch.Tensor:
+        """Logits `[T, V]` for every position of a fresh sequence (parity tests, scoring); only
+        the `last` positions' rows when given (scoring a short continuation of a long prompt)."""
         ...
 
     def save_kv(self, seq: Sequence, num_tokens: int) -> tuple[Any, int]:
@@ -170,9 +171,9 @@ class NativeRunner:
         return self.pool.nbytes()
 
     @torch.inference_mode()
-    def logits_for(self, token_ids: list[int]) -> torch.Tensor:
-        """All-position logits of a fresh sequence, computed in a private scratch pool."""
-        return self.model.logits_for(token_ids, self.block_size, self.pool.cache_type)
+    def logits_for(self, token_ids: list[int], last: int | None = None) -> torch.Tensor:
+        """All-position (or the `last` positions') logits of a fresh sequence, in a private scratch pool."""
+        return self.model.logits_for(token_ids, self.block_size, self.pool.cache_type, last=last)
 
 
 class HFRunner:
@@ -247,9 +248,9 @@ class HFRunner:
         return self.num_blocks * self.block_size * self._bytes_per_token
 
     @torch.inference_mode()
-    def logits_for(self, token_ids: list[int]) -> torch.Tensor:
+    def logits_for(self, token_ids: list[int], last: int | None = None) -> torch.Tensor:
         ids = torch.tensor([token_ids], device=self.device)
-        return self.model(input_ids=ids, use_cache=False).logits[0]
+        return self.model(input_ids=ids, use_cache=False, logits_to_keep=last or 0).logits[0]
 
 
 def build_runner(config: Any, state_dict: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device,

@@ -39,6 +39,7 @@ from agentkit.chat.prompt_bounds import check_message_size, check_not_empty, che
 from agentkit.chat.streams import ClosingStream
 from agentkit.chat.tool_parsing import StreamingToolParser, parse_tool_calls, to_responses
 from agentkit.chat.tool_prompt import ToolPlan, plan_tools, prompt_messages, tool_grammar
+from agentkit.chat.tool_selection import choose_required_tool
 from agentkit.engine.params import SampleResult, SamplingParams
 from agentkit.engine.sequence import EngineRequest, RequestOutput
 from agentkit.engine.template_sandbox import DEFAULT_LIMITS
@@ -128,6 +129,7 @@ def prepare_chat(req: ChatCompletionRequest, host: ServedModel, *, messages: lis
     if user_grammar is not None:
         grammar = _compile(host, *user_grammar)
     elif plan is not None:
+        plan = choose_required_tool(host, ids, plan, greedy=params.is_greedy, n_choices=req.n_choices)
         lark = tool_grammar(plan, _added_tokens(host))
         if lark is not None:
             grammar = _compile(host, "lark", lark)

@@ -56,10 +56,10 @@ _NO_MARKUP = "~/(.|\\n)*({})(.|\\n)*/"
 # An answer has a letter and is not a JSON object or list (a bare call) at its start.
 _ANSWER = "/(.|\\n)*\\p{L}(.|\\n)*/ & ~/\\s*(\\{|\\[)(.|\\n)*/"
 # A `strict` string without pattern/format/enum/const/maxLength is taken as a short one-line value:
-# 1-128 characters, no quote, backslash (so no escapes), brace or control character, and it does not
+# 1-128 characters, no quote, backslash (so no escapes), brace or control character (DEL too), and it does not
 # start with a space, separator or closing bracket (".23 * 19", ", 45 + 55", "]["). It ends at its
 # closing quote instead of running on to max_tokens; long or multi-line strings declare their shape.
-STRICT_STRING_PATTERN = '^[^"\\\\{}\\x00-\\x20.,;:)\\]][^"\\\\{}\\x00-\\x1f]{0,127}$'
+STRICT_STRING_PATTERN = '^[^"\\\\{}\\x00-\\x20\\x7f.,;:)\\]][^"\\\\{}\\x00-\\x1f\\x7f]{0,127}$'
 _FAMILY_MARKUP = {"hermes": ("<tool_call>", "\n", "\n", "</tool_call>"),
                   "llama3": ("<|python_tag|>", "", "", ""),
                   "mistral": ("[TOOL_CALLS]", "[", "]", ""),

@@ -49,3 +49,8 @@ class LocalBackend:
     def call(self, fn: Callable[[], Any]) -> Future[Any]:
         """Run `fn()` on the engine thread between two steps (see `Engine.call`)."""
         return self.engine.call(fn)
+
+    def logits(self, token_ids: list[int], last: int) -> Any:
+        """Logits of the `last` positions of a fresh sequence, computed on the engine thread (scoring;
+        an optional Backend capability that `agentkit.chat.tool_selection` uses when present)."""
+        return self.engine.call(lambda: self.engine.runner.logits_for(token_ids, last=last)).result()

@@ -224,14 +224,17 @@ class LlamaModel(nn.Module):
         return quantize_model(self, mode=self.weight_mode, device=self.device, dtype=self.dtype)
 
     @torch.inference_mode()
-    def logits_for(self, token_ids: list[int], block_size: int = 32, cache_type: str = "auto") -> torch.Tensor:
-        """Logits ``[T, V]`` for every position of a fresh sequence, in a private scratch KV pool."""
+    def logits_for(self, token_ids: list[int], block_size: int = 32, cache_type: str = "auto",
+                   last: int | None = None) -> torch.Tensor:
+        """Logits ``[T, V]`` for every position of a fresh sequence (only the `last` positions' rows when
+        given), in a private scratch KV pool."""
         n = len(token_ids)
         blocks = -(-n // block_size)
         scratch = KVPool(self.kv_spec, blocks, block_size, cache_type)
         g = torch.arange(n, device=self.device)
         meta = AttnMeta(slots=g, prefills=[PrefillSlice(0, n, 0, torch.arange(blocks, device=self.device))])
-        return self.forward_batch(torch.tensor(token_ids, device=self.device), g, scratch, meta, g)
+        rows = g if last is None else g[max(0, n - last):]
+        return self.forward_batch(torch.tensor(token_ids, device=self.device), g, scratch, meta, rows)
 
     def _init_rope(self) -> None:
         from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS

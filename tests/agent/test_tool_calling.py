@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
 
 from agentkit.chat.tool_parsing import parse_tool_calls
-from agentkit.chat.tool_prompt import ToolPlan, plan_tools, prompt_messages, tool_grammar
+from agentkit.chat.tool_prompt import (
+    STRICT_STRING_PATTERN,
+    ToolPlan,
+    plan_tools,
+    prompt_messages,
+    tool_grammar,
+)
 from agentkit.engine.chat_template import ChatTemplate
 from agentkit.testing import CHATML_TOOLS_TEMPLATE
 
@@ -199,6 +206,9 @@ def test_strict_strings_stop_at_the_closing_quote():
     assert not _matches(lark, call.format('"Oslo\\" and more"'))  # no escapes: the first quote closes
     assert not _matches(lark, call.format('""'))  # at least one character
     assert not _matches(lark, call.format('".23 * 19"'))  # nor a separator first
+    # nor DEL, anywhere (SmolLM2 wrote a lone U+007F as a calculator expression); the tiny test
+    # tokenizer cannot spell it, so the pattern itself is checked
+    assert [bool(re.fullmatch(STRICT_STRING_PATTERN, v)) for v in ("7 % 2", "\x7f", "7\x7f2")] == [True, False, False]
     assert not _matches(lark, call.format('"' + "x" * 129 + '"'))  # and at most 128
     own = {"type": "function", "function": {**WEATHER["function"], "parameters": {
         "type": "object", "properties": {"city": {"type": "string", "pattern": "^[{}a-z]*$"}}, "required": ["city"]}}}

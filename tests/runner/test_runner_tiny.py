@@ -55,6 +55,9 @@ def test_native_and_fallback_runners_agree(tiny_models):
         ids = list(range(5, 45))
         a, b = native.logits_for(ids), hf.logits_for(ids)
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), (arch, (a - b).abs().max())
+        for r, full in ((native, a), (hf, b)):  # `last`: only the final rows (scoring a continuation)
+            tail = r.logits_for(ids, last=3)
+            assert tail.shape == (3, full.shape[1]) and torch.allclose(tail, full[-3:], atol=1e-4, rtol=1e-4)
 
 
 def test_concurrent_threads_match_sequential(runner):
