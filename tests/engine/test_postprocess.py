@@ -52,8 +52,9 @@ def test_stop_prefix_is_held_back_until_it_cannot_be_a_stop(tok):
 
 def test_earliest_of_several_stop_strings_wins(tok):
     deltas, detok = _run(tok, "x yy zz", ["zz", "yy"])
-    assert "".join(deltas) == "x "
-    assert detok.stop_sequence == "yy"
+    assert "".join(deltas) == "x " and detok.stop_sequence == "yy"
+    deltas, detok = _run(tok, "x hello world", ["llo", "hello"])  # both end at the same character
+    assert "".join(deltas) == "x " and detok.stop_sequence == "hello"
 
 
 def test_without_stop_strings_the_deltas_are_the_decoded_text(tok):
