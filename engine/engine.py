@@ -1,16 +1,17 @@
 """Engine: one loaded model served by its own thread with continuous batching.
 
 Callers (any thread) `submit` a tokenized `EngineRequest` and read `RequestOutput` events from
-its queue. The engine thread loops: take new requests, drop cancelled ones, schedule a batch,
-run the model once, sample, detokenize, apply stop conditions and publish deltas. A failure
-inside a step fails only the requests that caused it; the engine keeps serving.
+its queue. The engine thread loops: admit new requests (and end cancelled or expired ones),
+schedule a batch (`Scheduler`), run the model once, sample, postprocess (the scheduler appends
+tokens and finishes sequences; each sequence's `IncrementalDetokenizer` finds stop strings and
+makes the text deltas) and publish. A failure inside a step fails only the requests that caused
+it; the engine keeps serving.
 
 Constrained decoding: a request with a `Grammar` gets one matcher per sequence at admission.
-Each step the allowed-token masks of the constrained rows are computed on a worker thread while
-the forward runs (the state for step t depends only on tokens up to t-1), joined before sampling
-and applied to those rows only; the sampled token is then consumed. EOS is masked until the
-grammar accepts; a completed grammar ends its sequence with "stop". Unconstrained batches skip
-all of it.
+Each step the allowed-token masks of the constrained rows are computed while the forward runs
+and applied to those rows only; the sampled token is then consumed (`agentkit.engine.grammar_step`,
+whose outcomes the loop applies). EOS is masked until the grammar accepts; a completed grammar
+ends its sequence with "stop". Unconstrained batches skip all of it.
 
 Not covered: chat templates, tool calls and response objects (the Runner's job).
 """
@@ -30,9 +31,8 @@ from typing import Any
 
 import torch
 
-from agentkit.engine.block_manager import BlockManager
 from agentkit.engine.config import EngineConfig
-from agentkit.engine.grammar import GrammarStats, MaskBatch, MaskWorker, compute_masks
+from agentkit.engine.grammar_step import GrammarOutcome, GrammarStep
 from agentkit.engine.model_runner import BatchItem, ModelRunner
 from agentkit.engine.sampling import SampleRow, dry_breaker_ids, make_generator, sample
 from agentkit.engine.scheduler import Scheduler
@@ -53,16 +53,6 @@ def _shutdown_all() -> None:
         engine.shutdown()
 
 _DEFAULT_BREAKERS = ("\n", ":", '"', "*")
-
-
-class _Done:
-    """An already computed result with a Future's `result()` (masks computed inline)."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def result(self) -> Any:
-        return self.value
 
 
 @dataclass(slots=True)
@@ -93,18 +83,19 @@ class Engine:
         self.max_seq_len = config.max_seq_len or runner.max_seq_len
         self.eos_token_ids = set(eos_token_ids)
         prefix_n = config.prefix_cache_n if runner.supports_prefix_cache and not config.no_kv_cache else 0
-        self.blocks = BlockManager(runner.num_blocks, runner.block_size, prefix_n)
         swap = None if config.no_kv_cache else SwapSpace(runner, runner.pool_nbytes())
-        self.scheduler = Scheduler(config.max_seqs, config.max_batch_tokens, self.blocks, swap)
+        self.scheduler = Scheduler(config.max_seqs, config.max_batch_tokens, num_blocks=runner.num_blocks,
+                                   block_size=runner.block_size, prefix_cache_n=prefix_n,
+                                   max_seq_len=self.max_seq_len, eos_token_ids=self.eos_token_ids, swap=swap)
+        self.blocks = self.scheduler.blocks
         self._inbox: queue.Queue[EngineRequest | _Call | None] = queue.Queue()
         self._active: dict[str, EngineRequest] = {}
         self._rng = torch.Generator().manual_seed(config.seed)
         self._breakers: dict[tuple[str, ...], frozenset[int]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._masks = MaskWorker()
-        self._overlap_masks = True  # False: compute masks before the forward (benchmark baseline)
-        self.grammar_stats = GrammarStats()
+        self._grammar = GrammarStep()
+        self.grammar_stats = self._grammar.stats
         self.num_steps = 0  # forward passes run (tests count steps instead of timing)
         self._clock = time.monotonic  # deadlines; tests substitute a step-driven clock
         _live_engines.add(self)
@@ -150,6 +141,14 @@ class Engine:
         """Requests admitted and not yet finished (for tests and status)."""
         return len(self._active)
 
+    @property
+    def _overlap_masks(self) -> bool:  # False: masks computed before the forward (bench/grammar.py)
+        return self._grammar.overlap
+
+    @_overlap_masks.setter
+    def _overlap_masks(self, value: bool) -> None:
+        self._grammar.overlap = value
+
     # ---- engine thread --------------------------------------------------------------------------
     def serve(self) -> None:
         """Run the engine loop in the calling thread until `shutdown` (`start=False` engines).
@@ -174,7 +173,7 @@ class Engine:
             item = self._inbox.get_nowait()
             if isinstance(item, _Call):
                 item.future.set_exception(RuntimeError(f"engine for {self.name!r} is shut down"))
-        self._masks.shutdown()
+        self._grammar.shutdown()
 
     def step(self) -> None:
         """One engine iteration without waiting, for `start=False` engines driven by hand (tests):
@@ -235,7 +234,8 @@ class Engine:
                 gen = make_generator(seed, self.runner.device)
             seq = Sequence(request=req, index=i, token_ids=list(req.prompt_ids), num_prompt=len(req.prompt_ids),
                            max_tokens=max_tokens, generator=gen,
-                           detok=IncrementalDetokenizer(self.tokenizer, skip_special_tokens=not req.keep_special_tokens),
+                           detok=IncrementalDetokenizer(self.tokenizer, skip_special_tokens=not req.keep_special_tokens,
+                                                        stop=p.stop_seqs),
                            matcher=matchers[i])
             req.seqs.append(seq)
             self.scheduler.add(seq)
@@ -285,37 +285,31 @@ class Engine:
             if it.seq.t_start is None:
                 it.seq.t_start = now
         constrained = [it.seq for it in items if it.need_logits and it.seq.matcher is not None]
-        job = None
-        if constrained:
-            jobs = [(s.matcher, s.params.ignore_eos) for s in constrained]
-            job = self._masks.submit(jobs) if self._overlap_masks else _Done(compute_masks(jobs))
+        job = self._grammar.start(constrained) if constrained else None
         try:
             logits = self.runner.execute(items)  # [n_logit_rows, V]; the masks are computed meanwhile
         finally:
-            masks = self._join_masks(job) if job is not None else None  # before any retry touches matchers
-        for it in items:
-            it.seq.num_computed = it.start + it.count
-            self.blocks.register_computed(it.seq)
+            masks = self._grammar.masks(job) if job is not None else None  # before any retry touches matchers
+        self.scheduler.computed(items)
         sampled = [it.seq for it in items if it.need_logits]
         if not sampled:
             return
-        by_req: dict[str, list[Sequence]] = {}
-        failed: dict[str, tuple[EngineRequest, str]] = {}
-        allowed: dict[int, Any] = {}
+        pre = GrammarOutcome() if masks is None else self._grammar.outcome(constrained, masks)
+        for s in pre.stopped:
+            s.finish_reason = "stop"
         if masks is not None:
-            sampled, logits = self._apply_grammar_outcomes(constrained, masks, sampled, logits, by_req, failed,
-                                                           allowed)
+            sampled, logits = pre.to_sample(sampled, logits)
         rows = [SampleRow(params=s.params, token_ids=s.token_ids, generator=s.generator,
-                          dry_breakers=self._dry_breakers(s), allowed_token_mask=allowed.get(s.seq_id))
+                          dry_breakers=self._dry_breakers(s), allowed_token_mask=pre.allowed.get(s.seq_id))
                 for s in sampled]
         results = sample(logits, rows) if sampled else []
-        now = time.perf_counter()
-        for s, res in zip(sampled, results):
-            self._append(s, res, now)
-            if s.matcher is not None:
-                error = self._advance_matcher(s, res.token)
-                if error is not None:
-                    failed.setdefault(s.request.request_id, (s.request, error))
+        self.scheduler.postprocess(sampled, results, time.perf_counter())
+        post = self._grammar.advance(sampled) if constrained else GrammarOutcome()
+        for s in post.stopped:
+            s.finish_reason = "stop"
+        failed = pre.failed | {rid: f for rid, f in post.failed.items() if rid not in pre.failed}
+        by_req: dict[str, list[Sequence]] = {}
+        for s in pre.stopped + sampled:
             by_req.setdefault(s.request.request_id, []).append(s)
         for rid, (req, message) in failed.items():
             by_req.pop(rid, None)
@@ -328,48 +322,6 @@ class Engine:
                 if s.finish_reason is None:
                     self.scheduler.preempt(s, swap=False)
 
-    def _join_masks(self, job: Any) -> MaskBatch:
-        t0 = time.perf_counter()
-        masks = job.result()
-        st = self.grammar_stats
-        st.wait_s += masks.compute_s if isinstance(job, _Done) else time.perf_counter() - t0
-        st.mask_s += masks.compute_s
-        st.steps += 1
-        st.rows += len(masks.rows)
-        return masks
-
-    def _apply_grammar_outcomes(self, constrained: list[Sequence], masks: MaskBatch, sampled: list[Sequence],
-                                logits: torch.Tensor, by_req: dict[str, list[Sequence]],
-                                failed: dict[str, tuple[EngineRequest, str]],
-                                allowed: dict[int, Any]) -> tuple[list[Sequence], torch.Tensor]:
-        """Masks -> `allowed`; completed grammars finish with "stop" and errors fail their request,
-        both without sampling: returns the sequences (and their logit rows) still to sample."""
-        for s, m in zip(constrained, masks.rows):
-            if m.error is not None:
-                failed.setdefault(s.request.request_id, (s.request, f"constrained decoding failed: {m.error}"))
-            elif m.stopped:
-                s.finish_reason = "stop"
-                by_req.setdefault(s.request.request_id, []).append(s)
-            else:
-                allowed[s.seq_id] = m.allowed
-        keep = [i for i, s in enumerate(sampled)
-                if s.finish_reason is None and s.request.request_id not in failed]
-        if len(keep) == len(sampled):
-            return sampled, logits
-        return [sampled[i] for i in keep], logits[keep]
-
-    def _advance_matcher(self, s: Sequence, token: int) -> str | None:
-        """Consume the sampled token; a completed grammar ends the sequence. Returns an error or None."""
-        t0 = time.perf_counter()
-        ok = s.matcher.consume(token)
-        stopped = ok and s.matcher.is_stopped()
-        self.grammar_stats.consume_s += time.perf_counter() - t0
-        if not ok:
-            return f"constrained decoding failed: token {token} does not satisfy the grammar ({s.matcher.error})"
-        if stopped and s.stop_sequence is None:
-            s.finish_reason = "stop"
-        return None
-
     def _dry_breakers(self, s: Sequence) -> frozenset[int]:
         if s.params.dry_multiplier is None:
             return frozenset()
@@ -378,67 +330,11 @@ class Engine:
             self._breakers[key] = dry_breaker_ids(key, self.tokenizer.token_strings())
         return self._breakers[key]
 
-    def _append(self, s: Sequence, res: Any, now: float) -> None:
-        tok = res.token
-        s.token_ids.append(tok)
-        s.cum_logprob += res.logprob
-        s.pending_ids.append(tok)
-        s.pending_samples.append(res)
-        if s.t_first_token is None:
-            s.t_first_token = now
-        p = s.params
-        if tok in self.eos_token_ids and not p.ignore_eos:
-            s.finish_reason = "stop"
-        else:
-            s.detok.push(tok)
-            if p.stop_seqs and self._check_stop_strings(s):
-                s.finish_reason = "stop"
-        if s.finish_reason is None and (s.num_generated >= s.max_tokens or s.num_tokens >= self.max_seq_len):
-            s.finish_reason = "length"
-
-    @staticmethod
-    def _check_stop_strings(s: Sequence) -> bool:
-        text = s.detok.text
-        longest = max(len(x) for x in s.params.stop_seqs)
-        begin = max(0, s.emitted_chars - longest + 1)
-        best: tuple[int, str] | None = None
-        for stop in s.params.stop_seqs:
-            idx = text.find(stop, begin)
-            if idx >= 0 and (best is None or idx < best[0]):
-                best = (idx, stop)
-        if best is None:
-            return False
-        s.stop_sequence = best[1]
-        s.stop_cut = best[0]
-        return True
-
-    def _text_delta(self, s: Sequence) -> str:
-        """New text since the last emission, holding back a possible stop-string prefix."""
-        if s.finish_reason is not None:
-            if s.stop_sequence is not None:
-                end = s.stop_cut if s.stop_cut is not None else len(s.detok.text)
-            else:
-                s.detok.flush()
-                end = len(s.detok.text)
-        else:
-            text = s.detok.text
-            end = len(text)
-            for stop in s.params.stop_seqs:
-                for k in range(min(len(stop) - 1, len(text)), 0, -1):
-                    if text.endswith(stop[:k]):
-                        end = min(end, len(text) - k)
-                        break
-        full = s.detok.text
-        end = max(end, s.emitted_chars)
-        delta = full[s.emitted_chars:end]
-        s.emitted_chars = end
-        return delta
-
     def _publish(self, req: EngineRequest, seqs: list[Sequence], finished: bool) -> None:
         deltas = []
         for s in seqs:
-            deltas.append(SeqDelta(s.index, self._text_delta(s), s.pending_ids, s.pending_samples,
-                                   s.finish_reason, s.stop_sequence))
+            deltas.append(SeqDelta(s.index, s.detok.take_delta(s.finish_reason is not None), s.pending_ids,
+                                   s.pending_samples, s.finish_reason, s.stop_sequence))
             s.pending_ids, s.pending_samples = [], []
             if s.finish_reason is not None:
                 s.t_finish = time.perf_counter()

@@ -12,11 +12,20 @@ the swap space is full (or absent) the sequence is recomputed from its tokens in
 
 A slot freed in one step (a sequence finished, was cancelled or preempted) is filled by the
 first waiting sequence in the very next `schedule()` call: admission is part of every step.
+
+The scheduler owns the block manager and finishing, as nano-vllm's: after a forward `computed`
+records the KV written (and publishes full blocks to the prefix cache); after sampling
+`postprocess` appends each token and ends its sequence on EOS, a stop string (found by the
+sequence's detokenizer), `max_tokens` or the context limit.
+
+Non-goals: running the model, sampling, grammars and publishing outputs (the engine loop's).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
+from typing import Any
 
 from agentkit.engine.block_manager import BlockManager
 from agentkit.engine.model_runner import BatchItem
@@ -27,11 +36,14 @@ from agentkit.engine.swap import SwapSpace
 class Scheduler:
     """Decides which sequences run in the next step and how many tokens each gets."""
 
-    def __init__(self, max_seqs: int, max_batch_tokens: int, blocks: BlockManager,
+    def __init__(self, max_seqs: int, max_batch_tokens: int, *, num_blocks: int, block_size: int,
+                 prefix_cache_n: int, max_seq_len: int, eos_token_ids: Iterable[int],
                  swap: SwapSpace | None = None) -> None:
         self.max_seqs = max_seqs
         self.max_batch_tokens = max_batch_tokens
-        self.blocks = blocks
+        self.blocks = BlockManager(num_blocks, block_size, prefix_cache_n)
+        self.max_seq_len = max_seq_len
+        self.eos_token_ids = frozenset(eos_token_ids)
         self.swap = swap
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -134,3 +146,31 @@ class Scheduler:
             if self.swap is not None:
                 self.swap.drop(seq)
         seq.status = SequenceStatus.FINISHED
+
+    def computed(self, items: list[BatchItem]) -> None:
+        """Record the KV a forward wrote for `items` and publish their full blocks to the prefix cache."""
+        for it in items:
+            it.seq.num_computed = it.start + it.count
+            self.blocks.register_computed(it.seq)
+
+    def postprocess(self, seqs: list[Sequence], results: list[Any], now: float) -> None:
+        """Append each sequence's sampled token (`SampleResult`) and decide whether it finished:
+        "stop" on EOS (unless `ignore_eos`) or a stop string, "length" at `max_tokens` or the
+        context limit. Finished sequences stay in the queues until the engine releases them."""
+        for s, res in zip(seqs, results):
+            tok = res.token
+            s.token_ids.append(tok)
+            s.cum_logprob += res.logprob
+            s.pending_ids.append(tok)
+            s.pending_samples.append(res)
+            if s.t_first_token is None:
+                s.t_first_token = now
+            if tok in self.eos_token_ids and not s.params.ignore_eos:
+                s.finish_reason = "stop"
+            else:
+                stop = s.detok.update(tok)
+                if stop is not None:
+                    s.stop_sequence = stop
+                    s.finish_reason = "stop"
+            if s.finish_reason is None and (s.num_generated >= s.max_tokens or s.num_tokens >= self.max_seq_len):
+                s.finish_reason = "length"

@@ -95,15 +95,13 @@ class Sequence:
     num_prompt: int
     max_tokens: int
     generator: Any = None
-    detok: Any = None
+    detok: Any = None  # IncrementalDetokenizer: text deltas and stop strings
     seq_id: int = field(default_factory=lambda: next(_seq_counter))
     status: SequenceStatus = SequenceStatus.WAITING
     num_computed: int = 0
     kv: Any = None
-    emitted_chars: int = 0
     finish_reason: str | None = None
     stop_sequence: str | None = None
-    stop_cut: int | None = None
     cum_logprob: float = 0.0
     t_start: float | None = None
     t_first_token: float | None = None

@@ -4,7 +4,8 @@ Scope: `Tokenizer` wraps a transformers fast tokenizer with the few operations t
 (encode/decode, special and EOS ids, per-token strings); `load_tokenizer` builds one from a model
 directory, an explicit tokenizer.json or a GGUF file (the GGUF conversion is cached on disk under
 `$AGENTKIT_CACHE/tokenizers/`); `IncrementalDetokenizer` turns a stream of token ids into text deltas
-with the prefix-offset technique of vLLM/TGI.
+with the prefix-offset technique of vLLM/TGI, and finds stop strings in that text (holding back a
+possible stop-string prefix from the deltas, like vLLM v1's `BaseIncrementalDetokenizer.update`).
 
 Non-goals: chat templates (see agentkit.engine.chat_template), slow/sentencepiece-only tokenizers
 beyond what AutoTokenizer gives, hub downloads. transformers is imported lazily inside functions.
@@ -239,10 +240,15 @@ class IncrementalDetokenizer:
     emitted tokens give the context that byte-level BPE and SentencePiece spaces need) and returns
     the new text, holding it back while it ends in an incomplete UTF-8 sequence (U+FFFD).
     `prompt_ids` optionally seeds that context so the first generated token keeps a leading space.
+
+    Stop strings (`stop`): `update` pushes a token and reports the first stop string found in the
+    text not yet emitted; `take_delta` hands out the text since the last call, holding back a tail
+    that could still become a stop string and cutting the text where the stop string begins.
     """
 
     def __init__(
-        self, tokenizer: Tokenizer, *, skip_special_tokens: bool = True, prompt_ids: Sequence[int] = ()
+        self, tokenizer: Tokenizer, *, skip_special_tokens: bool = True, prompt_ids: Sequence[int] = (),
+        stop: Sequence[str] = (),
     ) -> None:
         self.tokenizer = tokenizer
         self.skip_special_tokens = skip_special_tokens
@@ -250,6 +256,11 @@ class IncrementalDetokenizer:
         self.prefix_offset = 0
         self.read_offset = len(self.ids)
         self._parts: list[str] = []
+        self.stop: tuple[str, ...] = tuple(stop)
+        self._longest_stop = max((len(x) for x in self.stop), default=0)
+        self.stop_sequence: str | None = None  # the stop string found by `update`
+        self._stop_cut: int | None = None  # where it begins in `text`
+        self.emitted_chars = 0  # characters of `text` handed out by `take_delta`
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens)
@@ -285,3 +296,44 @@ class IncrementalDetokenizer:
         if len(self._parts) > 1:
             self._parts = ["".join(self._parts)]
         return self._parts[0] if self._parts else ""
+
+    def update(self, token_id: int) -> str | None:
+        """Push one generated token; return the stop string now found in the text (the earliest
+        one, searched from just before the text already emitted) or None. The text ends there."""
+        self.push(token_id)
+        if not self.stop:
+            return None
+        text = self.text
+        begin = max(0, self.emitted_chars - self._longest_stop + 1)
+        best: tuple[int, str] | None = None
+        for stop in self.stop:
+            idx = text.find(stop, begin)
+            if idx >= 0 and (best is None or idx < best[0]):
+                best = (idx, stop)
+        if best is None:
+            return None
+        self._stop_cut, self.stop_sequence = best
+        return self.stop_sequence
+
+    def take_delta(self, finished: bool) -> str:
+        """The text since the last call. Unfinished: a tail that may begin a stop string is held
+        back. Finished: everything up to the stop string found, else everything (held bytes flushed)."""
+        if finished:
+            if self.stop_sequence is not None:
+                end = self._stop_cut if self._stop_cut is not None else len(self.text)
+            else:
+                self.flush()
+                end = len(self.text)
+        else:
+            text = self.text
+            end = len(text)
+            for stop in self.stop:
+                for k in range(min(len(stop) - 1, len(text)), 0, -1):
+                    if text.endswith(stop[:k]):
+                        end = min(end, len(text) - k)
+                        break
+        full = self.text
+        end = max(end, self.emitted_chars)
+        delta = full[self.emitted_chars:end]
+        self.emitted_chars = end
+        return delta
