@@ -29,9 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,10 +38,7 @@ import torch
 
 from agentkit.engine.tokenizer import Tokenizer
 
-__all__ = [
-    "GRAMMAR_TYPES", "Grammar", "GrammarMatcher", "GrammarStats", "MaskBatch", "MaskWorker", "RowMask",
-    "compile_grammar", "compute_masks", "grammar_tokenizer",
-]
+__all__ = ["GRAMMAR_TYPES", "Grammar", "GrammarMatcher", "compile_grammar", "grammar_tokenizer", "unpack_bitmask"]
 
 log = logging.getLogger("agentkit.engine.grammar")
 
@@ -277,11 +272,11 @@ class GrammarMatcher:
         """Bool mask [vocab_size] of the tokens allowed next (convenience; the engine batches)."""
         bm = np.zeros((1, (self.vocab_size + 31) // 32), dtype=np.int32)
         self.fill_bitmask(bm, 0)
-        row = _unpack(bm, self.vocab_size)[0]
-        self._fix_added_tokens(row)
+        row = unpack_bitmask(bm, self.vocab_size)[0]
+        self.fix_added_tokens(row)
         return torch.from_numpy(row.view(np.bool_))
 
-    def _fix_added_tokens(self, row: np.ndarray) -> None:
+    def fix_added_tokens(self, row: np.ndarray) -> None:
         """Allow each non-special added token whose text the grammar accepts here; replace a special
         one llguidance allows but would reject (a forced literal of its text) by its spelling."""
         at = self._added
@@ -351,116 +346,7 @@ class GrammarMatcher:
         return bool(self._m.reset())
 
 
-def _unpack(bitmask: np.ndarray, vocab: int) -> np.ndarray:
+def unpack_bitmask(bitmask: np.ndarray, vocab: int) -> np.ndarray:
     """Packed int32 rows [k, W] -> uint8 0/1 rows [k, vocab] (token t = bit t%32 of word t//32)."""
     as_bytes = np.ascontiguousarray(bitmask.astype("<i4", copy=False)).view(np.uint8)
     return np.unpackbits(as_bytes, axis=1, count=vocab, bitorder="little")
-
-
-@dataclass(slots=True)
-class RowMask:
-    """One matcher's outcome for a step: its bool mask, or stopped (grammar complete), or an error."""
-
-    allowed: torch.Tensor | None = None
-    stopped: bool = False
-    error: str | None = None
-
-
-@dataclass(slots=True)
-class MaskBatch:
-    """Masks of one step, in job order, and the seconds spent computing them."""
-
-    rows: list[RowMask]
-    compute_s: float
-
-
-@dataclass(slots=True)
-class GrammarStats:
-    """Engine counters for constrained decoding (benchmarks): mask rows computed, seconds in the
-    matchers (`mask_s` on the worker, `consume_s` on the engine thread) and `wait_s`, the engine
-    thread's time blocked on masks after the forward (the part of `mask_s` not hidden by it)."""
-
-    steps: int = 0
-    rows: int = 0
-    mask_s: float = 0.0
-    wait_s: float = 0.0
-    consume_s: float = 0.0
-
-    def reset(self) -> None:
-        self.steps = self.rows = 0
-        self.mask_s = self.wait_s = self.consume_s = 0.0
-
-
-def compute_masks(jobs: list[tuple[GrammarMatcher, bool]]) -> MaskBatch:
-    """Allowed-token masks for ``(matcher, drop_eos)`` jobs; never raises (errors go per row).
-
-    `drop_eos` (the request's ``ignore_eos``) clears EOS from a mask unless it is the only
-    allowed token. A stopped matcher yields ``stopped=True`` and no mask; a matcher in error,
-    a failing call or an empty mask yields ``error``.
-    """
-    t0 = time.perf_counter()
-    out = [RowMask() for _ in jobs]
-    if not jobs:
-        return MaskBatch(out, 0.0)
-    vocab = jobs[0][0].vocab_size
-    bm = np.zeros((len(jobs), (vocab + 31) // 32), dtype=np.int32)
-    live: list[int] = []
-    for i, (m, _) in enumerate(jobs):
-        try:
-            if m.is_error():
-                out[i].error = m.error or "the grammar matcher is in an error state"
-            elif m.is_stopped():
-                out[i].stopped = True
-            elif m.vocab_size != vocab:
-                out[i].error = "grammars of different tokenizers in one batch"
-            else:
-                m.fill_bitmask(bm, i)
-                if m.is_error():
-                    out[i].error = m.error or "computing the token mask failed"
-                else:
-                    live.append(i)
-        except Exception as e:  # isolate one bad matcher from the rest of the batch
-            out[i].error = f"{type(e).__name__}: {e}"
-    if live:
-        bits = _unpack(bm, vocab)
-        for i in live:
-            m, drop_eos = jobs[i]
-            row = bits[i]
-            try:
-                m._fix_added_tokens(row)
-            except Exception as e:
-                out[i].error = f"{type(e).__name__}: {e}"
-                continue
-            if drop_eos:
-                eos = [t for t in m.grammar.tokenizer.eos_token_ids if t < vocab]
-                saved = row[eos].copy()
-                row[eos] = 0
-                if not row.any():
-                    row[eos] = saved
-            if not row.any():
-                if m.is_accepting():
-                    out[i].stopped = True
-                else:
-                    out[i].error = "no token can continue the grammar"
-                continue
-            out[i].allowed = torch.from_numpy(row.view(np.bool_))
-    return MaskBatch(out, time.perf_counter() - t0)
-
-
-class MaskWorker:
-    """One background thread computing a step's masks while the engine thread runs the forward."""
-
-    def __init__(self) -> None:
-        self._pool: ThreadPoolExecutor | None = None
-
-    def submit(self, jobs: list[tuple[GrammarMatcher, bool]]) -> Future[MaskBatch]:
-        """Start `compute_masks(jobs)`; join with ``.result()`` before touching the matchers again."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentkit-grammar")
-        return self._pool.submit(compute_masks, jobs)
-
-    def shutdown(self) -> None:
-        """Stop the thread (idempotent); a later `submit` starts a new one."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-            self._pool = None

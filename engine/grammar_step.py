@@ -6,7 +6,7 @@ before the forward (the state for step t depends only on tokens up to t-1), join
 back as a `GrammarOutcome` value: the masks of the rows to sample, the sequences whose grammar is
 complete (they end with "stop") and the requests that failed. The engine loop applies it.
 
-Non-goals: compiling grammars and computing masks (agentkit.engine.grammar), sampling, finishing
+Non-goals: compiling grammars and computing masks (agentkit.engine.grammar, grammar_masks), sampling, finishing
 on EOS or length (the scheduler's `postprocess`).
 """
 
@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agentkit.engine.grammar import GrammarStats, MaskBatch, MaskWorker, compute_masks
+from agentkit.engine.grammar_masks import GrammarStats, MaskBatch, MaskWorker, compute_masks
 
 if TYPE_CHECKING:
     import torch

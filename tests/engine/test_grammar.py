@@ -15,7 +15,8 @@ import torch
 
 from agentkit.api.which import Which
 from agentkit.engine.config import EngineConfig
-from agentkit.engine.grammar import GRAMMAR_TYPES, Grammar, compile_grammar, compute_masks, grammar_tokenizer
+from agentkit.engine.grammar import GRAMMAR_TYPES, Grammar, compile_grammar, grammar_tokenizer
+from agentkit.engine.grammar_masks import compute_masks
 from agentkit.engine.sampling import SampleRow, SamplingParams, sample
 from agentkit.engine.sequence import EngineRequest
 from agentkit.engine.tokenizer import load_tokenizer

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentkit.engine.grammar import MaskBatch, RowMask
+from agentkit.engine.grammar_masks import MaskBatch, RowMask
 from agentkit.engine.grammar_step import GrammarStep
 from agentkit.engine.sampling import SampleResult, SamplingParams
 from agentkit.engine.scheduler import Scheduler
