@@ -223,23 +223,7 @@ def load_plain(
                 bar.update(1)
     del handles
     state_dict = _normalise_keys(state_dict)
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    if getattr(text_config, "tie_word_embeddings", False) or getattr(config, "tie_word_embeddings", False):
-        state_dict.pop("lm_head.weight", None)
-
-    return LoadedModel(
-        model_id=model_id,
-        arch=config.model_type,
-        config=config,
-        state_dict=state_dict,
-        dtype=dtype,
-        model_dir=model_dir,
-        gguf_path=None,
-        generation_config=_json_object(os.path.join(model_dir, "generation_config.json")) or {},
-        tokenizer_config=_json_object(os.path.join(model_dir, "tokenizer_config.json")),
-        gguf_chat_template=None,
-        max_position_embeddings=getattr(text_config, "max_position_embeddings", None),
-    )
+    return _loaded(model_id, config.model_type, config, state_dict, dtype, model_dir)
 
 
 def load_gguf(
@@ -282,20 +266,21 @@ def load_gguf(
     if not isinstance(keep_quantized, bool):
         raise ConfigError(f"keep_quantized must be True or False, got {keep_quantized!r}")
     contents = read_gguf(paths, dtype=dtype, progress=progress, keep_quantized=keep_quantized)
-    config = contents.config
-    state_dict = contents.state_dict
-    if getattr(config, "tie_word_embeddings", False):
+    return _loaded(quantized_model_id, contents.arch, contents.config, contents.state_dict, dtype, model_dir,
+                   gguf_path=paths[0], gguf_chat_template=contents.chat_template)
+
+
+def _loaded(model_id: str, arch: str, config: Any, state_dict: dict[str, Any], dtype: Any, model_dir: str,
+            gguf_path: str | None = None, gguf_chat_template: str | None = None) -> LoadedModel:
+    """The `LoadedModel` record: a tied LM head dropped, the directory's generation/tokenizer configs read."""
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if getattr(text_config, "tie_word_embeddings", False) or getattr(config, "tie_word_embeddings", False):
         state_dict.pop("lm_head.weight", None)
     return LoadedModel(
-        model_id=quantized_model_id,
-        arch=contents.arch,
-        config=config,
-        state_dict=state_dict,
-        dtype=dtype,
-        model_dir=model_dir,
-        gguf_path=paths[0],
+        model_id=model_id, arch=arch, config=config, state_dict=state_dict, dtype=dtype, model_dir=model_dir,
+        gguf_path=gguf_path,
         generation_config=_json_object(os.path.join(model_dir, "generation_config.json")) or {},
         tokenizer_config=_json_object(os.path.join(model_dir, "tokenizer_config.json")),
-        gguf_chat_template=contents.chat_template,
-        max_position_embeddings=getattr(config, "max_position_embeddings", None),
+        gguf_chat_template=gguf_chat_template,
+        max_position_embeddings=getattr(text_config, "max_position_embeddings", None),
     )
