@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 __all__ = ["python_tool", "requested_files_text", "reset_tool", "shell_tool", "surface_tool"]
 
+# strict string arguments without a maxLength are short one-line values (agentkit's grammar): code
+# and commands are long and multi-line
+MAX_CODE_CHARS = 100_000
 _OUTPUTS = {"type": "array", "items": {"type": "string"},
             "description": "Paths (relative to the working directory) of files this call writes that "
                            "should be returned to the user."}
@@ -50,7 +53,7 @@ def python_tool(timeout_secs: int, workdir: str, isolation: str,
         f"The working directory is {workdir}. Isolation: {isolation}."
         + requested_files_text(requested))
     params = {"type": "object", "properties": {
-        "code": {"type": "string", "description": "The Python code to run."},
+        "code": {"type": "string", "maxLength": MAX_CODE_CHARS, "description": "The Python code to run."},
         "outputs": _OUTPUTS,
     }, "required": ["code"]}
     return text, params
@@ -73,7 +76,7 @@ def shell_tool(shell_path: str, timeout_secs: int, workdir: str, isolation: str,
         f"files are returned to the user. A call may run for at most {timeout_secs} seconds. "
         f"Isolation: {isolation}." + requested_files_text(requested))
     params = {"type": "object", "properties": {
-        "commands": {"type": "array", "items": {"type": "string"},
+        "commands": {"type": "array", "items": {"type": "string", "maxLength": MAX_CODE_CHARS},
                      "description": "Shell commands to run, in order."},
         "outputs": _OUTPUTS,
         "timeout_ms": {"type": "integer", "description": "Time limit of this call in milliseconds."},
