@@ -160,11 +160,14 @@ class CodeExecPlugin:
             return path
 
     def _spec(self, workdir: Path) -> Any:
-        module = importlib.import_module(_EXECUTOR_MODULE)
+        from agentkit.plugins.code_exec.protocol import ExecutorSpec
+
         code, shell = self._config.code_execution_config, self._config.shell_config
         policy = _same(code and code.sandbox_policy, shell and shell.sandbox_policy, "sandbox_policy")
-        return module.ExecutorSpec(workdir=workdir, python_path=code.python_path if code else None,
-                                   policy=policy, extra_env={})
+        timeouts = [c.timeout_secs for c in (code, shell) if c is not None]
+        return ExecutorSpec(workdir=workdir, python_path=code.python_path if code else None, policy=policy,
+                            shell_path=shell.shell_path if shell else "/bin/sh",
+                            timeout_s=float(max(timeouts, default=600)))
 
     # ---- one agentic turn ------------------------------------------------------------------------
     @hookimpl
