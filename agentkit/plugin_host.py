@@ -377,6 +377,7 @@ class PluginHost:
         """
         found: dict[str, Tool] = {}
         owners: dict[str, str] = {}
+        context.code_executors = self.code_executors
         for impl in self._impls("agent_request_tools"):
             try:
                 tools = impl.function(**({"context": context} if "context" in impl.argnames else {}))

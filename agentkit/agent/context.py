@@ -58,6 +58,8 @@ class ToolContext:
     notes: list[str] = field(default_factory=list)
     produced: list[File] = field(default_factory=list)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    # the executor factories plugins registered (`PluginHost.code_executors`), by name
+    code_executors: Callable[[], dict[str, Callable[..., Any]]] = field(default=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def remaining_tokens(self) -> int:

@@ -1,15 +1,16 @@
 """Built-in plugin: code execution and the shell tool for agentic requests (runner-api.md §2.6, §2.7, §2.9).
 
 Scope: `CodeExecPlugin` serves `Runner(code_execution_config=..., shell_config=...)`
-(`runner_options`), registers the local executor as "local" (`register_code_executors`), and,
-once per agentic turn (`agent_request_tools`), offers
+(`runner_options`), registers the local executor as "local" (`register_code_executors`, inherited
+from `LocalExecutorPlugin`), and, once per agentic turn (`agent_request_tools`), offers
 - `mistralrs_execute_python` / `mistralrs_reset_python_session` when the request sets
   `enable_code_execution`,
 - `mistralrs_shell` / `mistralrs_surface_outputs` when it sets `enable_shell` (or `shell_skills`).
 Each session gets one executor (a kernel and a work directory) from an `ExecutorPool`, kept across
 the session's turns, reaped after an idle TTL and closed at `runner_shutdown`. The executor is
 the one named by `RunnerConfig.extra["code_exec"]["executor"]` (default "local") among those
-plugins register (`PluginHost.code_executors()`), so a remote sandbox service can replace it.
+plugins register (`ToolContext.code_executors()`, i.e. `PluginHost.code_executors()`), so a
+remote sandbox service can replace it.
 The request's input files and skills are mounted into the work directory and described to the
 model in system notes.
 
@@ -43,6 +44,7 @@ from agentkit.plugins.code_exec.mounts import (
     remove_tree,
     skills_note,
 )
+from agentkit.plugins.code_exec.plugin import LocalExecutorPlugin
 from agentkit.plugins.code_exec.tools import Workspace, python_tools, shell_tools
 from agentkit.tools import Tool
 
@@ -59,12 +61,6 @@ DEFAULT_IDLE_TTL_S = 3600.0
 _EXECUTOR_MODULE = "agentkit.plugins.code_exec.executor"
 
 
-def local_executor(spec: Any) -> Any:
-    """The "local" factory: a sandboxed Jupyter kernel and shell on this machine (`LocalExecutor(spec)`)."""
-    module = importlib.import_module(_EXECUTOR_MODULE)
-    return module.LocalExecutor(spec)
-
-
 def _same(a: Any, b: Any, what: str) -> Any:
     """The one of `a`, `b` that is set; ConfigError when both are set and differ."""
     if a is not None and b is not None and a != b:
@@ -74,8 +70,9 @@ def _same(a: Any, b: Any, what: str) -> Any:
     return a if a is not None else b
 
 
-class CodeExecPlugin:
-    """The code and shell tools; one instance per Runner (per-session executors live in it)."""
+class CodeExecPlugin(LocalExecutorPlugin):
+    """The "local" executor and the code and shell tools; one instance per Runner (per-session
+    executors live in it)."""
 
     plugin_name = PLUGIN_NAME
 
@@ -83,7 +80,6 @@ class CodeExecPlugin:
         self._config = RunnerConfig()
         self._lock = threading.Lock()
         self._pool: Any = None
-        self._factories: Callable[[], Mapping[str, Callable[..., Any]]] | None = None
         self._workdirs: dict[str, Path] = {}
         self._temp_dirs: list[Path] = []
 
@@ -112,34 +108,25 @@ class CodeExecPlugin:
             raise ConfigError(f"extra[{PLUGIN_NAME!r}]['idle_ttl_s'] must be a positive number, got {ttl!r}")
         self._config = config
 
-    @hookimpl
-    def register_code_executors(self, register: Callable[..., None]) -> None:
-        """The local executor, as "local"."""
-        register(DEFAULT_EXECUTOR, local_executor)
-
-    def use_executors(self, factories: Callable[[], Mapping[str, Callable[..., Any]]]) -> None:
-        """Where to look up executor factories by name (the Runner's `PluginHost.code_executors`)."""
-        self._factories = factories
-
     # ---- executors -------------------------------------------------------------------------------
     def _executor_name(self) -> str:
         return self._config.plugin_options(PLUGIN_NAME).get("executor", DEFAULT_EXECUTOR)
 
-    def _factory(self) -> Callable[..., Any]:
+    def _factory(self, factories: Mapping[str, Callable[..., Any]]) -> Callable[..., Any]:
         name = self._executor_name()
-        found = dict(self._factories()) if self._factories is not None else {DEFAULT_EXECUTOR: local_executor}
+        found = dict(factories)
         if name not in found:
             raise ConfigError(f"code executor {name!r} is not registered (registered: {sorted(found)}); "
                               f"install the plugin that registers it or set extra={{'code_exec': "
                               f"{{'executor': 'local'}}}}")
         return found[name]
 
-    def _get_pool(self) -> Any:
+    def _get_pool(self, context: ToolContext) -> Any:
         with self._lock:
             if self._pool is None:
                 module = importlib.import_module(_EXECUTOR_MODULE)
                 ttl = float(self._config.plugin_options(PLUGIN_NAME).get("idle_ttl_s", DEFAULT_IDLE_TTL_S))
-                self._pool = module.ExecutorPool(self._factory(), idle_ttl_s=ttl)
+                self._pool = module.ExecutorPool(self._factory(context.code_executors()), idle_ttl_s=ttl)
             return self._pool
 
     def _workdir(self, session_id: str) -> Path:
@@ -186,7 +173,7 @@ class CodeExecPlugin:
                               "shell_config=ShellConfig(...)")
         session_id = context.session.id
         workdir = self._workdir(session_id)
-        pool, spec = self._get_pool(), self._spec(workdir)
+        pool, spec = self._get_pool(context), self._spec(workdir)
         executor = pool.get(session_id, spec)
         names = mount_input_files(workdir, context.input_files)
         if names:

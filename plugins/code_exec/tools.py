@@ -30,6 +30,7 @@ from agentkit.plugins.code_exec.outputs import (
     changed_files,
     file_entries,
     full_output_file,
+    resolve_in,
     snapshot,
     surface_images,
     surface_named,
@@ -70,7 +71,7 @@ class Workspace:
     isolation: str
     code: CodeExecutionConfig | None = None
     shell: ShellConfig | None = None
-    surfaced: dict[str, tuple[int, int]] = field(default_factory=dict)  # declared file -> stamp surfaced
+    surfaced: dict[str, tuple[int, int] | None] = field(default_factory=dict)  # declared file -> stamp seen
 
     def requested(self) -> list[str]:
         """Names of the output files the request declares (`request.files`)."""
@@ -96,33 +97,49 @@ def _positive_int(value: Any, what: str) -> int | None:
 def _streams(ws: Workspace, streams: dict[str, str], max_chars: int | None = None) -> dict[str, Any]:
     """Each stream capped to its share of the result's budget; a cut one also goes to a file."""
     ctx = ws.context
+
+    def count(text: str) -> int:  # as the model will see it: JSON-escaped
+        return ctx.count_tokens(json.dumps(text, ensure_ascii=False))
+
     budget = max(32, ctx.output_budget() - _OVERHEAD_TOKENS)
-    sizes = {k: ctx.count_tokens(v[:budget * 16]) if v else 0 for k, v in streams.items()}
+    sizes = {k: count(v[:budget * 16]) if v else 0 for k, v in streams.items()}
     out: dict[str, Any] = {}
     left = budget
     for i, key in enumerate(sorted(streams, key=sizes.__getitem__)):  # smallest first: it leaves the rest
         share = max(16, left // (len(streams) - i))
         text = streams[key]
-        capped = cap_text(text, share, ctx.count_tokens, max_chars)
+        capped = cap_text(text, share, count, max_chars)
         if capped.truncated:
             where = full_output_file(ws.workdir, key, text)
-            capped = cap_text(text, share, ctx.count_tokens, max_chars, where)
+            capped = cap_text(text, share, count, max_chars, where)
             out[f"full_{key}_file"] = where
         out[key] = capped.text
         left -= share if capped.truncated else sizes[key]
     return out
 
 
-def _declared(ws: Workspace, tool: str) -> list[File]:
-    """The request's declared files that exist and changed since they last surfaced this turn."""
-    names = []
-    snap = snapshot(ws.workdir).files
+def _declared(ws: Workspace, tool: str, named: list[str]) -> list[File]:
+    """The request's declared files (`request.files`) after a call: each surfaces when it is written
+    or changed since it last surfaced this turn; a missing one gives an error placeholder (once per
+    turn) so the model sees it is still due. Names the call's `outputs` already surfaced are skipped."""
+    out: list[File] = []
     for name in ws.requested():
-        stamp = snap.get(name)
-        if stamp is not None and ws.surfaced.get(name) != stamp:
+        try:
+            path = resolve_in(ws.workdir, name)
+            stat = path.stat() if path.is_file() else None
+        except (ValueError, OSError):
+            stat = None
+        stamp = None if stat is None else (stat.st_mtime_ns, stat.st_size)
+        if name in named or (name in ws.surfaced and ws.surfaced[name] == stamp):
             ws.surfaced[name] = stamp
-            names.append(name)
-    return surface_named(ws.context, tool, ws.workdir, names, required=False)
+            continue
+        ws.surfaced[name] = stamp
+        if stamp is not None:
+            out += surface_named(ws.context, tool, ws.workdir, [name])
+        else:
+            out.append(ws.context.add_error_file(name, tool, "not_found", f"the requested file {name!r} has not "
+                                                 "been written to the working directory yet"))
+    return out
 
 
 def _result(payload: dict[str, Any], status: str, files: list[File], images: list[bytes] = ()) -> ToolResult:
@@ -141,7 +158,7 @@ def _execute_python(ws: Workspace, arguments: dict[str, Any]) -> ToolResult:
     res = ws.executor().execute(code, timeout)
     files = surface_images(ws.context, EXECUTE_PYTHON, res.images)
     files += surface_named(ws.context, EXECUTE_PYTHON, ws.workdir, outputs)
-    files += _declared(ws, EXECUTE_PYTHON)
+    files += _declared(ws, EXECUTE_PYTHON, outputs)
     payload: dict[str, Any] = {"status": res.status, "isolation": res.isolation}
     payload.update(_streams(ws, {"stdout": res.stdout or "", "stderr": res.stderr or "",
                                  "exception": res.exception or ""}))
@@ -173,7 +190,7 @@ def _shell(ws: Workspace, arguments: dict[str, Any]) -> ToolResult:
     files = surface_named(ws.context, SHELL, ws.workdir, outputs)
     auto = [n for n in changed if n not in outputs and n not in requested]
     files += surface_named(ws.context, SHELL, ws.workdir, auto, required=False)
-    files += _declared(ws, SHELL)
+    files += _declared(ws, SHELL, outputs)
     payload: dict[str, Any] = {"status": res.status, "isolation": ws.isolation,
                                "working_directory": str(ws.workdir)}
     payload.update(_streams(ws, {"stdout": res.stdout or "", "stderr": res.stderr or ""}, max_chars))

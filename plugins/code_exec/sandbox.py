@@ -1,0 +1,298 @@
+"""What isolation applies here, and the launcher prefix that applies it.
+
+Scope: `detect()` probes once per interpreter path (root? network and mount namespaces? Landlock
+ABI? can an unprivileged uid execute the kernel interpreter?), `plan_sandbox()` turns a
+`SandboxPolicy` plus those facts into a `SandboxPlan` (the JSON that `confine.py` applies and the
+command prefix that runs it) and an `IsolationReport` that says exactly what was applied.
+Missing pieces degrade explicitly (named in `IsolationReport.missing`); `SandboxPolicy(strict=True)`
+raises `SandboxUnavailableError` instead. `AGENTKIT_SANDBOX=off` (also "0", "false", "none") is the
+escape hatch: nothing is applied, the host environment is inherited, and the report says "no
+isolation". `sweep_uid()` kills every process of a sandbox uid (close, restart, fork bombs).
+
+Non-goals: applying anything (confine.py does, in the child), seccomp, cgroups, macOS/Windows.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentkit.api.agent_options import SandboxPolicy
+from agentkit.api.enums import NetworkMode
+from agentkit.errors import AgentkitError
+
+__all__ = ["ENV_SANDBOX", "IsolationReport", "SandboxPlan", "SandboxUnavailableError", "detect",
+           "kernel_python", "plan_sandbox", "sandbox_disabled", "sweep_uid"]
+
+ENV_SANDBOX = "AGENTKIT_SANDBOX"
+ENV_KERNEL_PYTHON = "AGENTKIT_KERNEL_PYTHON"
+DEFAULT_KERNEL_PYTHON = "/opt/agentkit/kernel-venv/bin/python"
+"""Made by .ci/run from Debian's python3 (`python3 -m venv` + ipykernel, matplotlib, numpy): an
+interpreter that lives outside root's 0700 home, so the sandbox uid can execute it."""
+
+CONFINE = str(Path(__file__).with_name("confine.py"))
+UID_BASE, UID_SPAN = 790_000, 200_000
+SANDBOX_GID = 65534  # nogroup
+SYSTEM_RX = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+SYSTEM_RO = ("/etc", "/proc", "/sys/devices/system/cpu", "/dev/urandom", "/dev/random")
+SYSTEM_RW = ("/dev/null", "/dev/zero", "/dev/tty")
+
+
+class SandboxUnavailableError(AgentkitError, RuntimeError):
+    """`SandboxPolicy(strict=True)` asked for isolation this machine or process cannot apply."""
+
+
+def sandbox_disabled() -> bool:
+    """True when `AGENTKIT_SANDBOX` switches isolation off (the sabotage mode and escape hatch)."""
+    return os.environ.get(ENV_SANDBOX, "").strip().lower() in ("off", "0", "false", "none", "no")
+
+
+def kernel_python(python_path: str | None) -> str:
+    """The interpreter that runs kernels: an explicit path; else `AGENTKIT_KERNEL_PYTHON`; else the
+    prepared kernel venv when present; else this interpreter. "python3"/"python" (the
+    `CodeExecutionConfig` default) count as "not given"."""
+    if python_path and python_path not in ("python3", "python"):
+        return python_path
+    for candidate in (os.environ.get(ENV_KERNEL_PYTHON), DEFAULT_KERNEL_PYTHON):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return sys.executable
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What `confine.py --probe` found on this machine (cached per interpreter path)."""
+
+    root: bool
+    landlock_abi: int
+    netns: bool
+    mountns: bool
+    python_ok: bool | None
+    why: dict[str, str] = field(default_factory=dict)
+
+
+@functools.lru_cache(maxsize=8)
+def detect(python: str) -> HostFacts:
+    """Probe namespaces, Landlock and whether a sandbox uid may execute `python` (~30 ms, once)."""
+    request = {"python": python, "uid": UID_BASE, "gid": SANDBOX_GID}
+    try:
+        out = subprocess.run([sys.executable, "-I", "-S", CONFINE, "--probe", json.dumps(request)],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        found = json.loads(out)
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        return HostFacts(False, 0, False, False, None, {"probe": f"{type(exc).__name__}: {exc}"})
+    return HostFacts(found["root"], found["landlock_abi"], found["netns"], found["mountns"],
+                     found["python_ok"], found.get("why", {}))
+
+
+@dataclass(frozen=True)
+class IsolationReport:
+    """What was applied to one executor's processes; never more than was applied."""
+
+    enabled: bool
+    network: str
+    user: str
+    filesystem: str
+    limits: str
+    environment: str
+    no_new_privs: bool
+    missing: tuple[str, ...] = ()
+
+    @property
+    def level(self) -> str:
+        """"full", "partial" (something in `missing`) or "none"."""
+        return "none" if not self.enabled else ("partial" if self.missing else "full")
+
+    def describe(self) -> str:
+        """One line for tool descriptions and results."""
+        if not self.enabled:
+            return ("no isolation: code runs as the host user with the host's network, files and "
+                    f"environment ({self.missing[0] if self.missing else 'sandbox off'})")
+        parts = [f"network: {self.network}", f"user: {self.user}", f"files: {self.filesystem}",
+                 f"limits: {self.limits}", f"env: {self.environment}"]
+        if self.no_new_privs:
+            parts.append("no_new_privs")
+        text = f"sandbox ({self.level}): " + "; ".join(parts)
+        return text + (f"; not applied: {', '.join(self.missing)}" if self.missing else "")
+
+
+@dataclass(frozen=True)
+class SandboxPlan:
+    """How to start one executor's processes: `prefix + argv`, in `env`, as `uid`."""
+
+    prefix: tuple[str, ...]
+    env: dict[str, str]
+    uid: int | None
+    gid: int | None
+    report: IsolationReport
+    plan: dict = field(default_factory=dict)
+
+    def command(self, argv: list[str]) -> list[str]:
+        """`argv` wrapped by the confine launcher (unchanged when nothing is applied)."""
+        return [*self.prefix, *argv]
+
+
+def _limits(policy: SandboxPolicy, timeout_s: float) -> dict[str, int]:
+    cpu = max(int(policy.max_cpu_secs), int(timeout_s) + 1)
+    return {"as": policy.max_memory_mb << 20, "nproc": policy.max_procs, "nofile": policy.max_open_fds,
+            "fsize": policy.max_file_sz_mb << 20, "cpu": cpu, "core": 0}
+
+
+def _sandbox_env(policy: SandboxPolicy, state: Path, extra_env: dict[str, str]) -> dict[str, str]:
+    home = state / "home"
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(state / "tmp"),
+           "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONUNBUFFERED": "1", "MPLCONFIGDIR": str(home / ".config" / "matplotlib"),
+           "IPYTHONDIR": str(home / ".ipython"), "JUPYTER_RUNTIME_DIR": str(state / "tmp"),
+           "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "MALLOC_ARENA_MAX": "2", "TERM": "dumb"}
+    for entry in policy.extra_env:
+        name, sep, value = entry.partition("=")
+        if sep:
+            env[name] = value
+        elif name in os.environ:
+            env[name] = os.environ[name]
+    env.update(extra_env)
+    return env
+
+
+def new_uid() -> int:
+    """A fresh uid for one executor: its processes are counted (RLIMIT_NPROC) and killed together."""
+    return UID_BASE + 1 + secrets.randbelow(UID_SPAN - 1)
+
+
+def plan_sandbox(policy: SandboxPolicy | None, python: str, workdir: Path, state: Path, *,
+                 timeout_s: float = 60.0, extra_env: dict[str, str] | None = None) -> SandboxPlan:
+    """Decide what applies to an executor whose workdir is `workdir` and private state dir `state`.
+
+    Raises `SandboxUnavailableError` when `policy.strict` and a piece is missing.
+    """
+    policy = policy or SandboxPolicy()
+    extra_env = dict(extra_env or {})
+    if sandbox_disabled():
+        env = {**os.environ, **extra_env}
+        report = IsolationReport(False, "host", f"uid {os.geteuid()}", "host", "none", "inherited", False,
+                                 (f"{ENV_SANDBOX}=off",))
+        if policy.strict:
+            raise SandboxUnavailableError(f"SandboxPolicy(strict=True) but {ENV_SANDBOX}=off: unset it")
+        return SandboxPlan((), env, None, None, report)
+    facts = detect(python)
+    missing: list[str] = []
+    want_net = policy.network != NetworkMode.Full
+    netns = want_net and facts.root and facts.netns
+    if want_net and not netns:
+        missing.append("network namespace (" + ("needs root" if not facts.root else facts.why.get("netns", "unavailable")) + ")")
+    drop = facts.root and bool(facts.python_ok)
+    if not drop:
+        missing.append("unprivileged uid (" + ("needs root" if not facts.root else
+                       f"{python} is not executable by an unprivileged user; set {ENV_KERNEL_PYTHON}") + ")")
+    hide = facts.root and facts.mountns
+    if not hide:
+        missing.append("private /tmp, /run (mount namespace)")
+    if facts.landlock_abi < 1:
+        missing.append("Landlock filesystem allow-list (kernel without Landlock)")
+    if policy.strict and missing:
+        raise SandboxUnavailableError("SandboxPolicy(strict=True) but these are unavailable: " + "; ".join(missing)
+                                      + ". Run as root on Linux with Landlock, or set strict=False")
+    uid = new_uid() if drop else None
+    gid = SANDBOX_GID if drop else None
+    real = [str(Path(p).resolve()) for p in (workdir, state)]
+    prefix_dir = str(Path(python).parent.parent)
+    rw = [*real, *SYSTEM_RW, *(str(Path(p).resolve()) for p in policy.extra_fs_write)]
+    if hide:
+        rw.append("/dev/shm")
+    rx = [*SYSTEM_RX, prefix_dir, str(Path(prefix_dir).resolve()), str(Path(python).resolve().parent.parent)]
+    ro = [*SYSTEM_RO, *(str(Path(p).resolve()) for p in policy.extra_fs_read)]
+    limits = _limits(policy, timeout_s)
+    plan = {"netns": netns, "loopback": netns and policy.network == NetworkMode.Loopback,
+            "hide_dirs": hide, "keep": [*real, *rw[len(real):], *rx, *ro], "rlimits": limits,
+            "uid": uid, "gid": gid, "no_new_privs": True, "deny_tcp": policy.network == NetworkMode.NoNetwork,
+            "landlock": {"rw": rw, "rx": rx, "ro": ro} if facts.landlock_abi >= 1 else None,
+            "landlock_abi": facts.landlock_abi}
+    network = ("none (private network namespace, loopback down)" if netns and not plan["loopback"]
+               else "private loopback only (own network namespace)" if netns else "host network")
+    user = f"unprivileged uid {uid}, no groups" if drop else f"uid {os.geteuid()} (not dropped)"
+    files = (f"Landlock ABI {facts.landlock_abi} allow-list: workdir read-write, interpreter and system "
+             "libraries read-only, everything else denied" if facts.landlock_abi >= 1 else "host permissions only")
+    if hide:
+        files += "; private /tmp and /run"
+    nproc = f"procs {policy.max_procs}" + ("" if drop else " (not enforced for root)")
+    limit_text = (f"memory {policy.max_memory_mb} MiB, {nproc}, open files {policy.max_open_fds}, "
+                  f"file size {policy.max_file_sz_mb} MiB, cpu {limits['cpu']} s")
+    env = _sandbox_env(policy, state, extra_env)
+    report = IsolationReport(True, network, user, files, limit_text, "clean (no host variables)", True,
+                             tuple(missing))
+    prefix = (sys.executable, "-I", "-S", CONFINE, json.dumps(plan), "--")
+    return SandboxPlan(prefix, env, uid, gid, report, plan)
+
+
+def prepare_dirs(plan: SandboxPlan, workdir: Path, state: Path) -> None:
+    """Create the workdir and state dirs (home, tmp, sock) owned by the sandbox uid, mode 0700."""
+    for path in (workdir, state / "home", state / "tmp", state / "sock"):
+        path.mkdir(parents=True, exist_ok=True)
+    if plan.uid is not None:
+        for path in (state, state / "home", state / "tmp", state / "sock"):
+            os.chown(path, plan.uid, plan.gid)
+            os.chmod(path, 0o700)
+        owner = workdir.stat().st_uid
+        # An empty dir, or one a previous sandbox owned, becomes this executor's; a populated
+        # directory of another user keeps its owner (the sandbox then may not write there).
+        if owner != plan.uid and (owner >= UID_BASE or not any(workdir.iterdir())):
+            os.chown(workdir, plan.uid, plan.gid)
+            os.chmod(workdir, 0o700)
+
+
+def _pids_of(uid: int, sid: int | None = None) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status") as f:
+                for line in f:
+                    if line.startswith("State:") and "Z" in line:
+                        break
+                    if line.startswith("Uid:"):
+                        if int(line.split()[1]) == uid:
+                            found.append(int(name))
+                        break
+        except (OSError, ValueError):
+            continue
+    if sid is not None:
+        kept = []
+        for pid in found:
+            try:
+                if os.getsid(pid) == sid:
+                    kept.append(pid)
+            except OSError:
+                pass
+        found = kept
+    return found
+
+
+def sweep_uid(uid: int | None, *, sid: int | None = None, deadline_s: float = 5.0) -> int:
+    """SIGKILL every process whose real uid is `uid` (only those in session `sid` when given),
+    repeating until none is left (fork bombs respawn); returns how many were killed."""
+    if uid is None or uid < UID_BASE:
+        return 0
+    killed, end = 0, time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        pids = _pids_of(uid, sid)
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+        time.sleep(0.01)
+    return killed
