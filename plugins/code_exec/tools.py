@@ -53,8 +53,6 @@ SURFACE_OUTPUTS = "mistralrs_surface_outputs"
 # tool status of each executor status (the JSON keeps the executor's own word)
 _STATUS = {"ok": "ok", "success": "ok", "error": "error", "timeout": "timeout", "killed": "killed",
            "denied": "denied"}
-# tokens of a result's budget kept for its JSON keys, paths and file list
-_OVERHEAD_TOKENS = 96
 
 
 @dataclass
@@ -94,16 +92,20 @@ def _positive_int(value: Any, what: str) -> int | None:
     return value
 
 
-def _streams(ws: Workspace, streams: dict[str, str], max_chars: int | None = None) -> dict[str, Any]:
-    """Each stream capped to its share of the result's budget; a cut one also goes to a file."""
+def _cap_streams(ws: Workspace, payload: dict[str, Any], streams: dict[str, str],
+                 max_chars: int | None = None) -> None:
+    """Put `streams` into `payload`, each capped to its share of what the result's budget leaves
+    after the rest of `payload`; a cut stream's full text goes to a file named in `full_<stream>_file`."""
     ctx = ws.context
 
     def count(text: str) -> int:  # as the model will see it: JSON-escaped
         return ctx.count_tokens(json.dumps(text, ensure_ascii=False))
 
-    budget = max(32, ctx.output_budget() - _OVERHEAD_TOKENS)
+    for key in streams:
+        payload[key] = ""
+    rest = ctx.count_tokens(json.dumps(payload, ensure_ascii=False)) + 16 * len(streams)  # + full_*_file keys
+    budget = max(16 * len(streams), ctx.output_budget() - rest)
     sizes = {k: count(v[:budget * 16]) if v else 0 for k, v in streams.items()}
-    out: dict[str, Any] = {}
     left = budget
     for i, key in enumerate(sorted(streams, key=sizes.__getitem__)):  # smallest first: it leaves the rest
         share = max(16, left // (len(streams) - i))
@@ -112,10 +114,9 @@ def _streams(ws: Workspace, streams: dict[str, str], max_chars: int | None = Non
         if capped.truncated:
             where = full_output_file(ws.workdir, key, text)
             capped = cap_text(text, share, count, max_chars, where)
-            out[f"full_{key}_file"] = where
-        out[key] = capped.text
+            payload[f"full_{key}_file"] = where
+        payload[key] = capped.text
         left -= share if capped.truncated else sizes[key]
-    return out
 
 
 def _declared(ws: Workspace, tool: str, named: list[str]) -> list[File]:
@@ -142,8 +143,11 @@ def _declared(ws: Workspace, tool: str, named: list[str]) -> list[File]:
     return out
 
 
-def _result(payload: dict[str, Any], status: str, files: list[File], images: list[bytes] = ()) -> ToolResult:
+def _result(ws: Workspace, payload: dict[str, Any], status: str, files: list[File], images: list[bytes] = (),
+            streams: dict[str, str] | None = None, max_chars: int | None = None) -> ToolResult:
     payload["files"] = file_entries(files)
+    if streams:
+        _cap_streams(ws, payload, streams, max_chars)
     return ToolResult(json.dumps(payload, ensure_ascii=False), status=_STATUS.get(status, "error"),
                       images_base64=[base64.b64encode(png).decode("ascii") for png in images],
                       file_ids=[f.id for f in files])
@@ -159,19 +163,21 @@ def _execute_python(ws: Workspace, arguments: dict[str, Any]) -> ToolResult:
     files = surface_images(ws.context, EXECUTE_PYTHON, res.images)
     files += surface_named(ws.context, EXECUTE_PYTHON, ws.workdir, outputs)
     files += _declared(ws, EXECUTE_PYTHON, outputs)
-    payload: dict[str, Any] = {"status": res.status, "isolation": res.isolation}
-    payload.update(_streams(ws, {"stdout": res.stdout or "", "stderr": res.stderr or "",
-                                 "exception": res.exception or ""}))
-    payload["exception"] = payload["exception"] or None
-    payload.update(result=res.result, images_generated=len(res.images), working_directory=str(ws.workdir),
-                   execution_time_ms=res.execution_time_ms)
-    return _result(payload, res.status, files, res.images)
+    payload: dict[str, Any] = {"status": res.status, "isolation": res.isolation, "result": res.result,
+                               "images_generated": len(res.images), "working_directory": str(ws.workdir),
+                               "execution_time_ms": round(res.execution_time_ms)}
+    streams = {"stdout": res.stdout or "", "stderr": res.stderr or ""}
+    if res.exception:
+        streams["exception"] = res.exception
+    else:
+        payload["exception"] = None
+    return _result(ws, payload, res.status, files, res.images, streams)
 
 
 def _reset_python(ws: Workspace, arguments: dict[str, Any]) -> ToolResult:
     ws.executor().reset()
-    return _result({"status": "ok", "message": "The Python session was restarted; files in the working "
-                    "directory are kept.", "working_directory": str(ws.workdir)}, "ok", [])
+    return _result(ws, {"status": "ok", "message": "The Python session was restarted; files in the working "
+                        "directory are kept.", "working_directory": str(ws.workdir)}, "ok", [])
 
 
 def _shell(ws: Workspace, arguments: dict[str, Any]) -> ToolResult:
@@ -192,19 +198,19 @@ def _shell(ws: Workspace, arguments: dict[str, Any]) -> ToolResult:
     files += surface_named(ws.context, SHELL, ws.workdir, auto, required=False)
     files += _declared(ws, SHELL, outputs)
     payload: dict[str, Any] = {"status": res.status, "isolation": ws.isolation,
-                               "working_directory": str(ws.workdir)}
-    payload.update(_streams(ws, {"stdout": res.stdout or "", "stderr": res.stderr or ""}, max_chars))
-    payload.update(exit_code=res.exit_code, timed_out=bool(res.timed_out))
+                               "working_directory": str(ws.workdir), "exit_code": res.exit_code,
+                               "timed_out": bool(res.timed_out)}
     if left_out:
         payload["files_not_surfaced"] = left_out
-    return _result(payload, res.status, files)
+    return _result(ws, payload, res.status, files,
+                   streams={"stdout": res.stdout or "", "stderr": res.stderr or ""}, max_chars=max_chars)
 
 
 def _surface(ws: Workspace, arguments: dict[str, Any]) -> ToolResult:
     outputs = _strings(arguments.get("outputs"), "outputs", optional=False)
     files = surface_named(ws.context, SURFACE_OUTPUTS, ws.workdir, outputs)
     status = "error" if any(f.is_error() for f in files) else "success"
-    return _result({"status": status, "working_directory": str(ws.workdir)}, status, files)
+    return _result(ws, {"status": status, "working_directory": str(ws.workdir)}, status, files)
 
 
 def _tool(name: str, spec: tuple[str, dict[str, Any]], run: Callable[[Workspace, dict[str, Any]], ToolResult],
