@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -73,7 +73,8 @@ class Runner(ModelManagement, SessionMethods):
     `tool_output_max_tokens` (per tool call: seconds before the model gets a timeout result, and
     the most tokens of a result it sees, default a quarter of the context), plus the engine knobs
     (`pa_*`, `max_seq_len`, `num_threads`, `device`, `weights`, `progress`) and
-    `request_timeout_secs` (every request's default deadline; `timeout_secs` on a request overrides).
+    `request_timeout_secs` (every request's default deadline; `timeout_secs` on a request overrides),
+    and `plugin_options` (`{plugin name: {option: value}}`, what plugins read as `RunnerConfig.extra`).
     """
 
     def __init__(
@@ -121,6 +122,7 @@ class Runner(ModelManagement, SessionMethods):
         session_idle_ttl_s: float | None = 1800.0,
         tool_timeout_secs: float | None = None,
         tool_output_max_tokens: int | None = None,
+        plugin_options: Mapping[str, Any] | None = None,
     ) -> None:
         options = parse_model_options(
             which, weights=weights, in_situ_quant=in_situ_quant, chat_template=chat_template,
@@ -134,7 +136,7 @@ class Runner(ModelManagement, SessionMethods):
             search_callback=search_callback, tool_callbacks=tool_callbacks, mcp_client_config=mcp_client_config,
             code_execution_config=code_execution_config, shell_config=shell_config, anymoe_config=anymoe_config,
             which_draft=which_draft, speculative_gamma=speculative_gamma, mtp_model=mtp_model,
-            mtp_n_predict=mtp_n_predict, seed=seed))
+            mtp_n_predict=mtp_n_predict, seed=seed, extra=plugin_options or {}))
         self._sessions = (MemorySessionStore(max_sessions, session_idle_ttl_s) if session_store is None
                           else open_session_store(session_store))
         self._files = FileStore()
