@@ -20,7 +20,10 @@ __all__ = ["python_tool", "requested_files_text", "reset_tool", "shell_tool", "s
 
 # strict string arguments without a maxLength are short one-line values (agentkit's grammar): code
 # and commands are long and multi-line
-MAX_CODE_CHARS = 100_000
+MAX_CODE_CHARS = 20_000
+# code starts with a letter, digit, "_", "#" or "@": without it SmolLM2-135M opens the string with
+# "}}" or ")]}" (it wants to close the call) and never writes code
+CODE_PATTERN = r"^[A-Za-z0-9_#@][\s\S]*$"
 _OUTPUTS = {"type": "array", "items": {"type": "string"},
             "description": "Paths (relative to the working directory) of files this call writes that "
                            "should be returned to the user."}
@@ -54,9 +57,10 @@ def python_tool(timeout_secs: int, workdir: str, isolation: str,
         f"The working directory is {workdir}. Isolation: {isolation}."
         + requested_files_text(requested))
     params = {"type": "object", "properties": {
-        "code": {"type": "string", "maxLength": MAX_CODE_CHARS, "description": "The Python code to run."},
+        "code": {"type": "string", "maxLength": MAX_CODE_CHARS, "pattern": CODE_PATTERN,
+                 "description": "The Python code to run, for example: print(2 + 2)"},
         "outputs": _OUTPUTS,
-    }, "required": ["code"]}
+    }, "required": ["code"], "additionalProperties": False}
     return text, params
 
 
@@ -64,7 +68,7 @@ def reset_tool() -> tuple[str, dict[str, Any]]:
     """The description and parameters of `mistralrs_reset_python_session`."""
     return ("Restart the Python session: every variable, import and function defined so far is "
             "forgotten. Files in the working directory are kept.",
-            {"type": "object", "properties": {}, "required": []})
+            {"type": "object", "properties": {}, "required": [], "additionalProperties": False})
 
 
 def shell_tool(shell_path: str, timeout_secs: int, workdir: str, isolation: str,
@@ -83,7 +87,7 @@ def shell_tool(shell_path: str, timeout_secs: int, workdir: str, isolation: str,
         "timeout_ms": {"type": "integer", "description": "Time limit of this call in milliseconds."},
         "max_output_length": {"type": "integer",
                               "description": "The most characters of stdout and of stderr to return."},
-    }, "required": ["commands"]}
+    }, "required": ["commands"], "additionalProperties": False}
     return text, params
 
 
@@ -93,4 +97,4 @@ def surface_tool(workdir: str) -> tuple[str, dict[str, Any]]:
             {"type": "object", "properties": {
                 "outputs": {"type": "array", "items": {"type": "string"},
                             "description": "Paths of the files, relative to the working directory."},
-            }, "required": ["outputs"]})
+            }, "required": ["outputs"], "additionalProperties": False})

@@ -43,25 +43,33 @@ def safe_name(name: str) -> str:
     return base
 
 
-def mount_input_files(workdir: Path, files: Iterable[File]) -> list[str]:
-    """Write each file's body into `workdir` under `safe_name(file.name)`; the names written, in order.
+def mount_input_files(workdir: Path, files: Iterable[File]) -> tuple[list[str], list[str]]:
+    """Write each file's body into `workdir` under `safe_name(file.name)`.
 
-    A file already there with the same bytes is left alone; a different one is replaced.
-    Error placeholders and elided bodies are skipped.
+    Returns (names written, in order; "name: why" for each file left out). A file already there
+    with the same bytes is left alone; a different one is replaced. A name that cannot be a plain
+    file of the work directory (hidden, a folder or link there) is left out, as are error
+    placeholders and elided bodies.
     """
     mounted: list[str] = []
+    skipped: list[str] = []
     for file in files:
         if file.is_error() or file.is_truncated():
             continue
-        name = safe_name(file.name)
-        data = file.content()
+        try:
+            name = safe_name(file.name)
+        except ValueError as exc:
+            skipped.append(f"{file.name}: {exc}")
+            continue
         path = workdir / name
         if path.is_dir() or path.is_symlink():
-            raise ValueError(f"input file {file.name!r}: {name!r} is a folder or link in the working directory")
+            skipped.append(f"{file.name}: {name!r} is a folder or link in the working directory")
+            continue
+        data = file.content()
         if not path.exists() or path.read_bytes() != data:
             path.write_bytes(data)
         mounted.append(name)
-    return mounted
+    return mounted, skipped
 
 
 def _tree_digest(root: Path) -> str:
@@ -133,7 +141,10 @@ def skills_note(skills: Sequence[ShellSkillMount]) -> str:
     return "\n".join(lines)
 
 
-def inputs_note(names: Sequence[str]) -> str:
-    """The system note saying where the input files are for code and shell."""
-    return ("The user's input files are in the working directory of the code and shell tools: "
-            + ", ".join(names) + ".")
+def inputs_note(names: Sequence[str], skipped: Sequence[str] = ()) -> str:
+    """The system note saying where the input files are for code and shell (and which are not)."""
+    text = ("The user's input files are in the working directory of the code and shell tools: "
+            + ", ".join(names) + "." if names else "")
+    if skipped:
+        text += (" " if text else "") + "Not in the working directory: " + "; ".join(skipped) + "."
+    return text

@@ -175,9 +175,9 @@ class CodeExecPlugin(LocalExecutorPlugin):
         workdir = self._workdir(session_id)
         pool, spec = self._get_pool(context), self._spec(workdir)
         executor = pool.get(session_id, spec)
-        names = mount_input_files(workdir, context.input_files)
-        if names:
-            context.notes.append(inputs_note(names))
+        names, skipped = mount_input_files(workdir, context.input_files)
+        if names or skipped:
+            context.notes.append(inputs_note(names, skipped))
         if want_shell and req.shell_skills:
             mount_skills(workdir, req.shell_skills)
             context.notes.append(skills_note(req.shell_skills))

@@ -145,7 +145,10 @@ def _declared(ws: Workspace, tool: str, named: list[str]) -> list[File]:
 
 def _result(ws: Workspace, payload: dict[str, Any], status: str, files: list[File], images: list[bytes] = (),
             streams: dict[str, str] | None = None, max_chars: int | None = None) -> ToolResult:
+    isolation = payload.pop("isolation", None)
     payload["files"] = file_entries(files)
+    if isolation is not None:
+        payload["isolation"] = isolation
     if streams:
         _cap_streams(ws, payload, streams, max_chars)
     return ToolResult(json.dumps(payload, ensure_ascii=False), status=_STATUS.get(status, "error"),
@@ -163,14 +166,14 @@ def _execute_python(ws: Workspace, arguments: dict[str, Any]) -> ToolResult:
     files = surface_images(ws.context, EXECUTE_PYTHON, res.images)
     files += surface_named(ws.context, EXECUTE_PYTHON, ws.workdir, outputs)
     files += _declared(ws, EXECUTE_PYTHON, outputs)
-    payload: dict[str, Any] = {"status": res.status, "isolation": res.isolation, "result": res.result,
-                               "images_generated": len(res.images), "working_directory": str(ws.workdir),
-                               "execution_time_ms": round(res.execution_time_ms)}
+    # what a small model must read first comes first; the long isolation line last
+    payload: dict[str, Any] = {"status": res.status, "result": res.result, "stdout": "", "stderr": "",
+                               "exception": None, "images_generated": len(res.images),
+                               "working_directory": str(ws.workdir),
+                               "execution_time_ms": round(res.execution_time_ms), "isolation": res.isolation}
     streams = {"stdout": res.stdout or "", "stderr": res.stderr or ""}
     if res.exception:
         streams["exception"] = res.exception
-    else:
-        payload["exception"] = None
     return _result(ws, payload, res.status, files, res.images, streams)
 
 
@@ -197,11 +200,11 @@ def _shell(ws: Workspace, arguments: dict[str, Any]) -> ToolResult:
     auto = [n for n in changed if n not in outputs and n not in requested]
     files += surface_named(ws.context, SHELL, ws.workdir, auto, required=False)
     files += _declared(ws, SHELL, outputs)
-    payload: dict[str, Any] = {"status": res.status, "isolation": ws.isolation,
-                               "working_directory": str(ws.workdir), "exit_code": res.exit_code,
-                               "timed_out": bool(res.timed_out)}
+    payload: dict[str, Any] = {"status": res.status, "exit_code": res.exit_code, "stdout": "", "stderr": "",
+                               "timed_out": bool(res.timed_out), "working_directory": str(ws.workdir)}
     if left_out:
         payload["files_not_surfaced"] = left_out
+    payload["isolation"] = ws.isolation
     return _result(ws, payload, res.status, files,
                    streams={"stdout": res.stdout or "", "stderr": res.stderr or ""}, max_chars=max_chars)
 

@@ -154,7 +154,8 @@ class FilesPlugin:
                          "name": {"type": "string", "description": "The file's name (when no id is given)."},
                          "offset": {"type": "integer", "description": "Byte offset to start at (default 0)."},
                          "length": {"type": "integer", "description": "Bytes to read (at most 65536)."},
-                     }, "required": []}, _read_file, context)
+                     }, "required": [], "additionalProperties": False}, _read_file, context)
         listing = _tool(LIST_FILES, "List the files of this conversation: id, name, type, size and origin.",
-                        {"type": "object", "properties": {}, "required": []}, _list_files, context)
+                        {"type": "object", "properties": {}, "required": [], "additionalProperties": False},
+                        _list_files, context)
         return [read, listing]

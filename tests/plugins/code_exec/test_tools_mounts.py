@@ -20,8 +20,12 @@ from agentkit.plugins.code_exec.mounts import (
 
 
 def test_input_files_are_written_under_their_base_name(tmp_path):
-    files = [InputFile.from_text("data.csv", "a,b\n1,2\n").to_file(), InputFile("dir/img.png", b"\x89PNG").to_file()]
-    assert mount_input_files(tmp_path, files) == ["data.csv", "img.png"]
+    files = [InputFile.from_text("data.csv", "a,b\n1,2\n").to_file(), InputFile("dir/img.png", b"\x89PNG").to_file(),
+             InputFile.from_text(".env", "SECRET=1").to_file()]
+    names, skipped = mount_input_files(tmp_path, files)
+    assert names == ["data.csv", "img.png"] and len(skipped) == 1 and skipped[0].startswith(".env: ")
+    assert not (tmp_path / ".env").exists()
+    assert "Not in the working directory: .env" in inputs_note(names, skipped)
     assert (tmp_path / "data.csv").read_text() == "a,b\n1,2\n"
     assert (tmp_path / "img.png").read_bytes() == b"\x89PNG"
     assert "data.csv, img.png" in inputs_note(["data.csv", "img.png"])
