@@ -18,6 +18,7 @@ stand-ins under those ids:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -107,9 +108,13 @@ def test_gguf_example_runs_to_the_end_despite_its_name(hf_home, tmp_path, smollm
 
 
 def _add_smollm2_gguf(hf_home: Path, smollm2: tuple[str, str]) -> None:
-    target = _cache_repo(hf_home / "hub", "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF") / smollm2[1]
+    snapshot = _cache_repo(hf_home / "hub", "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF")
+    target = snapshot / smollm2[1]
     if not target.exists():
         target.symlink_to(os.path.join(*smollm2))
+    # these scripts set no max_tokens: like a hub repo, the stand-in has a generation_config.json,
+    # greedy and short, so an answer ends in seconds on a shared 2-core machine
+    (snapshot / "generation_config.json").write_text(json.dumps({"do_sample": False, "max_new_tokens": 48}))
 
 
 @pytest.mark.slow
