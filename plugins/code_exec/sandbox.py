@@ -30,7 +30,7 @@ from agentkit.api.enums import NetworkMode
 from agentkit.errors import AgentkitError
 
 __all__ = ["ENV_SANDBOX", "IsolationReport", "SandboxPlan", "SandboxUnavailableError", "detect",
-           "kernel_python", "plan_sandbox", "sandbox_disabled", "sweep_uid"]
+           "kernel_python", "pids_of_uid", "plan_sandbox", "prepare_dirs", "sandbox_disabled", "sweep_uid"]
 
 ENV_SANDBOX = "AGENTKIT_SANDBOX"
 ENV_KERNEL_PYTHON = "AGENTKIT_KERNEL_PYTHON"
@@ -250,7 +250,8 @@ def prepare_dirs(plan: SandboxPlan, workdir: Path, state: Path) -> None:
             os.chmod(workdir, 0o700)
 
 
-def _pids_of(uid: int, sid: int | None = None) -> list[int]:
+def pids_of_uid(uid: int, sid: int | None = None) -> list[int]:
+    """Live (non-zombie) processes whose real uid is `uid`, only those in session `sid` if given."""
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -285,7 +286,7 @@ def sweep_uid(uid: int | None, *, sid: int | None = None, deadline_s: float = 5.
         return 0
     killed, end = 0, time.monotonic() + deadline_s
     while time.monotonic() < end:
-        pids = _pids_of(uid, sid)
+        pids = pids_of_uid(uid, sid)
         if not pids:
             break
         for pid in pids:
