@@ -1,13 +1,14 @@
 """Confine this process with kernel primitives, then exec the sandboxed program.
 
 Scope: the one place where isolation is applied. Run as a script by the host interpreter, as root:
-`python -I -S confine.py '<json plan>' -- program args...`. In order it: unshares a network
+`python -I -S confine.py <plan> -- program args...`, the plan a hex `marshal` dump of a dict
+(marshal is built in: the launcher imports nothing slow; the same interpreter writes and reads it). In order it: unshares a network
 namespace (loopback up or down) and a mount namespace in which /tmp, /var/tmp, /run and /dev/shm
 are replaced by private tmpfs (hiding host unix sockets; the workdir and state dir are bound back),
 sets rlimits, drops to an unprivileged uid/gid with no supplementary groups, sets no_new_privs,
 applies a Landlock ruleset (filesystem allow-list, TCP deny when there is no network, abstract
 unix socket and signal scoping), and `execve`s the program, so the program keeps this pid.
-`python confine.py --probe '<json>'` reports which of those pieces work here, as JSON.
+`python confine.py --probe '<json request>'` reports which of those pieces work here, as JSON.
 
 Non-goals: deciding the plan (sandbox.py does), seccomp filters, a pid namespace, cgroups.
 Stdlib only and no agentkit imports: it runs with `-I -S` before anything else is trusted.
@@ -16,13 +17,13 @@ Any failure exits 126 with `confine: <what failed>` on stderr, so a plan never h
 
 from __future__ import annotations
 
+import _socket
 import ctypes
 import errno
 import fcntl
-import json
+import marshal
 import os
 import resource
-import socket
 import struct
 import sys
 
@@ -119,9 +120,12 @@ def apply_landlock(rules: dict, abi: int, deny_tcp: bool) -> None:
 
 
 def _loopback_up() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
         flags = 0x1 | 0x8 | 0x40  # IFF_UP | IFF_LOOPBACK | IFF_RUNNING
-        fcntl.ioctl(s.fileno(), 0x8914, struct.pack("16sh22x", b"lo", flags))  # SIOCSIFFLAGS
+        fcntl.ioctl(sock.fileno(), 0x8914, struct.pack("16sh22x", b"lo", flags))  # SIOCSIFFLAGS
+    finally:
+        sock.close()
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None) -> None:
@@ -147,7 +151,7 @@ def _hide_shared_dirs(keep: list[str]) -> None:
 
 
 def apply(plan: dict) -> None:
-    """Apply every piece of `plan` to this process (see sandbox.SandboxPlan.to_json for the keys)."""
+    """Apply every piece of `plan` to this process (sandbox.plan_sandbox builds it)."""
     flags = (CLONE_NEWNET if plan.get("netns") else 0) | (CLONE_NEWNS if plan.get("hide_dirs") else 0)
     if flags:
         _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
@@ -197,16 +201,18 @@ def probe(request: dict) -> dict:
 
 def main(argv: list[str]) -> int:
     if len(argv) >= 2 and argv[0] == "--probe":
+        import json
+
         print(json.dumps(probe(json.loads(argv[1]))))
         return 0
     if len(argv) < 3 or argv[1] != "--":
-        print("usage: confine.py '<json plan>' -- program [args...]", file=sys.stderr)
+        print("usage: confine.py <hex marshal plan> -- program [args...]", file=sys.stderr)
         return 2
     program = argv[2:]
     try:
-        apply(json.loads(argv[0]))
+        apply(marshal.loads(bytes.fromhex(argv[0])))
         os.execve(program[0], program, dict(os.environ))
-    except (ConfineError, OSError, ValueError, KeyError) as exc:
+    except (ConfineError, OSError, ValueError, KeyError, EOFError, TypeError) as exc:
         code = getattr(exc, "errno", None)
         detail = f"{exc} ({errno.errorcode.get(code, code)})" if code else str(exc)
         print(f"confine: {detail}", file=sys.stderr)

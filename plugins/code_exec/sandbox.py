@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import marshal
 import os
 import secrets
 import signal
@@ -230,7 +231,7 @@ def plan_sandbox(policy: SandboxPolicy | None, python: str, workdir: Path, state
     env = _sandbox_env(policy, state, extra_env)
     report = IsolationReport(True, network, user, files, limit_text, "clean (no host variables)", True,
                              tuple(missing))
-    prefix = (sys.executable, "-I", "-S", CONFINE, json.dumps(plan), "--")
+    prefix = (sys.executable, "-I", "-S", CONFINE, marshal.dumps(plan).hex(), "--")
     return SandboxPlan(prefix, env, uid, gid, report, plan)
 
 

@@ -183,7 +183,7 @@ def test_deny_fork_bomb(escape_executor):
     import os, time
     pids = []
     try:
-        for _ in range(300):
+        for _ in range(150):
             pid = os.fork()
             if pid == 0:
                 time.sleep(20)
