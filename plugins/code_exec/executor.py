@@ -3,9 +3,11 @@
 Scope: `LocalExecutor(spec)` implements `CodeExecutor`: it plans the sandbox at construction
 (so `isolation` is known before any code runs, and a strict policy fails early), starts its
 kernel on the first `execute`, serializes calls, and on `close` kills the kernel and every
-process of its sandbox uid, then deletes its private state dir (never the workdir).
-`ExecutorPool(factory, idle_ttl_s)` keeps one executor per session id, reaps idle ones from a
-daemon thread, and closes all at `close_all()` and at interpreter exit.
+process of its sandbox uid, then deletes its private state dir (never the workdir); executors
+still open at interpreter exit are closed then (and a kernel whose host process dies exits by
+itself: ipykernel polls its parent). `ExecutorPool(factory, idle_ttl_s)` keeps one executor per
+session id (last use = last `get`), reaps idle ones from a daemon thread, closes all at `close_all()`.
+`execute`/`reset` raise `KernelStartError` (an AgentkitError) only when no kernel can be started.
 
 Non-goals: tool schemas and approvals (the tool layer), choosing the workdir (the caller passes it).
 """
@@ -53,6 +55,7 @@ class LocalExecutor:
         self._kernel = SandboxedKernel(self.plan, self.python, self.workdir, self.state, grace_s=grace_s)
         self._lock = threading.RLock()
         self._closed = False
+        _live.add(self)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -111,13 +114,13 @@ def local_executor_factory(spec: ExecutorSpec) -> CodeExecutor:
     return LocalExecutor(spec)
 
 
-_live_pools: weakref.WeakSet[ExecutorPool] = weakref.WeakSet()
+_live: weakref.WeakSet[LocalExecutor] = weakref.WeakSet()
 
 
 @atexit.register
-def _close_live_pools() -> None:
-    for pool in list(_live_pools):
-        pool.close_all()
+def _close_live_executors() -> None:
+    for executor in list(_live):
+        _close_quietly(executor)
 
 
 class ExecutorPool:
@@ -135,7 +138,6 @@ class ExecutorPool:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
-        _live_pools.add(self)
 
     def get(self, session_id: str, spec: ExecutorSpec) -> CodeExecutor:
         """The session's executor, built from `spec` on first use (later specs are ignored)."""

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agentkit.errors import AgentkitError
 from agentkit.plugins.code_exec.protocol import MAX_CAPTURE_CHARS, ExecResult
 from agentkit.plugins.code_exec.sandbox import SandboxPlan, sweep_uid
 
@@ -33,8 +34,8 @@ KERNEL_ARGS = ("--HistoryManager.enabled=False", "--InteractiveShell.colors=noco
                "--IPKernelApp.quiet=True")
 
 
-class KernelStartError(RuntimeError):
-    """The kernel process did not come up; the message carries its stderr."""
+class KernelStartError(AgentkitError, RuntimeError):
+    """The kernel process did not come up (or back up); the message carries its log's tail."""
 
 
 def _manager_class() -> type:

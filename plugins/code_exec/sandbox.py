@@ -212,6 +212,8 @@ def plan_sandbox(policy: SandboxPolicy | None, python: str, workdir: Path, state
         rw.append("/dev/shm")
     rx = [*SYSTEM_RX, prefix_dir, str(Path(prefix_dir).resolve()), str(Path(python).resolve().parent.parent)]
     ro = [*SYSTEM_RO, *(str(Path(p).resolve()) for p in policy.extra_fs_read)]
+    if not want_net:  # the host network: keep DNS working when resolv.conf points into /run
+        ro.append(os.path.realpath("/etc/resolv.conf"))
     limits = _limits(policy, timeout_s)
     plan = {"netns": netns, "loopback": netns and policy.network == NetworkMode.Loopback,
             "hide_dirs": hide, "keep": [*real, *rw[len(real):], *rx, *ro], "rlimits": limits,

@@ -4,10 +4,13 @@ idle reaping and close_all leaving no process behind, and the plugin registratio
 from __future__ import annotations
 
 import os
+import socket
 import time
 
 import pytest
 
+from agentkit.api.agent_options import SandboxPolicy
+from agentkit.api.enums import NetworkMode
 from agentkit.plugins.code_exec import ExecutorPool, ExecutorSpec, LocalExecutor
 from agentkit.plugins.code_exec.sandbox import pids_of_uid
 
@@ -137,3 +140,26 @@ def test_bad_input_is_rejected_with_clear_errors(tmp_path):
     finally:
         executor.close()
     assert os.path.isdir(tmp_path / "wd")
+
+
+CONNECT = "python3 -c \"import socket; socket.create_connection(('{host}', {port}), timeout=2); print('CONNECTED')\""
+
+
+@pytest.mark.parametrize("mode", [NetworkMode.NoNetwork, NetworkMode.Full])
+def test_network_modes_from_the_shell(require_sandbox, tmp_path, mode):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    executor = LocalExecutor(ExecutorSpec(workdir=tmp_path / "wd", policy=SandboxPolicy(network=mode)))
+    try:
+        to_host = executor.shell([CONNECT.format(host="127.0.0.1", port=server.getsockname()[1])], 10)
+        inside = executor.shell(["python3 -c \"import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); "
+                                 "s.listen(1); socket.create_connection(s.getsockname(), timeout=2); print('CONNECTED')\""], 10)
+    finally:
+        executor.close()
+        server.close()
+    if mode == NetworkMode.Full:  # the host network, as asked: both work
+        assert "CONNECTED" in to_host.stdout and "CONNECTED" in inside.stdout, (to_host, inside)
+    else:  # no interface at all, and Landlock denies TCP: not even a private loopback
+        assert "CONNECTED" not in to_host.stdout + inside.stdout, (to_host, inside)
+        assert "unreachable" in to_host.stderr or "Permission denied" in to_host.stderr, to_host.stderr
