@@ -12,8 +12,8 @@ layer built on this interface).
 """
 
 from agentkit.plugins.code_exec.executor import ExecutorPool, LocalExecutor, local_executor_factory
-from agentkit.plugins.code_exec.plugin import LocalExecutorPlugin
 from agentkit.plugins.code_exec.kernel import KernelStartError
+from agentkit.plugins.code_exec.plugin import LocalExecutorPlugin
 from agentkit.plugins.code_exec.protocol import CodeExecutor, ExecResult, ExecutorSpec, ShellResult
 from agentkit.plugins.code_exec.sandbox import IsolationReport, SandboxUnavailableError, sandbox_disabled
 

@@ -4,8 +4,10 @@ Scope: the one place where isolation is applied. Run as a script by the host int
 `python -I -S confine.py <plan> -- program args...`, the plan a hex `marshal` dump of a dict
 (marshal is built in: the launcher imports nothing slow; the same interpreter writes and reads it). In order it: unshares a network
 namespace (loopback up or down) and a mount namespace in which /tmp, /var/tmp, /run and /dev/shm
-are replaced by private tmpfs (hiding host unix sockets; the workdir and state dir are bound back),
-sets rlimits, drops to an unprivileged uid/gid with no supplementary groups, sets no_new_privs,
+are replaced by private tmpfs (hiding host unix sockets; the workdir and state dir are bound back)
+and the workdir's `.git` (when present at launch) is bind-mounted read-only,
+sets rlimits, drops to an unprivileged uid/gid with no supplementary groups (or, where the kernel
+interpreter cannot run as one, keeps uid 0 but empties every capability set), sets no_new_privs,
 applies a Landlock ruleset (filesystem allow-list, TCP deny when there is no network, abstract
 unix socket and signal scoping), and `execve`s the program, so the program keeps this pid.
 `python confine.py --probe '<json request>'` reports which of those pieces work here, as JSON.
@@ -29,8 +31,9 @@ import sys
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
-MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 0x4000, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 0x4000, 1 << 18
 PR_SET_NO_NEW_PRIVS = 38
+PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
 SYS_CREATE_RULESET, SYS_ADD_RULE, SYS_RESTRICT_SELF = 444, 445, 446
 RULESET_VERSION = 1
 RULE_PATH_BENEATH = 1
@@ -154,6 +157,27 @@ def _hide_shared_dirs(keep: list[str]) -> None:
         os.close(fd)
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def drop_capabilities() -> None:
+    """Empty the bounding, ambient, effective, permitted and inheritable sets (root stays uid 0
+    but can no longer load modules, trace, mount or bypass file permissions)."""
+    cap = 0
+    while _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
+        cap += 1
+    if cap == 0:
+        _check(-1, "prctl(PR_CAPBSET_DROP)")
+    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capset(ctypes.byref(_CapHeader(0x20080522, 0)), data), "capset")
+
+
 def apply(plan: dict) -> None:
     """Apply every piece of `plan` to this process (sandbox.plan_sandbox builds it)."""
     flags = (CLONE_NEWNET if plan.get("netns") else 0) | (CLONE_NEWNS if plan.get("hide_dirs") else 0)
@@ -162,10 +186,20 @@ def apply(plan: dict) -> None:
     if plan.get("netns") and plan.get("loopback"):
         _loopback_up()
     if plan.get("hide_dirs"):
+        cwd = os.getcwd()
         _hide_shared_dirs(plan.get("keep", []))
+        for path in plan.get("readonly", []):
+            if os.path.lexists(path) and not os.path.islink(path):
+                _mount(path, path, None, MS_BIND | MS_REC, None)
+                _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
+        # The cwd still points into the covered mount, where relative paths would walk past the
+        # private tmpfs (to hidden sockets) and around the read-only .git: re-enter it by path.
+        os.chdir(cwd)
     for name, value in plan.get("rlimits", {}).items():
         resource.setrlimit(RLIMITS[name], (int(value), int(value)))
     uid, gid = plan.get("uid"), plan.get("gid")
+    if plan.get("drop_caps"):
+        drop_capabilities()
     if uid is not None:
         os.setgroups([])
         os.setresgid(gid, gid, gid)

@@ -6,7 +6,8 @@ kernel on the first `execute`, serializes calls, and on `close` kills the kernel
 process of its sandbox uid, then deletes its private state dir (never the workdir); executors
 still open at interpreter exit are closed then (and a kernel whose host process dies exits by
 itself: ipykernel polls its parent). `ExecutorPool(factory, idle_ttl_s)` keeps one executor per
-session id (last use = last `get`), reaps idle ones from a daemon thread, closes all at `close_all()`.
+session id, reaps idle ones (last `get` or last call, never while a call runs) from a daemon
+thread, and closes all at `close_all()`.
 `execute`/`reset` raise `KernelStartError` (an AgentkitError) only when no kernel can be started.
 
 Non-goals: tool schemas and approvals (the tool layer), choosing the workdir (the caller passes it).
@@ -55,7 +56,24 @@ class LocalExecutor:
         self._kernel = SandboxedKernel(self.plan, self.python, self.workdir, self.state, grace_s=grace_s)
         self._lock = threading.RLock()
         self._closed = False
+        self._calls = 0
+        self.last_used = time.monotonic()
         _live.add(self)
+
+    @property
+    def busy(self) -> bool:
+        """True while a call runs (the pool never reaps a busy executor)."""
+        return self._calls > 0
+
+    def _call(self, fn, *args):
+        self._calls += 1
+        try:
+            with self._lock:
+                self._check_open()
+                return fn(*args)
+        finally:
+            self._calls -= 1
+            self.last_used = time.monotonic()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -78,19 +96,13 @@ class LocalExecutor:
             raise TypeError(f"code must be a str, got {type(code).__name__}")
         if not timeout_s or timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s}")
-        with self._lock:
-            self._check_open()
-            return self._kernel.execute(code, timeout_s)
+        return self._call(self._kernel.execute, code, timeout_s)
 
     def reset(self) -> None:
-        with self._lock:
-            self._check_open()
-            self._kernel.restart()
+        self._call(self._kernel.restart)
 
     def shell(self, commands: list[str], timeout_s: float) -> ShellResult:
-        with self._lock:
-            self._check_open()
-            return run_shell(self.plan, self.spec.shell_path, commands, self.workdir, self.state, timeout_s)
+        return self._call(run_shell, self.plan, self.spec.shell_path, commands, self.workdir, self.state, timeout_s)
 
     def close(self) -> None:
         with self._lock:
@@ -124,7 +136,8 @@ def _close_live_executors() -> None:
 
 
 class ExecutorPool:
-    """Executors by session id; idle ones are closed after `idle_ttl_s` (reaper thread)."""
+    """Executors by session id; idle ones are closed after `idle_ttl_s` (reaper thread). An
+    executor's optional `busy` / `last_used` attributes (LocalExecutor has both) refine "idle"."""
 
     def __init__(self, factory: Callable[[ExecutorSpec], CodeExecutor] = local_executor_factory,
                  idle_ttl_s: float = 3600.0, *, reap_every_s: float | None = None) -> None:
@@ -174,7 +187,9 @@ class ExecutorPool:
         """Close executors idle for longer than the TTL; returns their session ids."""
         now = time.monotonic()
         with self._lock:
-            stale = [sid for sid, (_, used) in self._executors.items() if now - used > self.idle_ttl_s]
+            stale = [sid for sid, (executor, got) in self._executors.items()
+                     if now - max(got, getattr(executor, "last_used", 0.0)) > self.idle_ttl_s
+                     and not getattr(executor, "busy", False)]
             closing = [self._executors.pop(sid)[0] for sid in stale]
         for executor in closing:
             _close_quietly(executor)

@@ -24,7 +24,7 @@ from typing import Any
 
 from agentkit.errors import AgentkitError
 from agentkit.plugins.code_exec.protocol import MAX_CAPTURE_CHARS, ExecResult
-from agentkit.plugins.code_exec.sandbox import SandboxPlan, sweep_uid
+from agentkit.plugins.code_exec.sandbox import SandboxPlan, sweep_uid, violation_hint
 
 __all__ = ["KernelStartError", "SandboxedKernel"]
 
@@ -242,7 +242,9 @@ class SandboxedKernel:
                     self._append(out, sizes, "stdout", data["text/plain"] + "\n")
             elif kind == "error":
                 trace = _ANSI.sub("", "\n".join(content.get("traceback", [])))
-                out["exception"] = f"{content.get('ename')}: {content.get('evalue')}\n{trace}".rstrip()
+                head = f"{content.get('ename')}: {content.get('evalue')}"
+                hint = violation_hint(self.plan.report, head)
+                out["exception"] = f"{head}\n{trace}".rstrip() + (f"\n{hint}" if hint else "")
             elif kind == "status" and content.get("execution_state") == "idle":
                 return "idle"
 

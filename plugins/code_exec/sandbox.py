@@ -31,7 +31,8 @@ from agentkit.api.enums import NetworkMode
 from agentkit.errors import AgentkitError
 
 __all__ = ["ENV_SANDBOX", "IsolationReport", "SandboxPlan", "SandboxUnavailableError", "detect",
-           "kernel_python", "pids_of_uid", "plan_sandbox", "prepare_dirs", "sandbox_disabled", "sweep_uid"]
+           "kernel_python", "pids_of_uid", "plan_sandbox", "prepare_dirs", "sandbox_disabled", "sweep_uid",
+           "violation_hint"]
 
 ENV_SANDBOX = "AGENTKIT_SANDBOX"
 ENV_KERNEL_PYTHON = "AGENTKIT_KERNEL_PYTHON"
@@ -78,11 +79,13 @@ class HostFacts:
     mountns: bool
     python_ok: bool | None
     why: dict[str, str] = field(default_factory=dict)
+    library_dirs: tuple[str, ...] = ()
 
 
 @functools.lru_cache(maxsize=8)
 def detect(python: str) -> HostFacts:
-    """Probe namespaces, Landlock and whether a sandbox uid may execute `python` (~30 ms, once)."""
+    """Probe namespaces, Landlock, whether a sandbox uid may execute `python`, and its library
+    dirs (two short subprocesses, once per interpreter path)."""
     request = {"python": python, "uid": UID_BASE, "gid": SANDBOX_GID}
     try:
         out = subprocess.run([sys.executable, "-I", "-S", CONFINE, "--probe", json.dumps(request)],
@@ -91,7 +94,29 @@ def detect(python: str) -> HostFacts:
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         return HostFacts(False, 0, False, False, None, {"probe": f"{type(exc).__name__}: {exc}"})
     return HostFacts(found["root"], found["landlock_abi"], found["netns"], found["mountns"],
-                     found["python_ok"], found.get("why", {}))
+                     found["python_ok"], found.get("why", {}), _library_dirs(python))
+
+
+_LIST_PATHS = "import sys\nfor p in sys.path:\n    print(p)\nprint(sys.base_prefix)"
+
+
+def _library_dirs(python: str) -> tuple[str, ...]:
+    """The kernel interpreter's stdlib and site-packages dirs (real paths), for the read-only list.
+
+    Only library dirs: a project root that an editable install put on sys.path stays denied.
+    """
+    try:
+        out = subprocess.run([python, "-c", _LIST_PATHS], capture_output=True, text=True, timeout=30,
+                             check=True).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    *entries, base = [line for line in out if line]
+    keep = []
+    for entry in entries:
+        real = os.path.realpath(entry)
+        if real.endswith(("site-packages", "dist-packages")) or real.startswith(os.path.realpath(base) + "/"):
+            keep.append(real)
+    return tuple(dict.fromkeys(keep))
 
 
 @dataclass(frozen=True)
@@ -165,6 +190,26 @@ def _sandbox_env(policy: SandboxPolicy, state: Path, extra_env: dict[str, str]) 
     return env
 
 
+_HINTS = (
+    (("Errno 101", "Network is unreachable", "Errno -3", "Errno -2", "Name or service not known",
+      "Temporary failure in name resolution"), "network", "network access is disabled in this sandbox"),
+    (("Errno 13", "Permission denied", "Errno 1]", "Operation not permitted", "Errno 30", "Read-only file system"),
+     "files", "only the working directory is writable; the interpreter's libraries are read-only and other paths are denied"),
+    (("MemoryError", "Cannot allocate memory"), "memory", "memory is limited ({limits})"),
+    (("Resource temporarily unavailable", "BlockingIOError"), "processes", "the number of processes is limited ({limits})"),
+)
+
+
+def violation_hint(report: IsolationReport, text: str) -> str | None:
+    """A one-line "[sandbox] ..." explanation when `text` (an error) looks like a sandbox denial."""
+    if not report.enabled:
+        return None
+    for needles, _kind, hint in _HINTS:
+        if any(n in text for n in needles):
+            return "[sandbox] " + hint.format(limits=report.limits)
+    return None
+
+
 def new_uid() -> int:
     """A fresh uid for one executor: its processes are counted (RLIMIT_NPROC) and killed together."""
     return UID_BASE + 1 + secrets.randbelow(UID_SPAN - 1)
@@ -210,23 +255,25 @@ def plan_sandbox(policy: SandboxPolicy | None, python: str, workdir: Path, state
     rw = [*real, *SYSTEM_RW, *(str(Path(p).resolve()) for p in policy.extra_fs_write)]
     if hide:
         rw.append("/dev/shm")
-    rx = [*SYSTEM_RX, prefix_dir, str(Path(prefix_dir).resolve()), str(Path(python).resolve().parent.parent)]
+    rx = [*SYSTEM_RX, prefix_dir, str(Path(prefix_dir).resolve()), str(Path(python).resolve().parent.parent),
+          *facts.library_dirs]
     ro = [*SYSTEM_RO, *(str(Path(p).resolve()) for p in policy.extra_fs_read)]
     if not want_net:  # the host network: keep DNS working when resolv.conf points into /run
         ro.append(os.path.realpath("/etc/resolv.conf"))
     limits = _limits(policy, timeout_s)
     plan = {"netns": netns, "loopback": netns and policy.network == NetworkMode.Loopback,
-            "hide_dirs": hide, "keep": [*real, *rw[len(real):], *rx, *ro], "rlimits": limits,
-            "uid": uid, "gid": gid, "no_new_privs": True, "deny_tcp": policy.network == NetworkMode.NoNetwork,
+            "hide_dirs": hide, "readonly": [os.path.join(real[0], ".git")], "keep": [*real, *rw[len(real):], *rx, *ro], "rlimits": limits,
+            "uid": uid, "gid": gid, "drop_caps": facts.root and not drop, "no_new_privs": True, "deny_tcp": policy.network == NetworkMode.NoNetwork,
             "landlock": {"rw": rw, "rx": rx, "ro": ro} if facts.landlock_abi >= 1 else None,
             "landlock_abi": facts.landlock_abi}
     network = ("none (private network namespace, loopback down)" if netns and not plan["loopback"]
                else "private loopback only (own network namespace)" if netns else "host network")
-    user = f"unprivileged uid {uid}, no groups" if drop else f"uid {os.geteuid()} (not dropped)"
+    user = (f"unprivileged uid {uid}, no groups" if drop else
+            "uid 0 with no capabilities (uid not dropped)" if facts.root else f"uid {os.geteuid()} (not dropped)")
     files = (f"Landlock ABI {facts.landlock_abi} allow-list: workdir read-write, interpreter and system "
              "libraries read-only, everything else denied" if facts.landlock_abi >= 1 else "host permissions only")
     if hide:
-        files += "; private /tmp and /run"
+        files += "; private /tmp and /run; the workdir's .git read-only"
     nproc = f"procs {policy.max_procs}" + ("" if drop else " (not enforced for root)")
     limit_text = (f"memory {policy.max_memory_mb} MiB, {nproc}, open files {policy.max_open_fds}, "
                   f"file size {policy.max_file_sz_mb} MiB, cpu {limits['cpu']} s")

