@@ -201,6 +201,7 @@ def apply(plan: dict) -> None:
     if plan.get("drop_caps"):
         drop_capabilities()
     if uid is not None:
+        gid = int(gid if gid is not None else uid)
         os.setgroups([])
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)

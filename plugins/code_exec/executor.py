@@ -61,6 +61,11 @@ class LocalExecutor:
         _live.add(self)
 
     @property
+    def closed(self) -> bool:
+        """True after `close()` (the pool then builds a new executor for the session)."""
+        return self._closed
+
+    @property
     def busy(self) -> bool:
         """True while a call runs (the pool never reaps a busy executor)."""
         return self._calls > 0
@@ -158,7 +163,7 @@ class ExecutorPool:
             raise ValueError("ExecutorPool.get needs a non-empty session id string")
         with self._lock:
             found = self._executors.get(session_id)
-            if found is None:
+            if found is None or getattr(found[0], "closed", False):
                 executor = self.factory(spec)
             else:
                 executor = found[0]

@@ -289,14 +289,15 @@ def prepare_dirs(plan: SandboxPlan, workdir: Path, state: Path) -> None:
     for path in (workdir, state / "home", state / "tmp", state / "sock"):
         path.mkdir(parents=True, exist_ok=True)
     if plan.uid is not None:
+        gid = SANDBOX_GID if plan.gid is None else plan.gid
         for path in (state, state / "home", state / "tmp", state / "sock"):
-            os.chown(path, plan.uid, plan.gid)
+            os.chown(path, plan.uid, gid)
             os.chmod(path, 0o700)
         owner = workdir.stat().st_uid
         # An empty dir, or one a previous sandbox owned, becomes this executor's; a populated
         # directory of another user keeps its owner (the sandbox then may not write there).
         if owner != plan.uid and (owner >= UID_BASE or not any(workdir.iterdir())):
-            os.chown(workdir, plan.uid, plan.gid)
+            os.chown(workdir, plan.uid, gid)
             os.chmod(workdir, 0o700)
 
 

@@ -83,7 +83,10 @@ def test_pool_reuses_per_session_and_reaps_idle_executors(require_sandbox, tmp_p
     try:
         a = pool.get("a", ExecutorSpec(workdir=tmp_path / "a"))
         assert pool.get("a", ExecutorSpec(workdir=tmp_path / "other")) is a
-        assert pool.get("b", ExecutorSpec(workdir=tmp_path / "b")) is not a
+        b = pool.get("b", ExecutorSpec(workdir=tmp_path / "b"))
+        assert b is not a
+        b.close()
+        assert pool.get("b", ExecutorSpec(workdir=tmp_path / "b")) is not b  # closed by hand: replaced
         busy = a.execute("import subprocess, time\nchild = subprocess.Popen(['sleep', '60'])\ntime.sleep(0.8)", 20)
         assert busy.status == "ok" and "a" in pool  # busy for longer than the TTL, yet not reaped
         pid, uid = a.kernel_pid, a.plan.uid
