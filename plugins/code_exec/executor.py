@@ -8,7 +8,8 @@ still open at interpreter exit are closed then (and a kernel whose host process 
 itself: ipykernel polls its parent). `ExecutorPool(factory, idle_ttl_s)` keeps one executor per
 session id, reaps idle ones (last `get` or last call, never while a call runs) from a daemon
 thread, and closes all at `close_all()`.
-`execute`/`reset` raise `KernelStartError` (an AgentkitError) only when no kernel can be started.
+Files the host writes into the workdir (root-owned) are handed to the sandbox uid before each
+call. `execute`/`reset` raise `KernelStartError` (an AgentkitError) only when no kernel can be started.
 
 Non-goals: tool schemas and approvals (the tool layer), choosing the workdir (the caller passes it).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -75,6 +77,7 @@ class LocalExecutor:
         try:
             with self._lock:
                 self._check_open()
+                self._adopt_host_files()
                 return fn(*args)
         finally:
             self._calls -= 1
@@ -83,6 +86,21 @@ class LocalExecutor:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("this executor is closed; get a new one from the pool")
+
+    def _adopt_host_files(self) -> None:
+        """Give root-owned entries that the host put in the workdir (input files, skills) to the
+        sandbox uid, so code may modify them; symlinks are never followed."""
+        uid, gid = self.plan.uid, self.plan.gid
+        if uid is None or gid is None or self.workdir.stat().st_uid != uid:
+            return
+        for entry in os.scandir(self.workdir):
+            if entry.stat(follow_symlinks=False).st_uid != 0:
+                continue
+            os.chown(entry.path, uid, gid, follow_symlinks=False)
+            if entry.is_dir(follow_symlinks=False):
+                for top, dirs, files in os.walk(entry.path):
+                    for name in dirs + files:
+                        os.chown(os.path.join(top, name), uid, gid, follow_symlinks=False)
 
     def start(self) -> None:
         """Start the kernel now (otherwise the first `execute` does)."""

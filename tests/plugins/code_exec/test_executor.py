@@ -198,3 +198,18 @@ def test_sandbox_denials_are_explained_in_the_result(require_sandbox, tmp_path):
         executor.close()
     assert result.status == "error" and "[sandbox] only the working directory is writable" in result.stderr
     assert code.status == "error" and code.exception.endswith("[sandbox] network access is disabled in this sandbox")
+
+
+def test_files_the_host_puts_in_the_workdir_become_the_sandboxs(require_sandbox, tmp_path):
+    executor = LocalExecutor(ExecutorSpec(workdir=tmp_path / "wd"))
+    try:
+        (executor.workdir / "input.csv").write_text("a,b\n")
+        (executor.workdir / "skills" / "demo").mkdir(parents=True)
+        (executor.workdir / "skills" / "demo" / "run.sh").write_text("echo skill\n")
+        os.symlink("/etc/passwd", executor.workdir / "link")
+        os.lchown(executor.workdir / "link", 0, 0)
+        result = executor.shell(["echo 1,2 >> input.csv", "echo more >> skills/demo/run.sh", "cat input.csv"], 10)
+        assert result.status == "success" and result.stdout == "a,b\n1,2\n", result
+        assert os.stat("/etc/passwd").st_uid == 0  # the symlink was not followed
+    finally:
+        executor.close()
