@@ -29,7 +29,14 @@ from pathlib import Path
 
 from agentkit.plugins.code_exec.kernel import SandboxedKernel
 from agentkit.plugins.code_exec.protocol import CodeExecutor, ExecResult, ExecutorSpec, ShellResult
-from agentkit.plugins.code_exec.sandbox import IsolationReport, kernel_python, plan_sandbox, prepare_dirs
+from agentkit.plugins.code_exec.sandbox import (
+    IsolationReport,
+    kernel_python,
+    plan_sandbox,
+    prepare_dirs,
+    release_uid,
+    sweep_uid,
+)
 from agentkit.plugins.code_exec.shell import run_shell
 
 __all__ = ["ExecutorPool", "LocalExecutor", "local_executor_factory"]
@@ -50,8 +57,13 @@ class LocalExecutor:
         try:
             self.plan = plan_sandbox(spec.policy, self.python, self.workdir, self.state,
                                      timeout_s=spec.timeout_s, extra_env=spec.extra_env)
+        except BaseException:
+            shutil.rmtree(self.state, ignore_errors=True)
+            raise
+        try:
             prepare_dirs(self.plan, self.workdir, self.state)
         except BaseException:
+            release_uid(self.plan)
             shutil.rmtree(self.state, ignore_errors=True)
             raise
         self.isolation: IsolationReport = self.plan.report
@@ -135,6 +147,8 @@ class LocalExecutor:
             try:
                 self._kernel.close()
             finally:
+                sweep_uid(self.plan.uid)  # shell leftovers too, even if no kernel ever started
+                release_uid(self.plan)
                 shutil.rmtree(self.state, ignore_errors=True)
 
     def __enter__(self) -> LocalExecutor:

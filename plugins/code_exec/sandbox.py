@@ -14,6 +14,7 @@ Non-goals: applying anything (confine.py does, in the child), seccomp, cgroups, 
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import marshal
@@ -22,6 +23,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +33,7 @@ from agentkit.api.enums import NetworkMode
 from agentkit.errors import AgentkitError
 
 __all__ = ["ENV_SANDBOX", "IsolationReport", "SandboxPlan", "SandboxUnavailableError", "detect",
-           "kernel_python", "pids_of_uid", "plan_sandbox", "prepare_dirs", "sandbox_disabled", "sweep_uid",
+           "kernel_python", "pids_of_uid", "plan_sandbox", "prepare_dirs", "release_uid", "sandbox_disabled", "sweep_uid",
            "violation_hint"]
 
 ENV_SANDBOX = "AGENTKIT_SANDBOX"
@@ -160,6 +162,7 @@ class SandboxPlan:
     gid: int | None
     report: IsolationReport
     plan: dict = field(default_factory=dict)
+    uid_lock: int | None = None
 
     def command(self, argv: list[str]) -> list[str]:
         """`argv` wrapped by the confine launcher (unchanged when nothing is applied)."""
@@ -210,9 +213,36 @@ def violation_hint(report: IsolationReport, text: str) -> str | None:
     return None
 
 
-def new_uid() -> int:
-    """A fresh uid for one executor: its processes are counted (RLIMIT_NPROC) and killed together."""
-    return UID_BASE + 1 + secrets.randbelow(UID_SPAN - 1)
+UID_LOCKS = Path(tempfile.gettempdir()) / "agentkit-sandbox-uids"
+
+
+def new_uid() -> tuple[int, int]:
+    """A uid no other executor (of any process on this host) holds, and the fd of its lock file.
+
+    Its processes are counted together (RLIMIT_NPROC) and killed together (sweep_uid), so two
+    executors must never share one: each holds an exclusive flock on `UID_LOCKS/<uid>` until
+    `release_uid`, and a uid that still has processes is skipped.
+    """
+    UID_LOCKS.mkdir(mode=0o700, exist_ok=True)
+    for _ in range(64):
+        uid = UID_BASE + 1 + secrets.randbelow(UID_SPAN - 1)
+        fd = os.open(UID_LOCKS / str(uid), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        if not pids_of_uid(uid):
+            return uid, fd
+        os.close(fd)
+    raise SandboxUnavailableError("no free sandbox uid after 64 tries: too many stray sandbox processes?")
+
+
+def release_uid(plan: SandboxPlan) -> None:
+    """Let another executor take this plan's uid (call after its processes were swept)."""
+    if plan.uid_lock is not None:
+        os.close(plan.uid_lock)
+        object.__setattr__(plan, "uid_lock", None)
 
 
 def plan_sandbox(policy: SandboxPolicy | None, python: str, workdir: Path, state: Path, *,
@@ -248,7 +278,7 @@ def plan_sandbox(policy: SandboxPolicy | None, python: str, workdir: Path, state
     if policy.strict and missing:
         raise SandboxUnavailableError("SandboxPolicy(strict=True) but these are unavailable: " + "; ".join(missing)
                                       + ". Run as root on Linux with Landlock, or set strict=False")
-    uid = new_uid() if drop else None
+    uid, uid_lock = new_uid() if drop else (None, None)
     gid = SANDBOX_GID if drop else None
     real = [str(Path(p).resolve()) for p in (workdir, state)]
     prefix_dir = str(Path(python).parent.parent)
@@ -281,7 +311,7 @@ def plan_sandbox(policy: SandboxPolicy | None, python: str, workdir: Path, state
     report = IsolationReport(True, network, user, files, limit_text, "clean (no host variables)", True,
                              tuple(missing))
     prefix = (sys.executable, "-I", "-S", CONFINE, marshal.dumps(plan).hex(), "--")
-    return SandboxPlan(prefix, env, uid, gid, report, plan)
+    return SandboxPlan(prefix, env, uid, gid, report, plan, uid_lock)
 
 
 def prepare_dirs(plan: SandboxPlan, workdir: Path, state: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from agentkit.api.agent_options import SandboxPolicy
@@ -82,3 +84,15 @@ def test_denials_get_a_one_line_sandbox_hint(monkeypatch, tmp_path):
     monkeypatch.setenv("AGENTKIT_SANDBOX", "off")
     off = plan_sandbox(None, "/opt/py/bin/python", tmp_path / "wd", tmp_path / "state").report
     assert sandbox.violation_hint(off, "PermissionError: [Errno 13] Permission denied") is None
+
+
+def test_a_held_uid_is_never_handed_out_twice(monkeypatch):
+    picks = iter([5, 5, 6])
+    monkeypatch.setattr(sandbox.secrets, "randbelow", lambda n: next(picks))
+    first_uid, first_lock = sandbox.new_uid()
+    second_uid, second_lock = sandbox.new_uid()
+    try:
+        assert (first_uid, second_uid) == (sandbox.UID_BASE + 6, sandbox.UID_BASE + 7)
+    finally:
+        os.close(first_lock)
+        os.close(second_lock)
