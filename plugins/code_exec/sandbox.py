@@ -292,16 +292,18 @@ def plan_sandbox(policy: SandboxPolicy | None, python: str, workdir: Path, state
         ro.append(os.path.realpath("/etc/resolv.conf"))
     limits = _limits(policy, timeout_s)
     plan = {"netns": netns, "loopback": netns and policy.network == NetworkMode.Loopback,
-            "hide_dirs": hide, "readonly": [os.path.join(real[0], ".git")], "keep": [*real, *rw[len(real):], *rx, *ro], "rlimits": limits,
-            "uid": uid, "gid": gid, "drop_caps": facts.root and not drop, "no_new_privs": True, "deny_tcp": policy.network == NetworkMode.NoNetwork,
-            "landlock": {"rw": rw, "rx": rx, "ro": ro} if facts.landlock_abi >= 1 else None,
-            "landlock_abi": facts.landlock_abi}
+            "deny_tcp": policy.network == NetworkMode.NoNetwork,
+            "hide_dirs": hide, "keep": [*rw, *rx, *ro], "readonly": [os.path.join(real[0], ".git")],
+            "rlimits": limits, "uid": uid, "gid": gid, "drop_caps": facts.root and not drop,
+            "no_new_privs": True, "landlock_abi": facts.landlock_abi,
+            "landlock": {"rw": rw, "rx": rx, "ro": ro} if facts.landlock_abi >= 1 else None}
     network = ("none (private network namespace, loopback down)" if netns and not plan["loopback"]
                else "private loopback only (own network namespace)" if netns else "host network")
     user = (f"unprivileged uid {uid}, no groups" if drop else
             "uid 0 with no capabilities (uid not dropped)" if facts.root else f"uid {os.geteuid()} (not dropped)")
-    files = (f"Landlock ABI {facts.landlock_abi} allow-list: workdir read-write, interpreter and system "
-             "libraries read-only, everything else denied" if facts.landlock_abi >= 1 else "host permissions only")
+    files = (f"Landlock ABI {facts.landlock_abi} allow-list: workdir read-write; the interpreter, /usr, "
+             "/etc and /proc read-only; everything else denied" if facts.landlock_abi >= 1
+             else "host permissions only")
     if hide:
         files += "; private /tmp and /run; the workdir's .git read-only"
     nproc = f"procs {policy.max_procs}" + ("" if drop else " (not enforced for root)")
