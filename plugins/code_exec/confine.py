@@ -5,7 +5,8 @@ Scope: the one place where isolation is applied. Run as a script by the host int
 (marshal is built in: the launcher imports nothing slow; the same interpreter writes and reads it). In order it: unshares a network
 namespace (loopback up or down) and a mount namespace in which /tmp, /var/tmp, /run and /dev/shm
 are replaced by private tmpfs (hiding host unix sockets; the workdir and state dir are bound back)
-and the workdir's `.git` (when present at launch) is bind-mounted read-only,
+a procfs of its own with hidepid=2 (other users' processes invisible), and the workdir's `.git`
+(when present at launch) bind-mounted read-only,
 sets rlimits, drops to an unprivileged uid/gid with no supplementary groups (or, where the kernel
 interpreter cannot run as one, keeps uid 0 but empties every capability set), sets no_new_privs,
 applies a Landlock ruleset (filesystem allow-list, TCP deny when there is no network, abstract
@@ -31,7 +32,8 @@ import sys
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 0x4000, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
+    1, 2, 4, 8, 32, 4096, 0x4000, 1 << 18)
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
 SYS_CREATE_RULESET, SYS_ADD_RULE, SYS_RESTRICT_SELF = 444, 445, 446
@@ -188,6 +190,9 @@ def apply(plan: dict) -> None:
     if plan.get("hide_dirs"):
         cwd = os.getcwd()
         _hide_shared_dirs(plan.get("keep", []))
+        # A procfs instance of our own: other users' processes (the host's, other sessions') are
+        # invisible, so their command lines cannot be read.
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
         for path in plan.get("readonly", []):
             if os.path.lexists(path) and not os.path.islink(path):
                 _mount(path, path, None, MS_BIND | MS_REC, None)

@@ -305,7 +305,7 @@ def plan_sandbox(policy: SandboxPolicy | None, python: str, workdir: Path, state
              "/etc and /proc read-only; everything else denied" if facts.landlock_abi >= 1
              else "host permissions only")
     if hide:
-        files += "; private /tmp and /run; the workdir's .git read-only"
+        files += "; private /tmp and /run; /proc lists only its own processes; the workdir's .git read-only"
     nproc = f"procs {policy.max_procs}" + ("" if drop else " (not enforced for root)")
     limit_text = (f"memory {policy.max_memory_mb} MiB, {nproc}, open files {policy.max_open_fds}, "
                   f"file size {policy.max_file_sz_mb} MiB, cpu {limits['cpu']} s")

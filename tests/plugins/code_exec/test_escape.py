@@ -158,7 +158,25 @@ def test_deny_reading_proc_environ_of_host_processes(escape_executor):
     finally:
         victim.kill()
         victim.wait()
-    assert all(v.startswith("denied: PermissionError") for v in verdicts), list(zip(targets, verdicts))
+    assert all(v.startswith(("denied: PermissionError", "denied: FileNotFoundError")) for v in verdicts), \
+        list(zip(targets, verdicts))
+
+
+def test_deny_seeing_host_processes(escape_executor):
+    victim = subprocess.Popen(["sleep", "30"], env={"PATH": os.defpath})
+    try:
+        verdict = attempt(escape_executor, f"""
+        import os
+        if os.path.exists('/proc/{victim.pid}') or {victim.pid} in [int(p) for p in os.listdir('/proc') if p.isdigit()]:
+            raise AssertionError('allowed: host process {victim.pid} is visible')
+        raise PermissionError('host processes are invisible')
+        """)
+        ps = escape_executor.shell(["ps -eo user,pid,args 2>&1 || ls /proc"], 10)
+    finally:
+        victim.kill()
+        victim.wait()
+    assert verdict.startswith("denied: PermissionError"), verdict
+    assert f" {victim.pid} " not in ps.stdout and "sleep 30" not in ps.stdout, ps.stdout
 
 
 def test_deny_writing_outside_the_workdir(escape_executor):
