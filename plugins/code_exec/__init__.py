@@ -13,6 +13,7 @@ The tool layer on top: `request_tools` (`CodeExecPlugin`, the built-in registere
 """
 
 from agentkit.plugins.code_exec.executor import ExecutorPool, LocalExecutor, local_executor_factory
+from agentkit.plugins.code_exec.kernel import KernelStartError
 from agentkit.plugins.code_exec.plugin import LocalExecutorPlugin
 from agentkit.plugins.code_exec.protocol import CodeExecutor, ExecResult, ExecutorSpec, ShellResult
 from agentkit.plugins.code_exec.request_tools import CodeExecPlugin
@@ -25,6 +26,7 @@ __all__ = [
     "ExecutorPool",
     "ExecutorSpec",
     "IsolationReport",
+    "KernelStartError",
     "LocalExecutor",
     "LocalExecutorPlugin",
     "SandboxUnavailableError",

@@ -1,13 +1,17 @@
 """Confine this process with kernel primitives, then exec the sandboxed program.
 
 Scope: the one place where isolation is applied. Run as a script by the host interpreter, as root:
-`python -I -S confine.py '<json plan>' -- program args...`. In order it: unshares a network
+`python -I -S confine.py <plan> -- program args...`, the plan a hex `marshal` dump of a dict
+(marshal is built in: the launcher imports nothing slow; the same interpreter writes and reads it). In order it: unshares a network
 namespace (loopback up or down) and a mount namespace in which /tmp, /var/tmp, /run and /dev/shm
-are replaced by private tmpfs (hiding host unix sockets; the workdir and state dir are bound back),
-sets rlimits, drops to an unprivileged uid/gid with no supplementary groups, sets no_new_privs,
+are replaced by private tmpfs (hiding host unix sockets; the workdir and state dir are bound back)
+a procfs of its own with hidepid=2 (other users' processes invisible), and the workdir's `.git`
+(when present at launch) bind-mounted read-only,
+sets rlimits, drops to an unprivileged uid/gid with no supplementary groups (or, where the kernel
+interpreter cannot run as one, keeps uid 0 but empties every capability set), sets no_new_privs,
 applies a Landlock ruleset (filesystem allow-list, TCP deny when there is no network, abstract
 unix socket and signal scoping), and `execve`s the program, so the program keeps this pid.
-`python confine.py --probe '<json>'` reports which of those pieces work here, as JSON.
+`python confine.py --probe '<json request>'` reports which of those pieces work here, as JSON.
 
 Non-goals: deciding the plan (sandbox.py does), seccomp filters, a pid namespace, cgroups.
 Stdlib only and no agentkit imports: it runs with `-I -S` before anything else is trusted.
@@ -16,20 +20,22 @@ Any failure exits 126 with `confine: <what failed>` on stderr, so a plan never h
 
 from __future__ import annotations
 
+import _socket
 import ctypes
 import errno
 import fcntl
-import json
+import marshal
 import os
 import resource
-import socket
 import struct
 import sys
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
-MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 0x4000, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
+    1, 2, 4, 8, 32, 4096, 0x4000, 1 << 18)
 PR_SET_NO_NEW_PRIVS = 38
+PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
 SYS_CREATE_RULESET, SYS_ADD_RULE, SYS_RESTRICT_SELF = 444, 445, 446
 RULESET_VERSION = 1
 RULE_PATH_BENEATH = 1
@@ -119,9 +125,12 @@ def apply_landlock(rules: dict, abi: int, deny_tcp: bool) -> None:
 
 
 def _loopback_up() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
         flags = 0x1 | 0x8 | 0x40  # IFF_UP | IFF_LOOPBACK | IFF_RUNNING
-        fcntl.ioctl(s.fileno(), 0x8914, struct.pack("16sh22x", b"lo", flags))  # SIOCSIFFLAGS
+        fcntl.ioctl(sock.fileno(), 0x8914, struct.pack("16sh22x", b"lo", flags))  # SIOCSIFFLAGS
+    finally:
+        sock.close()
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None) -> None:
@@ -141,24 +150,63 @@ def _hide_shared_dirs(keep: list[str]) -> None:
     for d in hidden:
         _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m")
     for path, fd in fds.items():
-        os.makedirs(path, exist_ok=True)
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            os.makedirs(path, exist_ok=True)
+        else:  # a file, e.g. /etc/resolv.conf's target under /run
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
         _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC, None)
         os.close(fd)
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def drop_capabilities() -> None:
+    """Empty the bounding, ambient, effective, permitted and inheritable sets (root stays uid 0
+    but can no longer load modules, trace, mount or bypass file permissions)."""
+    cap = 0
+    while _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
+        cap += 1
+    if cap == 0:
+        _check(-1, "prctl(PR_CAPBSET_DROP)")
+    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capset(ctypes.byref(_CapHeader(0x20080522, 0)), data), "capset")
+
+
 def apply(plan: dict) -> None:
-    """Apply every piece of `plan` to this process (see sandbox.SandboxPlan.to_json for the keys)."""
+    """Apply every piece of `plan` to this process (sandbox.plan_sandbox builds it)."""
     flags = (CLONE_NEWNET if plan.get("netns") else 0) | (CLONE_NEWNS if plan.get("hide_dirs") else 0)
     if flags:
         _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
     if plan.get("netns") and plan.get("loopback"):
         _loopback_up()
     if plan.get("hide_dirs"):
+        cwd = os.getcwd()
         _hide_shared_dirs(plan.get("keep", []))
+        # A procfs instance of our own: other users' processes (the host's, other sessions') are
+        # invisible, so their command lines cannot be read.
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
+        for path in plan.get("readonly", []):
+            if os.path.lexists(path) and not os.path.islink(path):
+                _mount(path, path, None, MS_BIND | MS_REC, None)
+                _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
+        # The cwd still points into the covered mount, where relative paths would walk past the
+        # private tmpfs (to hidden sockets) and around the read-only .git: re-enter it by path.
+        os.chdir(cwd)
     for name, value in plan.get("rlimits", {}).items():
         resource.setrlimit(RLIMITS[name], (int(value), int(value)))
     uid, gid = plan.get("uid"), plan.get("gid")
+    if plan.get("drop_caps"):
+        drop_capabilities()
     if uid is not None:
+        gid = int(gid if gid is not None else uid)
         os.setgroups([])
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)
@@ -197,16 +245,18 @@ def probe(request: dict) -> dict:
 
 def main(argv: list[str]) -> int:
     if len(argv) >= 2 and argv[0] == "--probe":
+        import json
+
         print(json.dumps(probe(json.loads(argv[1]))))
         return 0
     if len(argv) < 3 or argv[1] != "--":
-        print("usage: confine.py '<json plan>' -- program [args...]", file=sys.stderr)
+        print("usage: confine.py <hex marshal plan> -- program [args...]", file=sys.stderr)
         return 2
     program = argv[2:]
     try:
-        apply(json.loads(argv[0]))
+        apply(marshal.loads(bytes.fromhex(argv[0])))
         os.execve(program[0], program, dict(os.environ))
-    except (ConfineError, OSError, ValueError, KeyError) as exc:
+    except (ConfineError, OSError, ValueError, KeyError, EOFError, TypeError) as exc:
         code = getattr(exc, "errno", None)
         detail = f"{exc} ({errno.errorcode.get(code, code)})" if code else str(exc)
         print(f"confine: {detail}", file=sys.stderr)

@@ -3,9 +3,13 @@
 Scope: `LocalExecutor(spec)` implements `CodeExecutor`: it plans the sandbox at construction
 (so `isolation` is known before any code runs, and a strict policy fails early), starts its
 kernel on the first `execute`, serializes calls, and on `close` kills the kernel and every
-process of its sandbox uid, then deletes its private state dir (never the workdir).
-`ExecutorPool(factory, idle_ttl_s)` keeps one executor per session id, reaps idle ones from a
-daemon thread, and closes all at `close_all()` and at interpreter exit.
+process of its sandbox uid, then deletes its private state dir (never the workdir); executors
+still open at interpreter exit are closed then (and a kernel whose host process dies exits by
+itself: ipykernel polls its parent). `ExecutorPool(factory, idle_ttl_s)` keeps one executor per
+session id, reaps idle ones (last `get` or last call, never while a call runs) from a daemon
+thread, and closes all at `close_all()`.
+Files the host writes into the workdir (root-owned) are handed to the sandbox uid before each
+call. `execute`/`reset` raise `KernelStartError` (an AgentkitError) only when no kernel can be started.
 
 Non-goals: tool schemas and approvals (the tool layer), choosing the workdir (the caller passes it).
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -24,7 +29,14 @@ from pathlib import Path
 
 from agentkit.plugins.code_exec.kernel import SandboxedKernel
 from agentkit.plugins.code_exec.protocol import CodeExecutor, ExecResult, ExecutorSpec, ShellResult
-from agentkit.plugins.code_exec.sandbox import IsolationReport, kernel_python, plan_sandbox, prepare_dirs
+from agentkit.plugins.code_exec.sandbox import (
+    IsolationReport,
+    kernel_python,
+    plan_sandbox,
+    prepare_dirs,
+    release_uid,
+    sweep_uid,
+)
 from agentkit.plugins.code_exec.shell import run_shell
 
 __all__ = ["ExecutorPool", "LocalExecutor", "local_executor_factory"]
@@ -45,18 +57,62 @@ class LocalExecutor:
         try:
             self.plan = plan_sandbox(spec.policy, self.python, self.workdir, self.state,
                                      timeout_s=spec.timeout_s, extra_env=spec.extra_env)
+        except BaseException:
+            shutil.rmtree(self.state, ignore_errors=True)
+            raise
+        try:
             prepare_dirs(self.plan, self.workdir, self.state)
         except BaseException:
+            release_uid(self.plan)
             shutil.rmtree(self.state, ignore_errors=True)
             raise
         self.isolation: IsolationReport = self.plan.report
         self._kernel = SandboxedKernel(self.plan, self.python, self.workdir, self.state, grace_s=grace_s)
         self._lock = threading.RLock()
         self._closed = False
+        self._calls = 0
+        self.last_used = time.monotonic()
+        _live.add(self)
+
+    @property
+    def closed(self) -> bool:
+        """True after `close()` (the pool then builds a new executor for the session)."""
+        return self._closed
+
+    @property
+    def busy(self) -> bool:
+        """True while a call runs (the pool never reaps a busy executor)."""
+        return self._calls > 0
+
+    def _call(self, fn, *args):
+        self._calls += 1
+        try:
+            with self._lock:
+                self._check_open()
+                self._adopt_host_files()
+                return fn(*args)
+        finally:
+            self._calls -= 1
+            self.last_used = time.monotonic()
 
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("this executor is closed; get a new one from the pool")
+
+    def _adopt_host_files(self) -> None:
+        """Give root-owned entries that the host put in the workdir (input files, skills) to the
+        sandbox uid, so code may modify them; symlinks are never followed."""
+        uid, gid = self.plan.uid, self.plan.gid
+        if uid is None or gid is None or self.workdir.stat().st_uid != uid:
+            return
+        for entry in os.scandir(self.workdir):
+            if entry.stat(follow_symlinks=False).st_uid != 0:
+                continue
+            os.chown(entry.path, uid, gid, follow_symlinks=False)
+            if entry.is_dir(follow_symlinks=False):
+                for top, dirs, files in os.walk(entry.path):
+                    for name in dirs + files:
+                        os.chown(os.path.join(top, name), uid, gid, follow_symlinks=False)
 
     def start(self) -> None:
         """Start the kernel now (otherwise the first `execute` does)."""
@@ -75,19 +131,13 @@ class LocalExecutor:
             raise TypeError(f"code must be a str, got {type(code).__name__}")
         if not timeout_s or timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s}")
-        with self._lock:
-            self._check_open()
-            return self._kernel.execute(code, timeout_s)
+        return self._call(self._kernel.execute, code, timeout_s)
 
     def reset(self) -> None:
-        with self._lock:
-            self._check_open()
-            self._kernel.restart()
+        self._call(self._kernel.restart)
 
     def shell(self, commands: list[str], timeout_s: float) -> ShellResult:
-        with self._lock:
-            self._check_open()
-            return run_shell(self.plan, self.spec.shell_path, commands, self.workdir, self.state, timeout_s)
+        return self._call(run_shell, self.plan, self.spec.shell_path, commands, self.workdir, self.state, timeout_s)
 
     def close(self) -> None:
         with self._lock:
@@ -97,6 +147,8 @@ class LocalExecutor:
             try:
                 self._kernel.close()
             finally:
+                sweep_uid(self.plan.uid)  # shell leftovers too, even if no kernel ever started
+                release_uid(self.plan)
                 shutil.rmtree(self.state, ignore_errors=True)
 
     def __enter__(self) -> LocalExecutor:
@@ -111,17 +163,18 @@ def local_executor_factory(spec: ExecutorSpec) -> CodeExecutor:
     return LocalExecutor(spec)
 
 
-_live_pools: weakref.WeakSet[ExecutorPool] = weakref.WeakSet()
+_live: weakref.WeakSet[LocalExecutor] = weakref.WeakSet()
 
 
 @atexit.register
-def _close_live_pools() -> None:
-    for pool in list(_live_pools):
-        pool.close_all()
+def _close_live_executors() -> None:
+    for executor in list(_live):
+        _close_quietly(executor)
 
 
 class ExecutorPool:
-    """Executors by session id; idle ones are closed after `idle_ttl_s` (reaper thread)."""
+    """Executors by session id; idle ones are closed after `idle_ttl_s` (reaper thread). An
+    executor's optional `busy` / `last_used` attributes (LocalExecutor has both) refine "idle"."""
 
     def __init__(self, factory: Callable[[ExecutorSpec], CodeExecutor] = local_executor_factory,
                  idle_ttl_s: float = 3600.0, *, reap_every_s: float | None = None) -> None:
@@ -135,7 +188,6 @@ class ExecutorPool:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
-        _live_pools.add(self)
 
     def get(self, session_id: str, spec: ExecutorSpec) -> CodeExecutor:
         """The session's executor, built from `spec` on first use (later specs are ignored)."""
@@ -143,7 +195,7 @@ class ExecutorPool:
             raise ValueError("ExecutorPool.get needs a non-empty session id string")
         with self._lock:
             found = self._executors.get(session_id)
-            if found is None:
+            if found is None or getattr(found[0], "closed", False):
                 executor = self.factory(spec)
             else:
                 executor = found[0]
@@ -172,7 +224,9 @@ class ExecutorPool:
         """Close executors idle for longer than the TTL; returns their session ids."""
         now = time.monotonic()
         with self._lock:
-            stale = [sid for sid, (_, used) in self._executors.items() if now - used > self.idle_ttl_s]
+            stale = [sid for sid, (executor, got) in self._executors.items()
+                     if now - max(got, getattr(executor, "last_used", 0.0)) > self.idle_ttl_s
+                     and not getattr(executor, "busy", False)]
             closing = [self._executors.pop(sid)[0] for sid in stale]
         for executor in closing:
             _close_quietly(executor)

@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agentkit.errors import AgentkitError
 from agentkit.plugins.code_exec.protocol import MAX_CAPTURE_CHARS, ExecResult
-from agentkit.plugins.code_exec.sandbox import SandboxPlan, sweep_uid
+from agentkit.plugins.code_exec.sandbox import SandboxPlan, sweep_uid, violation_hint
 
 __all__ = ["KernelStartError", "SandboxedKernel"]
 
@@ -33,8 +34,8 @@ KERNEL_ARGS = ("--HistoryManager.enabled=False", "--InteractiveShell.colors=noco
                "--IPKernelApp.quiet=True")
 
 
-class KernelStartError(RuntimeError):
-    """The kernel process did not come up; the message carries its stderr."""
+class KernelStartError(AgentkitError, RuntimeError):
+    """The kernel process did not come up (or back up); the message carries its log's tail."""
 
 
 def _manager_class() -> type:
@@ -102,10 +103,32 @@ class SandboxedKernel:
         self.kc = self.km.client()
         self.kc.start_channels()
         try:
-            self.kc.wait_for_ready(timeout=self.startup_timeout_s)
+            self._wait_ready(time.monotonic() + self.startup_timeout_s)
         except RuntimeError as exc:
             self._kill()
             raise KernelStartError(f"kernel did not become ready: {exc}; {self._log_tail()}") from exc
+
+    def _wait_ready(self, deadline: float) -> None:
+        """kernel_info answered on shell, then any IOPub message (the subscription is live).
+
+        Like `wait_for_ready` without its trailing 0.2 s IOPub flush: cells filter by msg_id.
+        """
+        while True:
+            asked, shell_ok = time.monotonic(), False
+            self.kc.kernel_info()
+            while time.monotonic() - asked < 1.0:
+                channel = self.kc.get_iopub_msg if shell_ok else self.kc.get_shell_msg
+                try:
+                    msg = channel(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if shell_ok:
+                    return
+                shell_ok = msg["msg_type"] == "kernel_info_reply"
+            if not self.km.is_alive():
+                raise RuntimeError("the kernel died before replying to kernel_info")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no kernel_info reply within {self.startup_timeout_s:g} s")
 
     def _log_tail(self) -> str:
         try:
@@ -219,7 +242,9 @@ class SandboxedKernel:
                     self._append(out, sizes, "stdout", data["text/plain"] + "\n")
             elif kind == "error":
                 trace = _ANSI.sub("", "\n".join(content.get("traceback", [])))
-                out["exception"] = f"{content.get('ename')}: {content.get('evalue')}\n{trace}".rstrip()
+                head = f"{content.get('ename')}: {content.get('evalue')}"
+                hint = violation_hint(self.plan.report, head)
+                out["exception"] = f"{head}\n{trace}".rstrip() + (f"\n{hint}" if hint else "")
             elif kind == "status" and content.get("execution_state") == "idle":
                 return "idle"
 

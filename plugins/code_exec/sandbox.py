@@ -14,13 +14,16 @@ Non-goals: applying anything (confine.py does, in the child), seccomp, cgroups, 
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
+import marshal
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +33,8 @@ from agentkit.api.enums import NetworkMode
 from agentkit.errors import AgentkitError
 
 __all__ = ["ENV_SANDBOX", "IsolationReport", "SandboxPlan", "SandboxUnavailableError", "detect",
-           "kernel_python", "plan_sandbox", "sandbox_disabled", "sweep_uid"]
+           "kernel_python", "pids_of_uid", "plan_sandbox", "prepare_dirs", "release_uid", "sandbox_disabled", "sweep_uid",
+           "violation_hint"]
 
 ENV_SANDBOX = "AGENTKIT_SANDBOX"
 ENV_KERNEL_PYTHON = "AGENTKIT_KERNEL_PYTHON"
@@ -77,11 +81,13 @@ class HostFacts:
     mountns: bool
     python_ok: bool | None
     why: dict[str, str] = field(default_factory=dict)
+    library_dirs: tuple[str, ...] = ()
 
 
 @functools.lru_cache(maxsize=8)
 def detect(python: str) -> HostFacts:
-    """Probe namespaces, Landlock and whether a sandbox uid may execute `python` (~30 ms, once)."""
+    """Probe namespaces, Landlock, whether a sandbox uid may execute `python`, and its library
+    dirs (two short subprocesses, once per interpreter path)."""
     request = {"python": python, "uid": UID_BASE, "gid": SANDBOX_GID}
     try:
         out = subprocess.run([sys.executable, "-I", "-S", CONFINE, "--probe", json.dumps(request)],
@@ -90,7 +96,29 @@ def detect(python: str) -> HostFacts:
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         return HostFacts(False, 0, False, False, None, {"probe": f"{type(exc).__name__}: {exc}"})
     return HostFacts(found["root"], found["landlock_abi"], found["netns"], found["mountns"],
-                     found["python_ok"], found.get("why", {}))
+                     found["python_ok"], found.get("why", {}), _library_dirs(python))
+
+
+_LIST_PATHS = "import sys\nfor p in sys.path:\n    print(p)\nprint(sys.base_prefix)"
+
+
+def _library_dirs(python: str) -> tuple[str, ...]:
+    """The kernel interpreter's stdlib and site-packages dirs (real paths), for the read-only list.
+
+    Only library dirs: a project root that an editable install put on sys.path stays denied.
+    """
+    try:
+        out = subprocess.run([python, "-c", _LIST_PATHS], capture_output=True, text=True, timeout=30,
+                             check=True).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    *entries, base = [line for line in out if line]
+    keep = []
+    for entry in entries:
+        real = os.path.realpath(entry)
+        if real.endswith(("site-packages", "dist-packages")) or real.startswith(os.path.realpath(base) + "/"):
+            keep.append(real)
+    return tuple(dict.fromkeys(keep))
 
 
 @dataclass(frozen=True)
@@ -134,6 +162,7 @@ class SandboxPlan:
     gid: int | None
     report: IsolationReport
     plan: dict = field(default_factory=dict)
+    uid_lock: int | None = None
 
     def command(self, argv: list[str]) -> list[str]:
         """`argv` wrapped by the confine launcher (unchanged when nothing is applied)."""
@@ -164,9 +193,56 @@ def _sandbox_env(policy: SandboxPolicy, state: Path, extra_env: dict[str, str]) 
     return env
 
 
-def new_uid() -> int:
-    """A fresh uid for one executor: its processes are counted (RLIMIT_NPROC) and killed together."""
-    return UID_BASE + 1 + secrets.randbelow(UID_SPAN - 1)
+_HINTS = (
+    (("Errno 101", "Network is unreachable", "Errno -3", "Errno -2", "Name or service not known",
+      "Temporary failure in name resolution"), "network", "network access is disabled in this sandbox"),
+    (("Errno 13", "Permission denied", "Errno 1]", "Operation not permitted", "Errno 30", "Read-only file system"),
+     "files", "only the working directory is writable; the interpreter's libraries are read-only and other paths are denied"),
+    (("MemoryError", "Cannot allocate memory"), "memory", "memory is limited ({limits})"),
+    (("Resource temporarily unavailable", "BlockingIOError"), "processes", "the number of processes is limited ({limits})"),
+)
+
+
+def violation_hint(report: IsolationReport, text: str) -> str | None:
+    """A one-line "[sandbox] ..." explanation when `text` (an error) looks like a sandbox denial."""
+    if not report.enabled:
+        return None
+    for needles, _kind, hint in _HINTS:
+        if any(n in text for n in needles):
+            return "[sandbox] " + hint.format(limits=report.limits)
+    return None
+
+
+UID_LOCKS = Path(tempfile.gettempdir()) / "agentkit-sandbox-uids"
+
+
+def new_uid() -> tuple[int, int]:
+    """A uid no other executor (of any process on this host) holds, and the fd of its lock file.
+
+    Its processes are counted together (RLIMIT_NPROC) and killed together (sweep_uid), so two
+    executors must never share one: each holds an exclusive flock on `UID_LOCKS/<uid>` until
+    `release_uid`, and a uid that still has processes is skipped.
+    """
+    UID_LOCKS.mkdir(mode=0o700, exist_ok=True)
+    for _ in range(64):
+        uid = UID_BASE + 1 + secrets.randbelow(UID_SPAN - 1)
+        fd = os.open(UID_LOCKS / str(uid), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        if not pids_of_uid(uid):
+            return uid, fd
+        os.close(fd)
+    raise SandboxUnavailableError("no free sandbox uid after 64 tries: too many stray sandbox processes?")
+
+
+def release_uid(plan: SandboxPlan) -> None:
+    """Let another executor take this plan's uid (call after its processes were swept)."""
+    if plan.uid_lock is not None:
+        os.close(plan.uid_lock)
+        object.__setattr__(plan, "uid_lock", None)
 
 
 def plan_sandbox(policy: SandboxPolicy | None, python: str, workdir: Path, state: Path, *,
@@ -202,36 +278,42 @@ def plan_sandbox(policy: SandboxPolicy | None, python: str, workdir: Path, state
     if policy.strict and missing:
         raise SandboxUnavailableError("SandboxPolicy(strict=True) but these are unavailable: " + "; ".join(missing)
                                       + ". Run as root on Linux with Landlock, or set strict=False")
-    uid = new_uid() if drop else None
+    uid, uid_lock = new_uid() if drop else (None, None)
     gid = SANDBOX_GID if drop else None
     real = [str(Path(p).resolve()) for p in (workdir, state)]
     prefix_dir = str(Path(python).parent.parent)
     rw = [*real, *SYSTEM_RW, *(str(Path(p).resolve()) for p in policy.extra_fs_write)]
     if hide:
         rw.append("/dev/shm")
-    rx = [*SYSTEM_RX, prefix_dir, str(Path(prefix_dir).resolve()), str(Path(python).resolve().parent.parent)]
+    rx = [*SYSTEM_RX, prefix_dir, str(Path(prefix_dir).resolve()), str(Path(python).resolve().parent.parent),
+          *facts.library_dirs]
     ro = [*SYSTEM_RO, *(str(Path(p).resolve()) for p in policy.extra_fs_read)]
+    if not want_net:  # the host network: keep DNS working when resolv.conf points into /run
+        ro.append(os.path.realpath("/etc/resolv.conf"))
     limits = _limits(policy, timeout_s)
     plan = {"netns": netns, "loopback": netns and policy.network == NetworkMode.Loopback,
-            "hide_dirs": hide, "keep": [*real, *rw[len(real):], *rx, *ro], "rlimits": limits,
-            "uid": uid, "gid": gid, "no_new_privs": True, "deny_tcp": policy.network == NetworkMode.NoNetwork,
-            "landlock": {"rw": rw, "rx": rx, "ro": ro} if facts.landlock_abi >= 1 else None,
-            "landlock_abi": facts.landlock_abi}
+            "deny_tcp": policy.network == NetworkMode.NoNetwork,
+            "hide_dirs": hide, "keep": [*rw, *rx, *ro], "readonly": [os.path.join(real[0], ".git")],
+            "rlimits": limits, "uid": uid, "gid": gid, "drop_caps": facts.root and not drop,
+            "no_new_privs": True, "landlock_abi": facts.landlock_abi,
+            "landlock": {"rw": rw, "rx": rx, "ro": ro} if facts.landlock_abi >= 1 else None}
     network = ("none (private network namespace, loopback down)" if netns and not plan["loopback"]
                else "private loopback only (own network namespace)" if netns else "host network")
-    user = f"unprivileged uid {uid}, no groups" if drop else f"uid {os.geteuid()} (not dropped)"
-    files = (f"Landlock ABI {facts.landlock_abi} allow-list: workdir read-write, interpreter and system "
-             "libraries read-only, everything else denied" if facts.landlock_abi >= 1 else "host permissions only")
+    user = (f"unprivileged uid {uid}, no groups" if drop else
+            "uid 0 with no capabilities (uid not dropped)" if facts.root else f"uid {os.geteuid()} (not dropped)")
+    files = (f"Landlock ABI {facts.landlock_abi} allow-list: workdir read-write; the interpreter, /usr, "
+             "/etc and /proc read-only; everything else denied" if facts.landlock_abi >= 1
+             else "host permissions only")
     if hide:
-        files += "; private /tmp and /run"
+        files += "; private /tmp and /run; /proc lists only its own processes; the workdir's .git read-only"
     nproc = f"procs {policy.max_procs}" + ("" if drop else " (not enforced for root)")
     limit_text = (f"memory {policy.max_memory_mb} MiB, {nproc}, open files {policy.max_open_fds}, "
                   f"file size {policy.max_file_sz_mb} MiB, cpu {limits['cpu']} s")
     env = _sandbox_env(policy, state, extra_env)
     report = IsolationReport(True, network, user, files, limit_text, "clean (no host variables)", True,
                              tuple(missing))
-    prefix = (sys.executable, "-I", "-S", CONFINE, json.dumps(plan), "--")
-    return SandboxPlan(prefix, env, uid, gid, report, plan)
+    prefix = (sys.executable, "-I", "-S", CONFINE, marshal.dumps(plan).hex(), "--")
+    return SandboxPlan(prefix, env, uid, gid, report, plan, uid_lock)
 
 
 def prepare_dirs(plan: SandboxPlan, workdir: Path, state: Path) -> None:
@@ -239,18 +321,20 @@ def prepare_dirs(plan: SandboxPlan, workdir: Path, state: Path) -> None:
     for path in (workdir, state / "home", state / "tmp", state / "sock"):
         path.mkdir(parents=True, exist_ok=True)
     if plan.uid is not None:
+        gid = SANDBOX_GID if plan.gid is None else plan.gid
         for path in (state, state / "home", state / "tmp", state / "sock"):
-            os.chown(path, plan.uid, plan.gid)
+            os.chown(path, plan.uid, gid)
             os.chmod(path, 0o700)
         owner = workdir.stat().st_uid
         # An empty dir, or one a previous sandbox owned, becomes this executor's; a populated
         # directory of another user keeps its owner (the sandbox then may not write there).
         if owner != plan.uid and (owner >= UID_BASE or not any(workdir.iterdir())):
-            os.chown(workdir, plan.uid, plan.gid)
+            os.chown(workdir, plan.uid, gid)
             os.chmod(workdir, 0o700)
 
 
-def _pids_of(uid: int, sid: int | None = None) -> list[int]:
+def pids_of_uid(uid: int, sid: int | None = None) -> list[int]:
+    """Live (non-zombie) processes whose real uid is `uid`, only those in session `sid` if given."""
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -285,7 +369,7 @@ def sweep_uid(uid: int | None, *, sid: int | None = None, deadline_s: float = 5.
         return 0
     killed, end = 0, time.monotonic() + deadline_s
     while time.monotonic() < end:
-        pids = _pids_of(uid, sid)
+        pids = pids_of_uid(uid, sid)
         if not pids:
             break
         for pid in pids:

@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 from agentkit.plugins.code_exec.protocol import MAX_CAPTURE_CHARS, ShellResult
-from agentkit.plugins.code_exec.sandbox import SandboxPlan, sweep_uid
+from agentkit.plugins.code_exec.sandbox import SandboxPlan, sweep_uid, violation_hint
 
 __all__ = ["run_shell"]
 
@@ -78,6 +78,9 @@ def run_shell(plan: SandboxPlan, shell_path: str, commands: list[str], workdir: 
                    + ("stopped by SIGTERM\n" if status == "timeout" else f"SIGKILLed after {grace_s:g} s grace\n"))
     if not status:
         status = "success" if code == 0 else "error"
+    hint = violation_hint(plan.report, stderr) if status == "error" else None
+    if hint:
+        stderr += f"\n{hint}\n"
     if code is not None and code < 0:
         stderr += f"\n[agentkit] killed by signal {-code}\n" if not timed_out else ""
     return ShellResult(status=status, stdout=stdout, stderr=stderr,
