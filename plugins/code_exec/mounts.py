@@ -4,9 +4,11 @@ Scope (runner-api.md §2.2 step 1, §2.9):
 - `mount_input_files()`: each `InputFile` of the turn (already stored by the agent loop as a
   `File`) is written into the work directory under its base name, so code (`open("data.csv")`)
   and shell (`cat data.csv`) see it.
-- `mount_skills()`: each `ShellSkillMount` is copied into `skills/<name>/` and made read-only
-  (files 0444, folders 0555): the sandboxed user cannot change them; without a sandbox the
-  modes are advice only, which the note does not hide.
+- `mount_skills()`: each `ShellSkillMount` is copied into `skills/<name>/` and made read-only:
+  files 0444, folders 0555, and (when the host runs as root) owned by `nobody`, so neither the
+  executor's hand-over of root-owned files to the sandbox uid nor the sandboxed code can change
+  them. The sandboxed code owns the work directory, so it could still move the `skills` folder
+  aside; without a sandbox (or without root) the modes are advice only.
 - `skills_note()` / `inputs_note()`: the system notes describing them to the model.
 
 Non-goals: the file previews (the agent loop shows them), reading files for the model
@@ -85,7 +87,16 @@ def _tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
+# the owner of mounted skills when the host is root: neither root (whose files the executor hands
+# to the sandbox uid) nor the sandbox uid
+_SKILL_OWNER = 65534
+
+
 def _set_writable(root: Path, writable: bool) -> None:
+    if not writable and os.geteuid() == 0:
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in [dirpath] + [os.path.join(dirpath, n) for n in dirnames + filenames]:
+                os.chown(name, _SKILL_OWNER, _SKILL_OWNER, follow_symlinks=False)
     for dirpath, _dirnames, filenames in os.walk(root):
         os.chmod(dirpath, 0o755 if writable else 0o555)
         for name in filenames:
@@ -115,6 +126,8 @@ def mount_skills(workdir: Path, skills: Sequence[ShellSkillMount]) -> list[str]:
     if len(set(names)) != len(names):
         raise ValueError(f"shell_skills names must be unique, got {names}")
     mounted: list[str] = []
+    if (workdir / SKILLS_DIR).is_dir():
+        os.chmod(workdir / SKILLS_DIR, 0o755)  # to add or replace skills below it
     for skill in skills:
         source = Path(skill.source_path)
         if not source.is_dir():
@@ -128,7 +141,16 @@ def mount_skills(workdir: Path, skills: Sequence[ShellSkillMount]) -> list[str]:
             shutil.copytree(source, target, symlinks=True)
         _set_writable(target, False)
         mounted.append(f"{SKILLS_DIR}/{skill.name}")
+    if skills:
+        _set_writable_dir(workdir / SKILLS_DIR)
     return mounted
+
+
+def _set_writable_dir(folder: Path) -> None:
+    """The `skills` folder itself: not writable by the sandboxed code (no new or renamed skills)."""
+    if os.geteuid() == 0:
+        os.chown(folder, _SKILL_OWNER, _SKILL_OWNER, follow_symlinks=False)
+    os.chmod(folder, 0o555)
 
 
 def skills_note(skills: Sequence[ShellSkillMount]) -> str:

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from agentkit.agent.context import ToolContext
-from agentkit.api.agent_options import CodeExecutionConfig, ShellConfig
+from agentkit.api.agent_options import CodeExecutionConfig, ShellConfig, ShellSkillMount
 from agentkit.api.files import InputFile, RequestedFile
 from agentkit.api.requests import ChatCompletionRequest
 from agentkit.config import RunnerConfig
@@ -166,3 +166,23 @@ def test_bad_arguments_are_errors_the_model_sees(plugin, store):
         tools[SHELL].fn(SHELL, {"commands": "ls"})
     with pytest.raises(ValueError, match="`timeout_ms` must be a positive integer"):
         tools[SHELL].fn(SHELL, {"commands": ["ls"], "timeout_ms": 0})
+
+
+def test_skills_are_readable_but_not_changeable_by_the_sandboxed_shell(plugin, store, tmp_path):
+    src = tmp_path / "auditor"
+    src.mkdir()
+    (src / "SKILL.md").write_text("# Auditor\n")
+    skill = ShellSkillMount(name="auditor", description="Audits invoices.", source_path=str(src))
+    ctx, tools = turn(plugin, store, "s-skill", shell_skills=[skill])
+    assert any("- auditor: Audits invoices." in note for note in ctx.notes)
+    res, out = call(tools, SHELL, commands=["cat skills/auditor/SKILL.md"])
+    assert out["stdout"] == "# Auditor\n" and res.file_ids == []
+    if "unprivileged uid" not in out["isolation"]:
+        pytest.skip(f"the shell runs without a uid of its own here ({out['isolation'][:80]}...): "
+                    "file modes cannot stop it")
+    for attempt in ("echo x >> skills/auditor/SKILL.md", "chmod u+w skills/auditor/SKILL.md",
+                    "rm -f skills/auditor/SKILL.md", "touch skills/auditor/new.md", "mkdir skills/other",
+                    "mv skills/auditor skills/moved"):
+        res, out = call(tools, SHELL, commands=[attempt])
+        assert out["exit_code"] != 0, (attempt, out)
+    assert call(tools, SHELL, commands=["cat skills/auditor/SKILL.md"])[1]["stdout"] == "# Auditor\n"

@@ -8,8 +8,8 @@ Run with:
     python examples/python/shell_skills.py
 """
 
-from pathlib import Path
 import tempfile
+from pathlib import Path
 
 from agentkit import ChatCompletionRequest, Runner, ShellConfig, ShellSkillMount, Which
 
