@@ -82,6 +82,7 @@ class CodeExecPlugin(LocalExecutorPlugin):
         self._pool: Any = None
         self._workdirs: dict[str, Path] = {}
         self._temp_dirs: list[Path] = []
+        self._warned: set[str] = set()
 
     # ---- configuration ---------------------------------------------------------------------------
     @hookimpl
@@ -165,12 +166,17 @@ class CodeExecPlugin(LocalExecutorPlugin):
         if not (want_code or want_shell):
             return None
         code, shell = self._config.code_execution_config, self._config.shell_config
+        # as mistral.rs: a tool whose Runner option is missing is simply not offered (said once in the log)
         if want_code and code is None:
-            raise ConfigError("enable_code_execution=True needs a Runner built with "
-                              "code_execution_config=CodeExecutionConfig(...)")
+            self._warn_once("enable_code_execution=True is ignored: build the Runner with "
+                            "code_execution_config=CodeExecutionConfig(...) to offer the Python tools")
+            want_code = False
         if want_shell and shell is None:
-            raise ConfigError("enable_shell=True (or shell_skills) needs a Runner built with "
-                              "shell_config=ShellConfig(...)")
+            self._warn_once("enable_shell=True (or shell_skills) is ignored: build the Runner with "
+                            "shell_config=ShellConfig(...) to offer the shell tools")
+            want_shell = False
+        if not (want_code or want_shell):
+            return None
         session_id = context.session.id
         workdir = self._workdir(session_id)
         pool, spec = self._get_pool(context), self._spec(workdir)
@@ -184,6 +190,13 @@ class CodeExecPlugin(LocalExecutorPlugin):
         ws = Workspace(context=context, executor=lambda: pool.get(session_id, spec), workdir=workdir,
                        isolation=executor.isolation.describe(), code=code, shell=shell)
         return (python_tools(ws) if want_code else []) + (shell_tools(ws) if want_shell else [])
+
+    def _warn_once(self, message: str) -> None:
+        with self._lock:
+            if message in self._warned:
+                return
+            self._warned.add(message)
+        log.warning(message)
 
     # ---- shutdown --------------------------------------------------------------------------------
     @hookimpl

@@ -90,7 +90,8 @@ def test_find_file_reads_files_of_sessions_saved_by_another_runner(tiny_llama, t
             r2.find_file(3)
 
 
-def test_input_files_are_stored_previewed_and_notes_reach_the_model(tiny_llama):
+def test_input_files_are_stored_previewed_and_notes_reach_the_model(tiny_llama, monkeypatch):
+    monkeypatch.setenv("AGENTKIT_DISABLE_PLUGINS", "files")  # its file tools would not fit the tiny context
     plugin = FilePlugin(note="NOTE-FROM-PLUGIN")
     with Runner(Which.Plain(tiny_llama), progress=False, plugins=[plugin]) as r:
         upload = InputFile.from_text("data.csv", "a,b\n1,2\n")

@@ -76,11 +76,15 @@ def test_an_unknown_executor_name_leaves_the_tools_out_and_says_why():
     host.shutdown(None)
 
 
-def test_code_execution_without_its_runner_option_says_how_to_enable_it():
+def test_a_tool_whose_runner_option_is_missing_is_not_offered_and_the_log_says_how_to_enable_it(caplog):
     host = _host(shell_config=ShellConfig())
-    ctx = _context(host, enable_code_execution=True)
-    assert host.request_tools(ctx) == {}
-    assert any("code_execution_config=CodeExecutionConfig" in note for note in ctx.notes)
+    for _ in range(2):
+        ctx = _context(host, enable_code_execution=True)
+        assert host.request_tools(ctx) == {} and ctx.notes == []
+    warned = [r.getMessage() for r in caplog.records if "code_execution_config=CodeExecutionConfig" in r.getMessage()]
+    assert len(warned) == 1  # once per Runner
+    assert sorted(host.request_tools(_context(host, enable_code_execution=True, enable_shell=True))) == [
+        "mistralrs_shell", "mistralrs_surface_outputs"]
     host.shutdown(None)
 
 
