@@ -146,7 +146,8 @@ def _declared(ws: Workspace, tool: str, named: list[str]) -> list[File]:
 def _result(ws: Workspace, payload: dict[str, Any], status: str, files: list[File], images: list[bytes] = (),
             streams: dict[str, str] | None = None, max_chars: int | None = None) -> ToolResult:
     isolation = payload.pop("isolation", None)
-    payload["files"] = file_entries(files)
+    if files:  # absent when empty: a flat result is what the chat layer shows small models as "key: value"
+        payload["files"] = file_entries(files)
     if isolation is not None:
         payload["isolation"] = isolation
     if streams:
