@@ -46,13 +46,16 @@ def _manager_class() -> type:
 
         sandbox_plan: SandboxPlan | None = None
         kernel_python: str = ""
+        restarting: bool = False
 
         def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
             plan = self.sandbox_plan
             assert plan is not None
             # Runs before every (re)start, after the previous kernel was killed: leftovers of the
             # uid (forked children, daemons) go now, so none outlives its kernel.
-            sweep_uid(plan.uid)
+            if self.restarting:
+                sweep_uid(plan.uid)
+            self.restarting = True
             if plan.uid is not None:
                 os.chown(self.connection_file, plan.uid, plan.gid)
             return plan.command([self.kernel_python, "-m", "ipykernel_launcher", "-f",
