@@ -313,11 +313,11 @@ def test_load_gguf_keep_quantized_matches_dense(tiny_llama, tmp_path):
 
 @pytest.fixture(scope="module")
 def smollm2_blocks(smollm2):
-    from agentkit.engine.loading.gguf import _open_reader, _tensor_to_quant
+    from agentkit.engine.loading.gguf import open_reader, tensor_to_quant
 
-    reader = _open_reader(os.path.join(*smollm2))
+    reader = open_reader(os.path.join(*smollm2))
     wanted = ("blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_v.weight", "blk.3.ffn_down.weight")
-    return {t.name: _tensor_to_quant(t) for t in reader.tensors if t.name in wanted}
+    return {t.name: tensor_to_quant(t) for t in reader.tensors if t.name in wanted}
 
 
 @pytest.mark.slow
