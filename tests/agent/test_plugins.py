@@ -78,7 +78,7 @@ def test_hookspecs_declare_the_contract():
 
 
 def test_contract_modules_do_not_import_torch():
-    code = ("import sys, agentkit.hookspecs, agentkit.plugin_manager, agentkit.config, "
+    code = ("import sys, agentkit.hookspecs, agentkit.handles, agentkit.plugin_manager, agentkit.config, "
             "agentkit.plugins.tool_callbacks; assert 'torch' not in sys.modules, 'torch imported'")
     out = subprocess.run([sys.executable, "-c", code], cwd="/tmp", capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
