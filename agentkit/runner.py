@@ -219,8 +219,10 @@ class Runner(ModelManagement, SessionMethods):
     @staticmethod
     def _watch(lease: Lease, ereq: EngineRequest) -> None:
         """Let an unload that times out end `ereq` cleanly: cancel it and post an error event."""
+        backend = lease.host.backend
+
         def abort(reason: str) -> None:
-            ereq.cancel()
+            backend.cancel(ereq)
             ereq.outputs.put(RequestOutput(ereq.request_id, [], finished=True, error=reason))
 
         lease.on_abort(abort)
