@@ -187,15 +187,14 @@ def compile_grammar(tokenizer: Tokenizer, grammar_type: str, grammar: str | dict
     """
     if grammar_type not in GRAMMAR_TYPES:
         raise ValueError(f"unknown grammar_type {grammar_type!r}; use one of {', '.join(GRAMMAR_TYPES)}")
-    state = _state(tokenizer)
-    llt = state.llt
+    llt = grammar_tokenizer(tokenizer)
     from llguidance import LLMatcher
 
     try:
         key = (grammar_type, grammar if isinstance(grammar, str) else json.dumps(grammar))
     except (TypeError, ValueError):
         key = None  # not JSON-serialisable: _to_llguidance reports it
-    cache = state.compiled
+    cache = _state(tokenizer).compiled
     if key is not None:
         with _lock:
             hit = cache.get(key)
