@@ -238,10 +238,7 @@ class Runner(ModelManagement, SessionMethods):
             lease.release()
 
     def _host(self, model_id: str | None) -> ServedModel:
-        host = self._entry(model_id)
-        if isinstance(host, EmbeddingHost):
-            raise ValueError(f"model {host.model_id!r} is an embedding model: use send_embedding_request")
-        return host
+        return self.served_model(model_id)
 
     # ---- generation ----------------------------------------------------------------------------
     def send_chat_completion_request(

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from agentkit import Runner, Which
+from agentkit import ChatCompletionRequest, Runner, Which
 from agentkit.api.agent_options import CodeExecutionConfig, McpClientConfigPy, ShellConfig
 from agentkit.config import PLUGIN_OPTIONS, RunnerConfig, check_plugin_options, given_plugin_options
 from agentkit.errors import NotSupportedError, PluginError
@@ -182,13 +182,32 @@ def test_which_must_be_a_which_variant_in_both(runner):
     assert str(a.value) == str(b.value)
 
 
+class SeesConfig:
+    """Records the `RunnerConfig` a per-turn hook receives."""
+
+    def __init__(self) -> None:
+        self.configs: list[RunnerConfig | None] = []
+
+    @hookimpl
+    def agent_request_tools(self, context) -> None:
+        self.configs.append(context.config)
+
+
 def test_model_ids_follow_add_remove_and_default(tiny_llama):
-    with Runner(Which.Plain(tiny_llama), progress=False) as r:
-        plugins = r._plugins  # no public accessor: the config later hooks receive
-        assert plugins.config.model_ids == (tiny_llama,)
+    seen = SeesConfig()
+    with Runner(Which.Plain(tiny_llama), progress=False, plugins=[seen]) as r:
+        def config() -> RunnerConfig:  # the config a hook called now receives (max_tool_rounds: one agent turn)
+            r.send_chat_completion_request(ChatCompletionRequest(model="x", messages="Hi", max_tokens=1,
+                                                                 max_tool_rounds=1))
+            return seen.configs[-1]
+
+        assert config().model_ids == (tiny_llama,)
         r.add_model(Which.Plain(tiny_llama), model_id="second")
-        assert plugins.config.model_ids == (tiny_llama, "second")
+        assert config().model_ids == (tiny_llama, "second")
         r.set_default_model_id("second")
-        assert plugins.config.model_id == "second" and plugins.config.model_ids == ("second", tiny_llama)
+        now = config()
+        assert now.model_id == "second" and now.model_ids == ("second", tiny_llama)
         r.remove_model("second")
-        assert plugins.config.model_id == tiny_llama and plugins.config.model_ids == (tiny_llama,)
+        now = config()
+        assert now.model_id == tiny_llama and now.model_ids == (tiny_llama,)
+    assert len(seen.configs) == 4  # one turn per check
