@@ -76,12 +76,6 @@ class Workspace:
         return [f.name for f in (self.context.request.files or [])]
 
 
-def isolation_level(description: str) -> str:
-    """The head of an `IsolationReport.describe()` line ("sandbox (full)", "sandbox (partial)", "no
-    isolation"): what every result repeats; the tool description has the whole line."""
-    return description.split(":", 1)[0].strip()
-
-
 def _strings(value: Any, what: str, optional: bool = True) -> list[str]:
     if value is None and optional:
         return []
@@ -178,7 +172,7 @@ def _execute_python(ws: Workspace, arguments: dict[str, Any]) -> ToolResult:
                                "exception": None, "images_generated": len(res.images),
                                "working_directory": str(ws.workdir),
                                "execution_time_ms": round(res.execution_time_ms),
-                               "isolation": isolation_level(res.isolation or ws.isolation)}
+                               "isolation": res.isolation or ws.isolation}
     streams = {"stdout": res.stdout or "", "stderr": res.stderr or ""}
     if res.exception:
         streams["exception"] = res.exception
@@ -212,7 +206,7 @@ def _shell(ws: Workspace, arguments: dict[str, Any]) -> ToolResult:
                                "timed_out": bool(res.timed_out), "working_directory": str(ws.workdir)}
     if left_out:
         payload["files_not_surfaced"] = left_out
-    payload["isolation"] = isolation_level(ws.isolation)
+    payload["isolation"] = ws.isolation
     return _result(ws, payload, res.status, files,
                    streams={"stdout": res.stdout or "", "stderr": res.stderr or ""}, max_chars=max_chars)
 

@@ -174,3 +174,11 @@ def test_the_request_callback_wins_over_the_legacy_one_and_its_message_is_the_re
                                                                          "exception": "The user said no."}
         assert legacy_seen == [] and script.ran == []
         assert asked[0].tool.label == "Python code" and asked[0].tool.kind.name == "CodeExecution"
+
+
+def test_a_huge_print_fits_the_loop_budget_so_the_loop_neither_cuts_nor_spills_it(runner, script):
+    resp = run_code(runner, script, "print('x' * 300_000)")
+    rec = resp.agentic_tool_calls[0]
+    out = json.loads(rec.result_content)  # whole JSON: the loop's own head/tail cut did not fire
+    assert out["full_stdout_file"].startswith(".outputs/") and "characters truncated" in out["stdout"]
+    assert not any(f.name.endswith("_output_r0.txt") for f in resp.files or [])  # no spilled copy
