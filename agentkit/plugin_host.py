@@ -377,6 +377,8 @@ class PluginHost:
         """
         found: dict[str, Tool] = {}
         owners: dict[str, str] = {}
+        if context.search_providers is None:
+            context.search_providers = self.search_providers
         for impl in self._impls("agent_request_tools"):
             try:
                 tools = impl.function(**({"context": context} if "context" in impl.argnames else {}))

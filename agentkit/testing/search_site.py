@@ -3,13 +3,13 @@
 Scope: `SearchSite` (a `ThreadingHTTPServer` on 127.0.0.1) serving
 - `/page/<slug>`: 40 HTML pages about fictional places (8 kinds x 5), each with realistic
   boilerplate (header and navigation, cookie banner, breadcrumb, "related articles" sidebar,
-  newsletter box, footer) around 7 paragraphs, one of which holds a planted fact; `FACTS` lists
+  newsletter box, footer) around 12 paragraphs, one of which holds a planted fact; `FACTS` lists
   (slug, question, answer) with every answer string unique to its page's body, and
-  `MAIN_PARAGRAPHS` each page's true main text (title, then paragraphs). Half the pages
-  use `<article>`, half only class names, some neither (plain `div`s), so extraction cannot
-  rely on semantic tags;
-- `/slow` (answers after `slow_secs`), `/forbidden` (403), `/js-shell` (a JavaScript-only app
-  shell), `/ratelimit` (DuckDuckGo's 202 "anomaly" captcha page), `/plain.txt`;
+  `MAIN_PARAGRAPHS` each page's true main text (title, then paragraphs). A third of the
+  pages use `<article>`, a third only class names, a third neither (plain `div`s), so
+  extraction cannot rely on semantic tags;
+- `/slow` (answers after `slow_secs`), `/trickle` (sends its body 50 bytes every 0.2 s),
+  `/forbidden` (403), `/js-shell` (a JavaScript-only app shell), `/ratelimit` (DuckDuckGo's 202 "anomaly" captcha page), `/plain.txt`;
 - `/html/`: a DuckDuckGo-HTML-shaped results page (POST, as ddgs sends) listing the 10 pages
   whose titles and keywords best match the query. A query containing "mixedbag" lists the special
   pages with two good ones; a query containing "ratelimitme" gets the 202 captcha page itself.
@@ -47,24 +47,25 @@ LAST = ["Quist", "Vintergaard", "Harrowby", "Lindenfeld", "Okonkwo", "Brandvold"
 STONES = ["Hallstow granite", "Pennick sandstone", "Marl Cove limestone", "Treveth slate", "Oakby basalt",
           "Corrie Ash marble", "Dunstane gritstone", "Wyre Hill flint"]
 
-# (fact sentence, question): {e} the place, {v} the planted value
+# (fact sentence, question, value kind, the keywords an agent would search for with the name): {k} the kind of place (the sentence does not repeat its full
+# name, as later sentences of an article rarely do), {e} the place's full name, {v} the planted value
 ATTRIBUTES = [
     ("The plans were drawn up by the engineer {v}, who later wrote a memoir about the work.",
-     "Who designed the {e}?", "person"),
-    ("Builders finally finished the {e} in {v}, two years behind schedule.",
-     "In what year was construction of the {e} completed?", "year"),
-    ("When the accounts were settled the {e} had cost {v} in total.",
-     "How much money did it take to build the {e}?", "money"),
-    ("The outer walls of the {e} are faced with {v} brought in by barge.",
-     "What kind of stone covers the walls of the {e}?", "stone"),
-    ("Attendance records show that roughly {v} people come to the {e} every year.",
-     "How many visitors does the {e} receive annually?", "count"),
-    ("The money for the {e} was put up by the wool merchant {v}.",
-     "Who paid for the {e} to be built?", "person"),
-    ("Engineers measured the {e} at {v} from end to end in the 1990 survey.",
-     "How long is the {e}?", "length"),
-    ("The {e} was shut to the public for a major restoration in {v}.",
-     "In which year did the {e} close for restoration work?", "year"),
+     "Who designed the {e}?", "person", "designer"),
+    ("Builders finally finished the {k} in {v}, two years behind schedule.",
+     "In what year was construction of the {e} completed?", "year", "completion year"),
+    ("When the accounts were settled the {k} had cost {v} in total.",
+     "How much money did it take to build the {e}?", "money", "construction cost"),
+    ("The outer walls of the {k} are faced with {v} brought in by barge.",
+     "What kind of stone covers the walls of the {e}?", "stone", "wall stone"),
+    ("Attendance records show that roughly {v} people come to the {k} every year.",
+     "How many visitors does the {e} receive annually?", "count", "annual visitors"),
+    ("The money for the {k} was put up by the wool merchant {v}.",
+     "Who paid for the {e} to be built?", "person", "funded by"),
+    ("Engineers measured the {k} at {v} from end to end in the 1990 survey.",
+     "How long is the {e}?", "length", "length"),
+    ("The {k} was shut to the public for a major restoration in {v}.",
+     "In which year did the {e} close for restoration work?", "year", "restoration closure year"),
 ]
 
 # sentence pools: {e} the place's full name, {p} the town, {k} the kind (lower case), {w} a minor figure
@@ -101,6 +102,26 @@ SENTENCES = [
     "Nobody is quite sure how many people lived in {p} when work on the {k} began.",
     "A scale model of the {e} can be seen in the museum on Fore Street.",
     "The old toll keeper's cottage near the {k} is now a holiday let.",
+    "Storm damage in the great gale left a long crack that is still visible on the north side of the {k}.",
+    "A brass band plays beside the {k} on bank holidays, weather permitting.",
+    "The first guidebook to {p} devoted three whole pages to the {k}.",
+    "Ivy once covered most of the {k} until volunteers cut it back.",
+    "Foxes and barn owls nest in the quiet corners around the {k}.",
+    "The route from the railway halt to the {k} is signposted with cast-iron markers.",
+    "A time capsule was buried under the forecourt of the {e} in the 1980s.",
+    "Artists in residence have painted murals on the hoardings near the {k}.",
+    "The {k} is lit in different colours for local charity appeals.",
+    "In dry summers the old foundations of a mill appear in the field beside the {k}.",
+    "The parish magazine runs a monthly column of memories about the {k}.",
+    "Local legend says a tunnel links the {k} to the cellars of the coaching inn.",
+    "A weather vane shaped like a herring sits on the highest point of the {k}.",
+    "The {k} featured on a set of stamps issued to celebrate regional landmarks.",
+    "Tour buses stop at the {k} for twenty minutes, which most visitors say is too short.",
+    "The town band of {p} was founded by workers who had laboured on the {k}.",
+    "Maps from the eighteenth century show only a ferry crossing where the {k} now stands.",
+    "The lawn in front of the {k} hosts an open-air cinema in August.",
+    "A bronze statue of a fisherman gazes towards the {k} from the quay.",
+    "Heritage inspectors list the {k} among the most important buildings in the county.",
 ]
 MINOR = ["Jory Penhallow", "Agnes Trewin", "Matthias Colley", "Dorcas Veale", "Silas Annear", "Loveday Rowe",
          "Hamlyn Bice", "Tamsin Oates"]
@@ -118,12 +139,13 @@ BOILERPLATE_LINES = [
 
 @dataclass(frozen=True)
 class Fact:
-    """One page's planted fact: ask `question`, expect `answer` in the output."""
+    """One page's planted fact: ask `question` (or search `keywords`), expect `answer` in the output."""
 
     slug: str
     title: str
     question: str
     answer: str
+    keywords: str = ""
 
 
 def _build() -> tuple[dict[str, str], list[Fact]]:
@@ -138,7 +160,7 @@ def _build() -> tuple[dict[str, str], list[Fact]]:
         kind = KINDS[i % len(KINDS)]
         titles.append((place.lower() + "-" + kind.lower().replace(" ", "-"), f"{place} {kind}", place, kind))
     for i, (slug, title, place, kind) in enumerate(titles):
-        attr, question, vkind = ATTRIBUTES[(i // len(KINDS) + i) % len(ATTRIBUTES)]
+        attr, question, vkind, keywords = ATTRIBUTES[(i // len(KINDS) + i) % len(ATTRIBUTES)]
         value = {"person": lambda: people.pop(), "year": lambda: str(years[i]),
                  "money": lambda: f"£{rng.randint(11, 97)},{rng.randint(100, 999)}",
                  "stone": lambda: f"{rng.choice(['grey', 'pale', 'red', 'honey-coloured'])} {STONES[i % 8]}",
@@ -146,15 +168,15 @@ def _build() -> tuple[dict[str, str], list[Fact]]:
                  "length": lambda: f"{rng.randint(41, 899)}.{rng.randint(1, 9)} metres"}[vkind]()
         e = title
         fmt = {"e": e, "p": place, "k": kind.lower()}
-        pool = rng.sample(SENTENCES, 24)
-        paras = [" ".join(t.format(w=rng.choice(MINOR), **fmt) for t in pool[j:j + 4]) for j in range(0, 24, 4)]
+        pool = rng.sample(SENTENCES, 48)
+        paras = [" ".join(t.format(w=rng.choice(MINOR), **fmt) for t in pool[j:j + 4]) for j in range(0, 48, 4)]
         at = rng.randrange(0, len(paras))
         host = paras[at].split(". ")
-        host.insert(rng.randrange(0, len(host) + 1), attr.format(e=e, v=value).rstrip("."))
+        host.insert(rng.randrange(0, len(host) + 1), attr.format(k=kind.lower(), v=value).rstrip("."))
         paras[at] = ". ".join(host).replace("..", ".")
         MAIN_PARAGRAPHS[slug] = [title, *paras]
         related = rng.sample([t for t in titles if t[0] != slug], 5)
-        facts.append(Fact(slug, title, question.format(e=e), value))
+        facts.append(Fact(slug, title, question.format(e=e), value, f"{title} {keywords}"))
         pages[slug] = _page(i, title, kind, paras, related)
     return pages, facts
 
@@ -248,6 +270,19 @@ class SearchSite:
                 if path == "/slow":
                     time.sleep(site.slow_secs)
                     return self._send(200, PAGES[FACTS[0].slug])
+                if path == "/trickle":  # headers at once, then 50 bytes every 0.2 s for a minute
+                    self.send_response(200)
+                    self.send_header("content-type", "text/html")
+                    self.send_header("content-length", "15000")
+                    self.end_headers()
+                    try:
+                        for _ in range(300):
+                            self.wfile.write(b"<p>" + b"x" * 46 + b"</p>")
+                            self.wfile.flush()
+                            time.sleep(0.2)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                    return None
                 if path == "/forbidden":
                     return self._send(403, "<html><body><h1>403 Forbidden</h1></body></html>")
                 if path == "/js-shell":

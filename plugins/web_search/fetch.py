@@ -126,7 +126,7 @@ def fetch_page(url: str, settings: WebSearchSettings, deadline: float | None = N
     except Exception as exc:  # a broken server must not break the search
         return page("error", f"{type(exc).__name__}: {exc}")
     if looks_rate_limited(code, text):
-        return page("rate_limited", f"HTTP {code}: the page is a rate-limit or captcha page")
+        return page("rate_limited", f"HTTP {code}: the site answered with a rate limit or captcha page")
     if code >= 300:
         return page("http_error", f"HTTP {code}")
     return page("ok", body=text, ctype=ctype)

@@ -14,6 +14,7 @@ Non-goals: tool schemas and descriptions (`agentkit.plugins.web_search.tools`), 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -126,15 +127,31 @@ class WebSearch:
         return self.count_tokens(f"{s.title} {s.url} {s.description}") + 16
 
     def _answer(self, status: str, query: str, sources: list[Source], **extra: Any) -> dict[str, Any]:
-        chunk_budget = max(0, int(self.budget * 0.92) - _JSON_OVERHEAD)
         ok = [s for s in sources if s.status == "ok" and s.text]
         chunks = [c for s in ok for c in chunk_text(s.ref, s.text, self.settings.chunk_tokens, self.count_tokens,
                                                      s.title)]
         ranking = rank_chunks(query, chunks, self.embedder, self.method)
         by_ref = {s.ref: s for s in sources}
-        chosen = select(ranking.chunks, chunk_budget, lambda ref: self._overhead(by_ref[ref]))
+        chosen = select(ranking.chunks, max(0, int(self.budget * 0.92) - _JSON_OVERHEAD),
+                        lambda ref: self._overhead(by_ref[ref]))
         self.last.update(rank_seconds=ranking.seconds, method=ranking.method, notes=ranking.notes,
                          chunks=len(chunks))
+        failed = [{"ref": s.ref, "url": s.url, "status": s.status, "detail": s.detail}
+                  for s in sources if s.status != "ok"]
+        if status == "ok" and not chosen:
+            kinds = {f["status"] for f in failed}
+            status = "no_results" if not failed else kinds.pop() if len(kinds) == 1 else "no_content"
+        rank_of = {id(c): i for i, c in enumerate(ranking.chunks)}
+        while True:  # the estimate above is close; the exact JSON size decides
+            answer = self._render(status, by_ref, chosen, failed, extra)
+            if not chosen or self.count_tokens(json.dumps(answer, ensure_ascii=False)) <= self.budget:
+                return answer
+            worst = max(chosen, key=lambda c: rank_of[id(c)])
+            chosen = [c for c in chosen if c is not worst]
+
+    @staticmethod
+    def _render(status: str, by_ref: dict[int, Source], chosen: list[Any], failed: list[dict[str, Any]],
+                extra: dict[str, Any]) -> dict[str, Any]:
         output: list[dict[str, Any]] = []
         for c in chosen:
             if output and output[-1]["ref"] == c.source:
@@ -143,11 +160,6 @@ class WebSearch:
             s = by_ref[c.source]
             output.append({"ref": s.ref, "title": s.title, "description": s.description, "url": s.url,
                            "content": c.text})
-        failed = [{"ref": s.ref, "url": s.url, "status": s.status, "detail": s.detail}
-                  for s in sources if s.status != "ok"]
-        if status == "ok" and not output:
-            status = "no_results" if not failed else failed[0]["status"] if len({f["status"] for f in failed}) == 1 \
-                else "no_content"
         domains: list[str] = []
         for item in output:
             d = source_domain(item["url"]) or item["url"]
@@ -156,8 +168,6 @@ class WebSearch:
         answer: dict[str, Any] = {"status": status, "sources": domains, "output": output}
         if failed:
             answer["unavailable"] = failed
-        if output:
-            answer["note"] = "Cite the sources you use by their ref number, e.g. [1]."
         answer.update(extra)
         return answer
 
