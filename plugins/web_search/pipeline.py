@@ -180,12 +180,12 @@ class WebSearch:
         start = time.perf_counter()
         bare = query.strip("\"'")
         if _URL.match(bare):
-            results = [SearchResult(title=bare, url=bare)]
+            results = [SearchResult(title="", url=bare)]
         else:
             options = ProviderOptions(self.settings.max_results, self.settings.page_timeout_secs,
                                       web_search_options=self.web_search_options)
             try:
-                results = self.provider(query, options)
+                results = [SearchResult.coerce(r) for r in self.provider(query, options) or []]
             except SearchRateLimited as exc:
                 logger.warning("web search rate limited for %r: %s", query, exc)
                 return {"status": "rate_limited", "sources": [], "output": [],

@@ -7,6 +7,9 @@ registers the default `ddgs` provider (`register_search_providers`), and offers 
 each turn whose request sets `web_search_options` (`agent_request_tools`). A `search_callback`,
 when given, is the provider (its errors give an empty result, logged, as in mistral.rs);
 otherwise the provider named by the `provider` setting among all registered providers.
+Settings: `Runner(plugins=[WebSearchPlugin(allow_private_addresses=True, ...)])`; an instance given
+settings supersedes the built-in one on that Runner (the built-in then stays silent), so there
+is one `ddgs` provider and one pair of tools per Runner.
 Embeddings: `search_embedding_model`, else all-MiniLM-L6-v2 when `enable_search=True`, else
 BM25 alone; the model loads in a background thread at Runner start.
 
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from agentkit.config import RunnerConfig
@@ -33,22 +38,29 @@ __all__ = ["WebSearchPlugin"]
 
 logger = logging.getLogger(__name__)
 
+# which instance serves each Runner (keyed by its RunnerConfig's id, dropped when the config is)
+_claims: dict[int, WebSearchPlugin] = {}
+_claims_lock = threading.Lock()
+
 
 class WebSearchPlugin:
     """The web-search tools; one instance per Runner. `settings` overrides `extra["web_search"]`."""
 
     plugin_name = "web_search"
 
-    def __init__(self, settings: WebSearchSettings | Mapping[str, Any] | None = None) -> None:
+    def __init__(self, settings: WebSearchSettings | Mapping[str, Any] | None = None, **options: Any) -> None:
+        if options:
+            settings = WebSearchSettings.from_mapping({**dict(settings or {}), **options}) \
+                if not isinstance(settings, WebSearchSettings) else replace(settings, **options)
         if settings is not None and not isinstance(settings, WebSearchSettings):
             settings = WebSearchSettings.from_mapping(settings)
         self._own_settings = settings is not None
         self.settings: WebSearchSettings = settings or WebSearchSettings()
         self.callback: Callable[[str], Any] | None = None
         self.embedding_model: str | None = None
-        self._providers: Callable[[], dict[str, Callable[..., Any]]] | None = None
         self._embedder: Embedder | None = None
         self._loader: threading.Thread | None = None
+        self._config_id: int | None = None
 
     @hookimpl
     def runner_options(self) -> list[str]:
@@ -60,6 +72,16 @@ class WebSearchPlugin:
         """Take the Runner's search options; start loading the embedding model in the background."""
         if not self._own_settings:
             self.settings = WebSearchSettings.from_mapping(config.plugin_options("web_search"))
+        self._config_id = id(config)
+        with _claims_lock:
+            holder = _claims.get(id(config))
+            if holder is None:
+                _claims[id(config)] = self
+                weakref.finalize(config, _claims.pop, id(config), None)
+            elif self._own_settings and not holder._own_settings:
+                _claims[id(config)] = self
+        if not self.active():
+            return
         self.callback = config.search_callback
         name = config.search_embedding_model
         if name is None and not config.enable_search:
@@ -68,6 +90,12 @@ class WebSearchPlugin:
         if name not in ("bm25", "none", "off"):
             self._loader = threading.Thread(target=self._load, name="agentkit-search-embedder", daemon=True)
             self._loader.start()
+
+    def active(self) -> bool:
+        """True when this instance serves its Runner (False for a built-in superseded by a user's instance)."""
+        with _claims_lock:
+            holder = _claims.get(self._config_id) if self._config_id is not None else None
+            return holder is None or holder is self
 
     def _load(self) -> None:
         self._embedder = get_embedder(self.embedding_model)
@@ -81,7 +109,8 @@ class WebSearchPlugin:
     @hookimpl
     def register_search_providers(self, register: Callable[..., None]) -> None:
         """Register the default provider, `ddgs` (ddgs is imported on the first search)."""
-        register("ddgs", make_ddgs_provider(self.settings))
+        if self.active():
+            register("ddgs", make_ddgs_provider(self.settings))
 
     def provider(self, context: Any) -> Provider:
         """The callback when configured, else the registered provider named by the `provider` setting."""
@@ -100,7 +129,7 @@ class WebSearchPlugin:
     def agent_request_tools(self, context: Any) -> list[Tool] | None:
         """The search and extract tools when the request sets `web_search_options`."""
         options = context.request.web_search_options
-        if options is None:
+        if options is None or not self.active():
             return None
         provider = self.provider(context)
 
