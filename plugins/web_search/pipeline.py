@@ -94,6 +94,7 @@ class WebSearch:
     filters: Mapping[str, Any] | None = None
     method: Method = "fusion"
     web_search_options: Any = None
+    fetch_url_queries: bool = True  # a query that is a URL is fetched, not searched (not with a search_callback)
     last: dict[str, Any] = field(default_factory=dict)  # timings and ranking notes of the last call
 
     def _fetch(self, sources: list[Source]) -> None:
@@ -179,7 +180,7 @@ class WebSearch:
             return {"status": "error", "sources": [], "output": [], "error": "the query is empty"}
         start = time.perf_counter()
         bare = query.strip("\"'")
-        if _URL.match(bare):
+        if self.fetch_url_queries and _URL.match(bare):
             results = [SearchResult(title="", url=bare)]
         else:
             options = ProviderOptions(self.settings.max_results, self.settings.page_timeout_secs,

@@ -136,7 +136,8 @@ class WebSearchPlugin:
         def pipeline() -> WebSearch:
             return WebSearch(self.settings, provider, context.count_tokens,
                              result_budget(context, options, self.settings.budget_share),
-                             embedder=self.embedder(), filters=options.filters, web_search_options=options)
+                             embedder=self.embedder(), filters=options.filters, web_search_options=options,
+                             fetch_url_queries=self.callback is None)
 
         return search_tools(options, lambda q: pipeline().search(q), lambda u: pipeline().extract(u))
 

@@ -84,6 +84,8 @@ def test_search_callback_is_the_provider_and_its_result_has_numbered_sources():
     assert seen == ["where are the ledgers"] and result.status == "ok"
     assert answer["sources"] == ["archive.example.org"]
     assert answer["output"][0]["ref"] == 1 and "cellar" in answer["output"][0]["content"]
+    search.fn(SEARCH_TOOL_NAME, {"query": "https://kettleby.example.org/"})  # a URL goes to the callback too
+    assert seen[-1] == "https://kettleby.example.org/"  # (as in mistral.rs; SmolLM2 often searches URLs)
     bad = search.fn(SEARCH_TOOL_NAME, {"query": 3})
     assert bad.status == "failed" and "must be a string" in json.loads(bad.content)["error"]
 
