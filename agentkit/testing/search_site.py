@@ -14,7 +14,8 @@ Scope: `SearchSite` (a `ThreadingHTTPServer` on 127.0.0.1) serving
   whose titles and keywords best match the query. A query containing "mixedbag" lists the special
   pages with two good ones; a query containing "ratelimitme" gets the 202 captcha page itself.
 `point_ddgs(site)` is a context manager aiming ddgs's DuckDuckgo engine at the site
-(ecosystem.md §2.3). `BOILERPLATE_LINES` are the boilerplate texts, for measuring leakage.
+(ecosystem.md §2.3). `BOILERPLATE_LINES` are the boilerplate texts, for measuring leakage;
+`approx_tokens` is a stand-in tokenizer.
 
 Non-goals: realism beyond what extraction and ranking need; anything used at runtime.
 """
@@ -25,13 +26,15 @@ import contextlib
 import html
 import http.server
 import random
+import re
 import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["BOILERPLATE_LINES", "FACTS", "MAIN_PARAGRAPHS", "PAGES", "Fact", "SearchSite", "point_ddgs"]
+__all__ = ["BOILERPLATE_LINES", "FACTS", "MAIN_PARAGRAPHS", "PAGES", "Fact", "SearchSite", "approx_tokens",
+           "point_ddgs"]
 
 KINDS = ["Bridge", "Lighthouse", "Observatory", "Library", "Canal", "Station", "Garden", "Clock Tower"]
 PLACES = ["Varnholt", "Quillmere", "Brannock", "Tessaly", "Morwick", "Caldrith", "Eskvale", "Hollinbrae",
@@ -161,9 +164,9 @@ def _build() -> tuple[dict[str, str], list[Fact]]:
         titles.append((place.lower() + "-" + kind.lower().replace(" ", "-"), f"{place} {kind}", place, kind))
     for i, (slug, title, place, kind) in enumerate(titles):
         attr, question, vkind, keywords = ATTRIBUTES[(i // len(KINDS) + i) % len(ATTRIBUTES)]
-        value = {"person": lambda: people.pop(), "year": lambda: str(years[i]),
+        value = {"person": lambda: people.pop(), "year": lambda i=i: str(years[i]),
                  "money": lambda: f"£{rng.randint(11, 97)},{rng.randint(100, 999)}",
-                 "stone": lambda: f"{rng.choice(['grey', 'pale', 'red', 'honey-coloured'])} {STONES[i % 8]}",
+                 "stone": lambda i=i: f"{rng.choice(['grey', 'pale', 'red', 'honey-coloured'])} {STONES[i % 8]}",
                  "count": lambda: f"{rng.randint(12, 480)},{rng.randint(100, 999)}",
                  "length": lambda: f"{rng.randint(41, 899)}.{rng.randint(1, 9)} metres"}[vkind]()
         e = title
@@ -325,6 +328,11 @@ class SearchSite:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def approx_tokens(text: str) -> int:
+    """A stand-in tokenizer for tests: words and punctuation marks count one token each."""
+    return len(re.findall(r"\w+|[^\w\s]", text))
 
 
 @contextlib.contextmanager

@@ -121,7 +121,7 @@ def fetch_page(url: str, settings: WebSearchSettings, deadline: float | None = N
         return page("error", f"{type(reason).__name__}: {reason}")
     except BlockedAddress as exc:
         return page("blocked", str(exc))
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         return page("timeout", f"no response within {settings.page_timeout_secs:g} s")
     except Exception as exc:  # a broken server must not break the search
         return page("error", f"{type(exc).__name__}: {exc}")

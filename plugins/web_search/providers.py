@@ -17,7 +17,12 @@ from collections.abc import Callable
 from typing import Any
 
 from agentkit.plugins.web_search.fetch import looks_rate_limited
-from agentkit.plugins.web_search.types import ProviderOptions, SearchRateLimited, SearchResult, WebSearchSettings
+from agentkit.plugins.web_search.types import (
+    ProviderOptions,
+    SearchRateLimited,
+    SearchResult,
+    WebSearchSettings,
+)
 
 __all__ = ["Provider", "callback_provider", "make_ddgs_provider"]
 

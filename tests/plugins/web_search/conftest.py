@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from agentkit.plugins.web_search.types import WebSearchSettings
@@ -30,11 +28,6 @@ def ddgs_site(site):
 def allow_local() -> WebSearchSettings:
     """Settings for the loopback site: private addresses allowed, 1.5 s per page."""
     return WebSearchSettings(allow_private_addresses=True, page_timeout_secs=1.5)
-
-
-def count_tokens(text: str) -> int:
-    """A stand-in tokenizer: words and punctuation marks."""
-    return len(re.findall(r"\w+|[^\w\s]", text))
 
 
 @pytest.fixture(scope="session")

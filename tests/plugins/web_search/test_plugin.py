@@ -4,6 +4,8 @@ the budget from the remaining context, and a Runner (tiny Llama) running a force
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import types
 
 import pytest
@@ -23,8 +25,7 @@ from agentkit.plugin_manager import DEFAULT_PLUGINS
 from agentkit.plugins.web_search import EXTRACT_TOOL_NAME, SEARCH_TOOL_NAME, WebSearchPlugin
 from agentkit.plugins.web_search.tools import EXTRACT_DESCRIPTION, SEARCH_DESCRIPTION, result_budget
 from agentkit.testing.search_site import FACTS
-
-from .conftest import count_tokens
+from agentkit.testing.search_site import approx_tokens as count_tokens
 
 NOTES = [{"title": "Ledger note", "description": "archive", "url": "https://archive.example.org/ledgers",
           "content": "The Kettleby archive keeps its ledgers in a cellar under the old mill."}]
@@ -52,6 +53,14 @@ def test_disabling_the_built_in_makes_search_options_unsupported(monkeypatch, ti
     monkeypatch.setenv("AGENTKIT_DISABLE_PLUGINS", "web_search")
     with pytest.raises(NotSupportedError, match="enable_search"):
         Runner(Which.Plain(tiny_llama), progress=False, enable_search=True)
+
+
+def test_importing_the_plugin_loads_no_heavy_dependency():
+    code = ("import sys, agentkit, agentkit.plugins.web_search; "
+            "heavy = [m for m in ('torch', 'ddgs', 'lxml', 'sentence_transformers') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    out = subprocess.run([sys.executable, "-c", code], cwd="/tmp", capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
 
 
 def test_tools_only_when_the_request_sets_web_search_options():

@@ -9,8 +9,7 @@ from agentkit.plugins.web_search.embedder import get_embedder, resolve_model
 from agentkit.plugins.web_search.extract import extract
 from agentkit.plugins.web_search.rank import Chunk, chunk_text, rank_chunks, select
 from agentkit.testing.search_site import FACTS, PAGES
-
-from .conftest import count_tokens
+from agentkit.testing.search_site import approx_tokens as count_tokens
 
 
 def _chunks(facts, size=128):
