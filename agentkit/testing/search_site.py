@@ -164,11 +164,18 @@ def _build() -> tuple[dict[str, str], list[Fact]]:
         titles.append((place.lower() + "-" + kind.lower().replace(" ", "-"), f"{place} {kind}", place, kind))
     for i, (slug, title, place, kind) in enumerate(titles):
         attr, question, vkind, keywords = ATTRIBUTES[(i // len(KINDS) + i) % len(ATTRIBUTES)]
-        value = {"person": lambda: people.pop(), "year": lambda i=i: str(years[i]),
-                 "money": lambda: f"£{rng.randint(11, 97)},{rng.randint(100, 999)}",
-                 "stone": lambda i=i: f"{rng.choice(['grey', 'pale', 'red', 'honey-coloured'])} {STONES[i % 8]}",
-                 "count": lambda: f"{rng.randint(12, 480)},{rng.randint(100, 999)}",
-                 "length": lambda: f"{rng.randint(41, 899)}.{rng.randint(1, 9)} metres"}[vkind]()
+        if vkind == "person":
+            value = people.pop()
+        elif vkind == "year":
+            value = str(years[i])
+        elif vkind == "money":
+            value = f"£{rng.randint(11, 97)},{rng.randint(100, 999)}"
+        elif vkind == "stone":
+            value = f"{rng.choice(['grey', 'pale', 'red', 'honey-coloured'])} {STONES[i % 8]}"
+        elif vkind == "count":
+            value = f"{rng.randint(12, 480)},{rng.randint(100, 999)}"
+        else:
+            value = f"{rng.randint(41, 899)}.{rng.randint(1, 9)} metres"
         e = title
         fmt = {"e": e, "p": place, "k": kind.lower()}
         pool = rng.sample(SENTENCES, 48)

@@ -64,4 +64,4 @@ class GuardedHTTPSHandler(urllib.request.HTTPSHandler):
     """`HTTPSHandler` whose connections refuse internal peers."""
 
     def https_open(self, req: Any) -> Any:
-        return self.do_open(_GuardedHTTPSConnection, req, context=self._context)
+        return self.do_open(_GuardedHTTPSConnection, req, context=getattr(self, "_context", None))

@@ -62,7 +62,8 @@ def make_ddgs_provider(settings: WebSearchSettings) -> Provider:
                 engines = super()._get_engines(category, backend)
                 for e in engines:
                     if not isinstance(e.http_client, _RecordingClient):
-                        e.http_client = _RecordingClient(e.http_client, refusals, getattr(e, "name", "?"))
+                        e.http_client = _RecordingClient(  # type: ignore[assignment]
+                            e.http_client, refusals, getattr(e, "name", "?"))
                 return engines
 
         timeout = max(1, int(round(options.timeout_secs)))

@@ -162,7 +162,7 @@ def select(ranked: list[Chunk], budget: int, overhead: Callable[[int], int] | No
         seen.append(sh)
         opened.add(chunk.source)
         used += cost
-    first = {}
+    first: dict[int, int] = {}
     for c in chosen:
         first.setdefault(c.source, len(first))
     return sorted(chosen, key=lambda c: (first[c.source], c.position))

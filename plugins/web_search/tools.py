@@ -78,7 +78,8 @@ def result_budget(context: Any, options: Any, share: float) -> int:
     4096 / 8192 / 16384) and by the loop's per-result limit (`context.output_budget()`).
     """
     size = getattr(options, "search_context_size", None)
-    factor = _SIZE_SHARE.get(size, 1.0) if getattr(options, "return_token_budget", None) != "unlimited" else 1.5
+    factor = 1.5 if getattr(options, "return_token_budget", None) == "unlimited" else (
+        _SIZE_SHARE[size] if isinstance(size, SearchContextSize) else 1.0)
     from_remaining = int(context.remaining_tokens() * min(0.9, share * factor))
     cap = options.token_budget() if options is not None else 8192
     return max(_MIN_BUDGET, min(cap, from_remaining, context.output_budget()))
@@ -98,8 +99,8 @@ def search_tools(options: Any, run_search: Callable[[str], dict[str, Any]],
         description = f"{description}\n{location.description_suffix()}"
 
     def as_result(answer: dict[str, Any]) -> ToolResult:
-        status = "ok" if answer.get("status") in ("ok", "no_results") else "failed"
-        return ToolResult(json.dumps(answer, ensure_ascii=False), status=status)
+        ok = answer.get("status") in ("ok", "no_results")
+        return ToolResult(json.dumps(answer, ensure_ascii=False), status="ok" if ok else "failed")
 
     def search(_name: str, arguments: dict[str, Any]) -> ToolResult:
         query = arguments.get("query")
@@ -115,9 +116,9 @@ def search_tools(options: Any, run_search: Callable[[str], dict[str, Any]],
                               "error": 'the "url" argument must be a string, e.g. {"url": "https://example.com"}'})
         return as_result(run_extract(url))
 
-    common = {"strict": True, "source": AgentToolSource.BuiltIn, "kind": AgentToolKind.WebSearch}
     return [Tool(SEARCH_TOOL_NAME, description, _schema("query", "A query for web searching."), search,
-                 label="Web search", **common),
+                 strict=True, source=AgentToolSource.BuiltIn, kind=AgentToolKind.WebSearch, label="Web search"),
             Tool(EXTRACT_TOOL_NAME, options.extract_description or EXTRACT_DESCRIPTION,
                  _schema("url", "A URL to extract the content of the website from."), extract,
-                 label="Website content extractor", **common)]
+                 strict=True, source=AgentToolSource.BuiltIn, kind=AgentToolKind.WebSearch,
+                 label="Website content extractor")]
