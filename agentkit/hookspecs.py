@@ -118,7 +118,9 @@ def register_search_providers(register: Callable[..., None]) -> None:
 def register_code_executors(register: Callable[..., None]) -> None:
     """Register code executors with `register(name, factory)`.
 
-    `factory(session, sandbox_config) -> CodeExecutor`. When: once per Runner (cached).
+    `factory(spec: ExecutorSpec) -> CodeExecutor` (agentkit.plugins.code_exec.protocol: one
+    executor per session; the built-in registers "local", a sandboxed ipykernel + shell).
+    When: once per Runner (cached).
     A name registered twice raises `PluginError`. Return value: ignored; return None.
     """
 
