@@ -49,6 +49,7 @@ from agentkit.config import ModelOptions, RunnerConfig, check_plugin_options, pa
 from agentkit.engine.config import EngineConfig
 from agentkit.engine.loading.hub import parse_token_source
 from agentkit.engine.sequence import EngineRequest, RequestOutput
+from agentkit.mcp_methods import McpMethods
 from agentkit.models import calibration
 from agentkit.models.local import EmbeddingHost, load_model, model_name
 from agentkit.models.management import ModelManagement
@@ -60,8 +61,7 @@ from agentkit.session_store import MemorySessionStore, SessionStore, open_sessio
 log = logging.getLogger("agentkit")
 
 
-
-class Runner(ModelManagement):
+class Runner(ModelManagement, McpMethods):
     """Load a model and serve chat/completion requests (the mistralrs `Runner` API).
 
     Positional arguments and defaults are mistralrs 0.9.5's. agentkit's keyword-only extras:
