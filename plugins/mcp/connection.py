@@ -213,7 +213,7 @@ class ServerConnection:
         self.state = "connected"
         self.connect_time_s = time.perf_counter() - started
         info = self._client.server_info
-        self.server_info = f"{info.name} {info.version}" if info is not None else None
+        self.server_info = f"{info.name} {info.version or ''}".strip() if info is not None else None
 
     async def _serve(self, ready: asyncio.Future[tuple[Any, list[Any]]], stop: asyncio.Event,
                      scope: anyio.CancelScope) -> None:
@@ -306,6 +306,7 @@ class ServerConnection:
         try:
             return await self._call_once(name, arguments)
         except _ConnectionLost as lost:
+            self._mark_lost()
             await self._respawn()
             if not may_repeat:
                 raise McpCallError(f"MCP server {self.config.id!r} stopped during the call to {name!r} "
@@ -347,7 +348,7 @@ class ServerConnection:
             try:
                 return await client.call_tool(name, arguments, progress_callback=on_progress)
             except MCPError as exc:
-                if exc.code == CONNECTION_CLOSED or self._lost:
+                if exc.code == CONNECTION_CLOSED or self._lost or _session_gone(exc):
                     raise _ConnectionLost("connection closed") from None
                 raise McpCallError(f"MCP server {self.config.id!r} rejected the call to {name!r}: "
                                    f"{exc.message}") from None
@@ -365,6 +366,12 @@ class ServerConnection:
 
 class _ConnectionLost(Exception):
     """The session's transport ended (crash, kill, network); internal to `call`."""
+
+
+def _session_gone(exc: Any) -> bool:
+    """An HTTP server that restarted no longer knows our session (404: "Session not found"/"terminated")."""
+    message = str(getattr(exc, "message", "") or "")
+    return message.startswith(("Session not found", "Session terminated"))
 
 
 async def _list_tools(client: Any) -> list[Any]:

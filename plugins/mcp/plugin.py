@@ -88,10 +88,9 @@ class McpPlugin:
     @hookimpl
     def runner_shutdown(self) -> None:
         """Close every MCP session; no child process is left. Idempotent."""
-        manager, self.manager = self.manager, None
-        if manager is not None:
-            manager.shutdown()
-            atexit.unregister(manager.shutdown)
+        if self.manager is not None:  # kept: its status then says "closed"
+            self.manager.shutdown()
+            atexit.unregister(self.manager.shutdown)
 
     def mcp_status(self) -> list[McpServerStatus]:
         """Every configured server's status ([] without `mcp_client_config`)."""

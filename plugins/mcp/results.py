@@ -10,7 +10,8 @@ Scope:
   blocks joined; blocks whose `audience` excludes the assistant are left out; images kept in
   `images_base64` (with a one-line mention in the text); audio, resource links and embedded
   resources described in one line each (embedded text resources inlined); `structuredContent`
-  appended as JSON unless a text block already carries the same value; `isError` -> a "failed"
+  appended as JSON unless a text block already carries it (or the value of its one-key
+  wrapper); `isError` -> a "failed"
   result in the reference's error shape.
 
 Non-goals: capping the result to the model's context (the agent loop does it for every tool),
@@ -69,6 +70,15 @@ def _same_json(text: str, value: Any) -> bool:
         return False
 
 
+def _covered(structured: Any, parts: list[str]) -> bool:
+    """True when a text block already carries `structured`, or the one value of a one-key wrapper
+    (`{"result": ...}` from Python servers, `{"content": ...}` from Node ones)."""
+    values = [structured]
+    if isinstance(structured, dict) and len(structured) == 1:
+        values.append(next(iter(structured.values())))
+    return any(p == v or _same_json(p, v) for p in parts for v in values)
+
+
 def _describe(block: Any, images: list[str]) -> str | None:
     kind = getattr(block, "type", None)
     if kind == "text":
@@ -96,10 +106,8 @@ def to_tool_result(result: Any, tool_name: str) -> ToolResult:
     parts = [text for block in (result.content or []) if _for_model(block)
              if (text := _describe(block, images)) is not None]
     structured = getattr(result, "structured_content", None)
-    if structured is not None and not any(_same_json(p, structured) for p in parts):
-        wrapped = structured.get("result") if isinstance(structured, dict) and len(structured) == 1 else None
-        if not (isinstance(wrapped, str) and wrapped in parts):
-            parts.append(json.dumps(structured, ensure_ascii=False))
+    if structured is not None and not _covered(structured, parts):
+        parts.append(json.dumps(structured, ensure_ascii=False))
     text = "\n".join(parts)
     if result.is_error:
         return ToolResult(json.dumps({"error": text or "the tool reported an error", "tool": tool_name,
