@@ -30,9 +30,11 @@ __all__ = ["is_destructive", "to_tool_result", "tool_permission", "tool_schema"]
 
 
 def tool_schema(mcp_tool: Any) -> dict[str, Any]:
-    """The tool's input schema as agentkit `Tool.parameters` (an object schema, `$schema` removed)."""
+    """The tool's input schema as agentkit `Tool.parameters` (an object schema; `$schema` and the top
+    `title` removed)."""
     schema = dict(getattr(mcp_tool, "input_schema", None) or {})
     schema.pop("$schema", None)
+    schema.pop("title", None)  # "echoArguments": small models copy it into their arguments
     schema.setdefault("type", "object")
     if schema.get("type") == "object":
         schema.setdefault("properties", {})
