@@ -26,11 +26,12 @@ import pluggy
 if TYPE_CHECKING:
     import torch.nn as nn
 
+    from agentkit.agent.context import ToolContext
     from agentkit.config import RunnerConfig
     from agentkit.engine.speculative import DraftProposer
     from agentkit.runner import Runner
     from agentkit.sessions import PluginStateStore, Session
-    from agentkit.tools import ToolCall, ToolResult
+    from agentkit.tools import Tool, ToolCall, ToolResult
 
 __all__ = ["PROJECT", "hookimpl", "hookspec"]
 
@@ -146,16 +147,35 @@ def engine_draft_proposer(runner: Runner, config: RunnerConfig) -> DraftProposer
     """
 
 
-# ---- agent loop: once per tool call (never per token) ------------------------------------------
+# ---- agent loop: once per turn or per tool call (never per token) ------------------------------
+
+
+@hookspec
+def agent_request_tools(context: ToolContext) -> list[Tool] | None:
+    """Offer tools to one agentic turn, e.g. code execution when `context.request.enable_code_execution`.
+
+    `context` (`agentkit.agent.context.ToolContext`) carries the request, the session, the
+    Runner's options, the file store and the turn/round numbers; the returned tools' `fn` close
+    over it (to add files with `context.add_file`, size output from `context.remaining_tokens()`).
+    A plugin may also append to `context.notes` (shown to the model in a system message at the
+    start of the turn), e.g. to say which MCP servers are unavailable.
+    When: once per agentic turn, before its first round. Every implementation runs; a tool name
+    offered twice (or equal to a registered tool's) raises `PluginError`.
+    Return value: the tools for this turn; None or [] when the request does not ask for any.
+    """
+
+
 
 
 @hookspec(firstresult=True)
-def agent_execute_tool(call: ToolCall, session: Session | None) -> ToolResult | None:
+def agent_execute_tool(call: ToolCall, session: Session | None, tool: Tool | None) -> ToolResult | None:
     """Run one tool call the model made and return its `ToolResult`.
 
+    `tool` is the `Tool` the loop resolved for `call.name` among this turn's tools (registered,
+    from tool sources, or offered by `agent_request_tools`), None when no tool has that name.
     When: once per tool call in the agent loop. firstresult: the first non-None return is the
     result. Return None when this plugin does not handle `call.name`; the core router (trylast)
-    runs registered tools, and returns None for unknown names, in which case the loop reports
+    runs `tool.fn`, and returns None for unknown names, in which case the loop reports
     `not_found` or hands the call back to the client. Wrap it with `@hookimpl(wrapper=True)`
     for approval, timeouts, caching or logging; raise `agentkit.errors.CancelToolCall` (in a
     wrapper before `yield`, or in a `tryfirst` implementation) to deny the call.

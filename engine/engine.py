@@ -127,6 +127,11 @@ class Engine:
         self._inbox.put(call)
         return call.future
 
+    def drop_prefix_cache(self) -> int:
+        """Forget the prefix cache (after a weight swap: cached KV was computed by the old weights).
+        Call it on the engine thread (`call(engine.drop_prefix_cache)`); returns the entries dropped."""
+        return self.scheduler.blocks.drop_prefix_cache()
+
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop the thread; pending requests end with an error event. Idempotent."""
         if self._stop.is_set():

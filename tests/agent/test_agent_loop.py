@@ -122,7 +122,7 @@ def test_non_string_result_is_an_error_result(faulty_runner):
 def test_callback_without_schema_is_offered_with_derived_schema(faulty_runner):
     # no tool_schemas: each registered callback is offered, described by its docstring
     req = _req(tool_schemas=None)
-    turn = faulty_runner._agent._start(req, faulty_runner._agent.tools_for(req))
+    turn = faulty_runner._agent._start(req, faulty_runner._agent.tools_for(req), faulty_runner._host(None))
     offered = {t["function"]["name"]: t["function"] for t in turn.offered}
     assert offered["broken"]["description"] == "Always fails."
     assert offered["broken"]["parameters"] == {"type": "object", "properties": {"reason": {

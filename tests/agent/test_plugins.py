@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 HOOKS = ["runner_options", "runner_configure", "runner_shutdown", "register_tools", "register_tool_sources",
          "register_search_providers", "register_code_executors", "engine_prepare_model",
-         "engine_draft_proposer", "agent_execute_tool", "session_dump", "session_load"]
+         "engine_draft_proposer", "agent_request_tools", "agent_execute_tool", "session_dump", "session_load"]
 
 
 def host_of(*plugins: object) -> PluginHost:
@@ -78,7 +78,7 @@ def test_hookspecs_declare_the_contract():
     plain = set(HOOKS) - {"runner_configure", "engine_draft_proposer", "agent_execute_tool"}
     assert all(not opts[n]["firstresult"] and not opts[n]["historic"] for n in plain)
     assert pm.hook.register_tool_sources.spec.argnames == ("register", "config")
-    assert pm.hook.agent_execute_tool.spec.argnames == ("call", "session")
+    assert pm.hook.agent_execute_tool.spec.argnames == ("call", "session", "tool")
 
 
 def test_contract_modules_do_not_import_torch():

@@ -146,3 +146,26 @@ def test_isq_on_the_transformers_fallback_warns_and_calibration_says_why(tiny_mo
             runner.begin_calibration()
     finally:
         runner.shutdown()
+
+
+def _cached(resp) -> int:
+    details = resp.usage.prompt_tokens_details
+    return 0 if details is None else details.cached_tokens
+
+
+@pytest.mark.parametrize("swap", ["apply_calibration", "send_re_isq"])
+def test_a_weight_swap_drops_the_prefix_cache(tiny_llama, swap):
+    """KV cached before the swap was computed by the old weights: the next identical prompt must be
+    recomputed (0 cached tokens), and the one after it is served from the cache again."""
+    long = ChatCompletionRequest(model="default", max_tokens=2,
+                                 messages=[{"role": "user", "content": "tell me about the sea " * 20}])
+    with Runner(Which.Plain(tiny_llama), in_situ_quant="Q4K", progress=False) as r:
+        r.begin_calibration()
+        r.send_chat_completion_request(long)
+        assert _cached(r.send_chat_completion_request(long)) > 0
+        if swap == "apply_calibration":
+            r.apply_calibration()
+        else:
+            r.send_re_isq("Q8_0")
+        assert _cached(r.send_chat_completion_request(long)) == 0
+        assert _cached(r.send_chat_completion_request(long)) > 0
