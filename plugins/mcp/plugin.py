@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import atexit
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from agentkit.config import RunnerConfig
+from agentkit.errors import NotSupportedError
 from agentkit.hookspecs import hookimpl
 from agentkit.tools import Tool
 
 if TYPE_CHECKING:
+    from agentkit.agent.context import ToolContext
     from agentkit.plugins.mcp.manager import McpManager, McpServerStatus
 
 __all__ = ["McpPlugin", "McpToolSource"]
@@ -65,6 +67,10 @@ class McpPlugin:
         """Connect the configured servers (in parallel, each bounded by its connect timeout)."""
         if config.mcp_client_config is None or self.manager is not None:
             return
+        try:
+            import mcp  # noqa: F401
+        except ImportError as exc:
+            raise NotSupportedError(f"mcp_client_config needs the mcp SDK ({exc}): pip install 'agentkit[mcp]'") from None
         from agentkit.plugins.mcp.manager import McpManager
 
         manager = McpManager(config.mcp_client_config)
@@ -79,8 +85,8 @@ class McpPlugin:
             for server_id in self.manager.server_ids():
                 register(McpToolSource(self.manager, server_id))
 
-    @hookimpl(optionalhook=True)
-    def agent_request_tools(self, context: Any) -> None:
+    @hookimpl
+    def agent_request_tools(self, context: ToolContext) -> None:
         """Tell the model which MCP servers are down (their tools are missing); offers no tools itself."""
         if self.manager is not None:
             context.notes.extend(self.manager.notes())

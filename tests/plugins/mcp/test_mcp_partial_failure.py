@@ -7,7 +7,11 @@ import time
 
 import pytest
 
+from agentkit.agent.context import ToolContext
+from agentkit.api.requests import ChatCompletionRequest
 from agentkit.errors import McpServerError
+from agentkit.file_store import FileStore
+from agentkit.sessions import Session
 from agentkit.tools import ToolCall
 
 
@@ -27,9 +31,12 @@ def test_broken_and_hanging_servers_are_skipped_and_named(mcp, mcp_host):
     assert status["bad"].next_retry_s is not None and status["bad"].tools == ()
     assert "sleep 60" not in " ".join(mcp.descendants().values())  # the hanging child was reaped
     assert host.execute_tool(ToolCall("echo", json.dumps({"text": "hi"}))).content == "good: hi"
-    notes = mcp.plugin(host).manager.notes()
-    assert len(notes) == 1 and "'broken server'" in notes[0] and "'hanging server'" in notes[0]
-    assert "good" not in notes[0]
+    context = ToolContext(request=ChatCompletionRequest(model="x", messages="hi"), session=Session.new(),
+                          config=None, files=FileStore(), turn=1, max_seq_len=512, count_tokens=len, output_tokens=128)
+    assert host.request_tools(context) == {}  # MCP tools come from tool sources; the hook only adds the note
+    [note] = context.notes
+    assert "'broken server'" in note and "'hanging server'" in note and "good" not in note
+    assert note in context.system_note()
 
 
 def test_background_retry_and_reconnect_bring_a_server_back(mcp, mcp_host, tmp_path):

@@ -60,4 +60,6 @@ def test_smollm2_calls_an_mcp_tool_through_the_agent_loop(mcp, smollm2):
         assert record.name == "megabyte" and "characters truncated" in record.result_content
         seen = runner.tokenize_text(record.result_content, False, None)
         assert len(seen) <= 256 and len(record.result_content) < 256 * 16  # the loop's cap holds for MCP
+        [spilled] = record.file_ids  # and the loop kept the full text in a file
+        assert len(runner.find_file(spilled).text) == 1_000_000
         assert resp.choices[0].finish_reason in ("stop", "length")
