@@ -10,11 +10,13 @@ Scope: `ServerConnection` (runs on the plugin's event loop) owns one server:
   sent). The idle deadline starts at `idle_timeout` and each progress notification moves it
   forward, never past the hard cap; on expiry the request's scope is cancelled, which makes
   the SDK send `notifications/cancelled`, and `McpCallError` says what happened.
-- Crash handling: the transport's read stream is watched, so a server that died between calls
-  is known dead and respawned before the next call; a connection lost during a call is
-  respawned and the call retried once (not for tools annotated destructive, whose call may
-  have had effects: those get an error saying so). Transport errors never reach the model raw.
-- `notifications/tools/list_changed` triggers a refetch of the tool list and `on_tools_changed`.
+- Crash handling: the transport's read stream is watched, so a server that dies is respawned
+  at once in the background (at most 3 times a minute; past that, by the next call), and a
+  call never goes to a dead session; a connection lost during a call is respawned and the call
+  retried once (not for tools annotated destructive, whose call may have had effects: those
+  get an error saying so). Transport errors never reach the model raw.
+- `notifications/tools/list_changed` triggers a refetch of the tool list. `on_change(conn)` is
+  called after every change the manager must see (tools listed again, respawned, respawn failed).
 
 Non-goals: tool naming across servers, turning results into `ToolResult` (`agentkit.plugins.mcp.
 naming`, `.results`), the concurrency cap and background retries (`.manager`).
@@ -96,16 +98,18 @@ class ServerConnection:
     """One configured MCP server and its live session (all methods run on the plugin's loop)."""
 
     def __init__(self, config: McpServerConfigPy, settings: CallSettings,
-                 on_tools_changed: Callable[[ServerConnection], None] | None = None) -> None:
+                 on_change: Callable[[ServerConnection], None] | None = None) -> None:
         self.config = config
         self.settings = settings
-        self.on_tools_changed = on_tools_changed
+        self.on_change = on_change
         self.state = "idle"  # idle, connecting, connected, failed, closed
         self.error: str | None = None
         self.tools: list[Any] = []  # mcp Tool models, as listed
         self.server_info: str | None = None
         self.connect_time_s: float | None = None
-        self.restarts = 0  # respawns after a lost connection
+        self.restarts = 0  # sessions opened after the first (respawns and reconnects)
+        self._opened = 0
+        self._eager: list[float] = []  # times of background respawns, for the 3-a-minute cap
         self.progress_events = 0
         self._client: Any = None
         self._lost = True
@@ -154,9 +158,21 @@ class ServerConnection:
             yield _WatchedStream(read, self._mark_lost), write
 
     def _mark_lost(self) -> None:
-        if not self._lost:
-            self._lost = True
-            log.info("MCP server %r: connection ended", self.config.id)
+        if self._lost:
+            return
+        self._lost = True
+        log.info("MCP server %r: connection ended", self.config.id)
+        now = time.monotonic()
+        self._eager = [t for t in self._eager if now - t < 60.0]
+        unexpected = self.state == "connected" and self._stop is not None and not self._stop.is_set()
+        if unexpected and len(self._eager) < 3:
+            self._eager.append(now)
+            asyncio.get_running_loop().create_task(self._respawn_now(), name=f"mcp-respawn-{self.config.id}")
+
+    async def _respawn_now(self) -> None:
+        await self.connect()
+        if self.on_change is not None:
+            self.on_change(self)
 
     def stderr_tail(self, chars: int = 400) -> str:
         """The last `chars` characters the stdio child wrote to stderr ("" for HTTP)."""
@@ -211,16 +227,18 @@ class ServerConnection:
         self.tools = tools
         self._lost = False
         self.state = "connected"
+        self._opened += 1
+        self.restarts = self._opened - 1
         self.connect_time_s = time.perf_counter() - started
         info = self._client.server_info
         self.server_info = f"{info.name} {info.version or ''}".strip() if info is not None else None
 
     async def _serve(self, ready: asyncio.Future[tuple[Any, list[Any]]], stop: asyncio.Event,
                      scope: anyio.CancelScope) -> None:
-        from mcp import Client
-        from mcp.types import Implementation
-
         try:
+            from mcp import Client
+            from mcp.types import Implementation
+
             with scope:
                 client = Client(self._transport(), mode="legacy", cache=None, message_handler=self._on_message,
                                 client_info=Implementation(name="agentkit", version="0"))
@@ -290,8 +308,8 @@ class ServerConnection:
             log.warning("MCP server %r: tools/list after list_changed failed: %s", self.config.id,
                         describe_error(exc))
             return
-        if self.on_tools_changed is not None:
-            self.on_tools_changed(self)
+        if self.on_change is not None:
+            self.on_change(self)
 
     # ---- calls ---------------------------------------------------------------------------------
     async def call(self, name: str, arguments: dict[str, Any], *, may_repeat: bool = True) -> Any:
@@ -320,13 +338,9 @@ class ServerConnection:
                                    f"({again}); the tool may be crashing its server") from None
 
     async def _respawn(self) -> None:
-        was_up = self.state == "connected"
         await self.connect()
         if not self.alive:
             raise McpCallError(f"MCP server {self.config.id!r} is unavailable: {self.error}", status="failed")
-        if was_up:
-            self.restarts += 1
-            log.info("MCP server %r respawned (%d so far)", self.config.id, self.restarts)
 
     async def _call_once(self, name: str, arguments: dict[str, Any]) -> Any:
         from mcp.shared.exceptions import MCPError

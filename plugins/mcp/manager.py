@@ -57,7 +57,8 @@ class McpServerStatus:
     respawned on the next call), "connecting", "failed" (skipped; `error` says why,
     `next_retry_s` when the background retry runs), "disabled" (`enabled=False`) or "closed"
     (after shutdown).
-    `tools`: the names offered to the model. `restarts`: respawns after a lost connection.
+    `tools`: the names offered to the model. `restarts`: sessions opened after the first
+    (respawns after a crash, and reconnects).
     """
 
     id: str
@@ -107,7 +108,7 @@ class McpManager:
         for server in enabled:
             settings = CallSettings(self._idle, self._hard, float(server.connect_timeout_secs
                                                                   or DEFAULT_CONNECT_TIMEOUT_S))
-            self._conns[server.id] = ServerConnection(server, settings, on_tools_changed=self._tools_changed)
+            self._conns[server.id] = ServerConnection(server, settings, on_change=self._changed)
         longest = max(c.settings.connect_timeout_s for c in self._conns.values())
         self._loop.run(self._connect_all(), timeout=longest + 30)
         missing = [c for c in self._conns.values() if c.config.required and not c.alive]
@@ -132,7 +133,7 @@ class McpManager:
             self._next_retry.pop(sid, None)
             return
         self._failures[sid] = self._failures.get(sid, 0) + 1
-        if not conn.config.required and sid not in self._retrying and not self._closed:
+        if sid not in self._retrying and not self._closed:
             self._retrying.add(sid)
             asyncio.get_running_loop().create_task(self._retry(conn), name=f"mcp-retry-{sid}")
 
@@ -214,8 +215,10 @@ class McpManager:
             self._tools = {sid: [self._tool(sid, t, names[(sid, t.name)]) for t in tools]
                            for sid, tools in offered.items()}
 
-    def _tools_changed(self, conn: ServerConnection) -> None:
-        log.info("MCP server %r: tool list changed (%d tools)", conn.config.id, len(conn.tools))
+    def _changed(self, conn: ServerConnection) -> None:
+        """A connection's tools or state changed on its own (list_changed, background respawn)."""
+        if not conn.alive:
+            self._after_connect(conn)
         self._rebuild()
 
     def _tool(self, sid: str, mcp_tool: Any, offered: str) -> Tool:

@@ -12,16 +12,29 @@ def _call(host, name, **args):
     return host.execute_tool(ToolCall(name, json.dumps(args)))
 
 
-def test_killed_child_is_respawned_on_next_call(mcp, mcp_host):
+def test_killed_child_is_respawned_by_the_next_call_at_the_latest(mcp, mcp_host):
     host = mcp_host([mcp.toy("victim")])
     assert _call(host, "echo", text="one").content == "victim: one"
     old = mcp.kill9("--name victim")
-    assert mcp.plugin(host).mcp_status()[0].state == "disconnected"
-    result = _call(host, "echo", text="two")
+    result = _call(host, "echo", text="two")  # at once: waits for the respawn already under way
     assert (result.status, result.content) == ("ok", "victim: two")
     [status] = mcp.plugin(host).mcp_status()
     assert status.state == "connected" and status.restarts == 1
     assert old not in mcp.descendants()
+
+
+def test_killed_child_is_respawned_in_the_background_before_any_call(mcp, mcp_host):
+    host = mcp_host([mcp.toy("victim")])
+    old = mcp.kill9("--name victim")
+    deadline = time.monotonic() + 30
+    while not any("--name victim" in cmd for pid, cmd in mcp.descendants().items() if pid != old):
+        assert time.monotonic() < deadline, "no new child after the kill"
+        time.sleep(0.05)
+    while mcp.plugin(host).mcp_status()[0].state != "connected":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert mcp.plugin(host).mcp_status()[0].restarts == 1
+    assert _call(host, "echo", text="up").content == "victim: up"
 
 
 def test_crash_during_call_is_an_error_for_the_model_not_a_transport_string(mcp, mcp_host, tmp_path):
