@@ -66,8 +66,8 @@ class CallSettings:
 
 def describe_error(exc: BaseException) -> str:
     """One readable line for an exception, unwrapping exception groups to their first leaf."""
-    while isinstance(getattr(exc, "exceptions", None), tuple) and exc.exceptions:  # an ExceptionGroup
-        exc = exc.exceptions[0]
+    while isinstance(leaves := getattr(exc, "exceptions", None), tuple) and leaves:  # an ExceptionGroup
+        exc = leaves[0]
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -124,7 +124,7 @@ class ServerConnection:
         from mcp import StdioServerParameters
         from mcp.client.stdio import stdio_client
 
-        source = self.config.source
+        source: Any = self.config.source  # a McpServerSourcePy variant
         kind = source.kind
         if kind == "Process":
             if self._stderr is not None:
@@ -216,7 +216,8 @@ class ServerConnection:
         try:
             self._client, tools = await asyncio.wait_for(asyncio.shield(ready), timeout)
         except (Exception, asyncio.TimeoutError) as exc:
-            reason = (f"no answer within the {timeout:g} s connect timeout" if isinstance(exc, TimeoutError)
+            timed_out = isinstance(exc, (TimeoutError, asyncio.TimeoutError))  # distinct types before 3.11
+            reason = (f"no answer within the {timeout:g} s connect timeout" if timed_out
                       else describe_error(exc))
             tail = self.stderr_tail()
             self.error = reason + (f" (server stderr: {tail})" if tail else "")

@@ -77,3 +77,10 @@ def test_disabled_server_is_not_started(mcp, mcp_host):
     status = {s.id: s.state for s in mcp.plugin(host).mcp_status()}
     assert status == {"on": "connected", "off": "disabled"}
     assert not any("--name off" in c for c in mcp.descendants().values())
+
+
+def test_websocket_source_is_skipped_with_a_clear_reason(mcp, mcp_host):
+    ws = mcp.Server("ws", "ws", mcp.Source.WebSocket("ws://127.0.0.1:9/mcp", None, None))
+    [status] = mcp.plugin(mcp_host([ws])).mcp_status()
+    assert status.state == "failed" and "WebSocket transport is not supported" in status.error
+    assert "McpServerSourcePy.Http" in status.error
