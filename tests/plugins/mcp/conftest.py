@@ -43,14 +43,14 @@ def npm_server(package: str) -> str:
         pytest.skip("node/npm are not installed on this machine (apt-get install nodejs npm)")
     entry = NPM / package / "dist" / "index.js"
     if not entry.exists():
-        pytest.fail(f"{entry} is missing: run the npm install line of .ci/run")
+        pytest.fail(f"{entry} is missing: run `bash .ci/mcp-servers.sh` (part of .ci/run)")
     return str(entry)
 
 
 def time_server() -> str:
     """The `mcp-server-time` script of `.ci/mcp-time`; fail when `.ci/run` did not install it."""
     if not TIME_SERVER.exists():
-        pytest.fail(f"{TIME_SERVER} is missing: run the mcp-server-time line of .ci/run")
+        pytest.fail(f"{TIME_SERVER} is missing: run `bash .ci/mcp-servers.sh` (part of .ci/run)")
     return str(TIME_SERVER)
 
 
