@@ -66,11 +66,11 @@ def test_idle_timeout_cancels_the_call_on_the_server(mcp, mcp_host, tmp_path):
 
 
 def test_progress_extends_the_idle_timeout_up_to_the_hard_cap(mcp, mcp_host):
-    host = mcp_host([mcp.toy("busy")], tool_timeout_secs=1, tool_hard_timeout_secs=4)
-    ok = _call(host, "sleep", seconds=2.5, progress_every=0.2)
-    assert (ok.status, ok.content) == ("ok", "slept 2.5")  # 2.5 s > the 1 s idle timeout
-    capped = _call(host, "sleep", seconds=30, progress_every=0.2)
-    assert capped.status == "timeout" and "hard cap of 4 s" in json.loads(capped.content)["error"]
+    host = mcp_host([mcp.toy("busy")], tool_timeout_secs=2, tool_hard_timeout_secs=7)
+    ok = _call(host, "sleep", seconds=5, progress_every=0.25)
+    assert (ok.status, ok.content) == ("ok", "slept 5.0")  # 5 s > the 2 s idle timeout
+    capped = _call(host, "sleep", seconds=30, progress_every=0.25)
+    assert capped.status == "timeout" and "hard cap of 7 s" in json.loads(capped.content)["error"]
 
 
 def test_max_concurrent_calls_serialises_calls(mcp, mcp_host, tmp_path):
