@@ -109,6 +109,7 @@ class ServerConnection:
         self.connect_time_s: float | None = None
         self.restarts = 0  # sessions opened after the first (respawns and reconnects)
         self._opened = 0
+        self._gen = 0  # session generation: a late end of an old session must not mark the new one lost
         self._eager: list[float] = []  # times of background respawns, for the 3-a-minute cap
         self.progress_events = 0
         self._client: Any = None
@@ -154,11 +155,13 @@ class ServerConnection:
 
     @contextlib.asynccontextmanager
     async def _watched(self, transport: Any) -> AsyncIterator[Any]:
+        gen = self._gen
         async with transport as (read, write):
-            yield _WatchedStream(read, self._mark_lost), write
+            yield _WatchedStream(read, lambda: self._mark_lost(gen)), write
 
-    def _mark_lost(self) -> None:
-        if self._lost:
+    def _mark_lost(self, gen: int | None = None) -> None:
+        """The session of generation `gen` (default: the current one) ended; respawn it unless we closed it."""
+        if self._lost or (gen is not None and gen != self._gen):
             return
         self._lost = True
         log.info("MCP server %r: connection ended", self.config.id)
@@ -206,12 +209,13 @@ class ServerConnection:
             await self._open(self.settings.connect_timeout_s if timeout is None else timeout)
 
     async def _open(self, timeout: float) -> None:
+        self._gen += 1
         self.state, self.error = "connecting", None
         ready: asyncio.Future[tuple[Any, list[Any]]] = asyncio.get_running_loop().create_future()
         self._stop = asyncio.Event()
         self._scope = anyio.CancelScope()
         started = time.perf_counter()
-        self._task = asyncio.create_task(self._serve(ready, self._stop, self._scope),
+        self._task = asyncio.create_task(self._serve(ready, self._stop, self._scope, self._gen),
                                          name=f"mcp-{self.config.id}")
         try:
             self._client, tools = await asyncio.wait_for(asyncio.shield(ready), timeout)
@@ -235,7 +239,7 @@ class ServerConnection:
         self.server_info = f"{info.name} {info.version or ''}".strip() if info is not None else None
 
     async def _serve(self, ready: asyncio.Future[tuple[Any, list[Any]]], stop: asyncio.Event,
-                     scope: anyio.CancelScope) -> None:
+                     scope: anyio.CancelScope, gen: int) -> None:
         try:
             from mcp import Client
             from mcp.types import Implementation
@@ -254,7 +258,7 @@ class ServerConnection:
             else:
                 log.info("MCP server %r: session ended with %s", self.config.id, describe_error(exc))
         finally:
-            self._mark_lost()
+            self._mark_lost(gen)
             if not ready.done():
                 ready.set_exception(ConnectionError("the session ended before it was ready"))
 
