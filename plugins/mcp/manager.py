@@ -6,7 +6,8 @@ Scope: `McpManager(config)` owns a `LoopThread` and one `ServerConnection` per e
   5 min) unless it is `required`, in which case every server is closed and `McpServerError`
   raised.
 - `tools_of(server_id)`: the server's tools as agentkit `Tool`s (source `Mcp`), named by
-  `agentkit.plugins.mcp.naming` across all connected servers and rebuilt when a server
+  `agentkit.plugins.mcp.naming` across all connected servers and the Runner's `tool_callbacks`
+  (`reserved`), and rebuilt when a server
   (re)connects or sends `list_changed`; allow/deny filters applied; annotations give the
   permission defaults. Each tool's `fn` runs the call on the loop under the global
   `max_concurrent_calls` semaphore and returns a `ToolResult` (errors included, never raised).
@@ -78,10 +79,11 @@ class McpServerStatus:
 class McpManager:
     """The MCP client of one Runner (thread-safe; its async work runs on a private loop thread)."""
 
-    def __init__(self, config: McpClientConfigPy) -> None:
+    def __init__(self, config: McpClientConfigPy, reserved: frozenset[str] = frozenset()) -> None:
         if not isinstance(config, McpClientConfigPy):
             raise TypeError(f"mcp_client_config must be a McpClientConfigPy, got {type(config).__name__}")
         self.config = config
+        self._reserved = reserved  # the Runner's other tool names: an MCP tool taking one is prefixed
         idle = float(config.tool_timeout_secs or DEFAULT_TOOL_TIMEOUT_S)
         self._hard = float(config.tool_hard_timeout_secs or max(DEFAULT_HARD_TIMEOUT_S, idle))
         self._idle = min(idle, self._hard)
@@ -211,7 +213,7 @@ class McpManager:
         with self._lock:
             offered = {sid: self._offered(self._servers[sid], c) for sid, c in self._conns.items()}
             names = assign_names([(sid, self._servers[sid].tool_prefix, [t.name for t in tools])
-                                  for sid, tools in offered.items()])
+                                  for sid, tools in offered.items()], self._reserved)
             self._tools = {sid: [self._tool(sid, t, names[(sid, t.name)]) for t in tools]
                            for sid, tools in offered.items()}
 

@@ -7,14 +7,15 @@ answered first:
    bare tool name.
 2. Every character outside `[A-Za-z0-9_.-]` becomes `_`, a name that starts with a digit, `.` or
    `-` gets a leading `_`.
-3. When two or more tools end up with the same name, every one of them is renamed
-   `f"{server_id}_{name}"` (prefix on collision only, for all members, so none "wins").
+3. When two or more tools end up with the same name, or one takes a `reserved` name (the Runner's
+   own tools, e.g. `tool_callbacks`), every one of them is renamed `f"{server_id}_{name}"`
+   (prefix on collision only, for all members, so none "wins").
 4. A name over 64 characters keeps its first 57 and gets `_` plus 6 hex digits of a hash of
    (server id, tool name); the same hash suffix separates names still equal after step 3.
 The original tool name is kept by the caller for `tools/call`.
 
-Non-goals: clashes with non-MCP tools (the plugin host hides a source's tool that a static tool
-already names, and logs it), talking to servers.
+Non-goals: tools of other plugins the MCP plugin cannot see at naming time (the plugin host
+hides a source's tool that a static tool already names, and logs it), talking to servers.
 """
 
 from __future__ import annotations
@@ -49,8 +50,10 @@ def _capped(name: str, server_id: str, tool: str) -> str:
     return name if len(name) <= MAX_NAME_LEN else _with_hash(name, server_id, tool)
 
 
-def assign_names(servers: Sequence[tuple[str, str | None, Iterable[str]]]) -> dict[tuple[str, str], str]:
-    """`{(server_id, tool): offered_name}` for `servers` = [(server_id, tool_prefix or None, tool names)].
+def assign_names(servers: Sequence[tuple[str, str | None, Iterable[str]]],
+                 reserved: Iterable[str] = ()) -> dict[tuple[str, str], str]:
+    """`{(server_id, tool): offered_name}` for `servers` = [(server_id, tool_prefix or None, tool names)];
+    `reserved` names (other tools of the Runner) count as already taken.
 
     Deterministic: the same servers and tools always give the same names, in any order.
     """
@@ -63,9 +66,10 @@ def assign_names(servers: Sequence[tuple[str, str | None, Iterable[str]]]) -> di
     groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for key, name in base.items():
         groups[name].append(key)
+    taken = set(reserved)
     named: dict[tuple[str, str], str] = {}
     for name, keys in groups.items():
-        if len(keys) == 1:
+        if len(keys) == 1 and name not in taken:
             named[keys[0]] = name
             continue
         for server_id, tool in keys:
@@ -76,7 +80,7 @@ def assign_names(servers: Sequence[tuple[str, str | None, Iterable[str]]]) -> di
     for key, name in named.items():
         final[name].append(key)
     for name, keys in final.items():
-        if len(keys) > 1:
+        if len(keys) > 1 or name in taken:
             for server_id, tool in keys:
                 named[(server_id, tool)] = _with_hash(name, server_id, tool)
     return named

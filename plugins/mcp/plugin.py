@@ -73,7 +73,7 @@ class McpPlugin:
             raise NotSupportedError(f"mcp_client_config needs the mcp SDK ({exc}): pip install 'agentkit[mcp]'") from None
         from agentkit.plugins.mcp.manager import McpManager
 
-        manager = McpManager(config.mcp_client_config)
+        manager = McpManager(config.mcp_client_config, reserved=frozenset(config.tool_callbacks or ()))
         manager.start()
         self.manager = manager
         atexit.register(manager.shutdown)

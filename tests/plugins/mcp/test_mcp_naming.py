@@ -43,3 +43,8 @@ def test_unsafe_and_long_names_become_valid_unique_names():
 def test_server_ids_equal_after_sanitising_still_unique():
     names = assign_names([("a b", None, ["x"]), ("a_b", None, ["x"])])
     assert len(set(names.values())) == 2 and all(VALID.match(n) for n in names.values())
+
+
+def test_reserved_names_of_the_runner_push_mcp_tools_to_a_prefix():
+    names = assign_names([("srv", None, ["echo", "other"])], reserved={"echo"})
+    assert names == {("srv", "echo"): "srv_echo", ("srv", "other"): "other"}

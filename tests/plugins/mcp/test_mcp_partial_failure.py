@@ -84,3 +84,18 @@ def test_websocket_source_is_skipped_with_a_clear_reason(mcp, mcp_host):
     [status] = mcp.plugin(mcp_host([ws])).mcp_status()
     assert status.state == "failed" and "WebSocket transport is not supported" in status.error
     assert "McpServerSourcePy.Http" in status.error
+
+
+def test_an_mcp_tool_named_like_a_tool_callback_is_prefixed_not_hidden(mcp):
+    from agentkit.config import RunnerConfig
+    from agentkit.plugin_host import PluginHost
+
+    host = PluginHost.create()
+    try:
+        host.configure(RunnerConfig(tool_callbacks={"echo": lambda name, args: "local echo"},
+                                    mcp_client_config=mcp.Client([mcp.toy("srv", allow_tools=["echo"])])))
+        assert sorted(host.all_tools()) == ["echo", "srv_echo"]
+        assert host.execute_tool(ToolCall("echo", '{"text": "x"}')).content == "local echo"
+        assert host.execute_tool(ToolCall("srv_echo", '{"text": "x"}')).content == "srv: x"
+    finally:
+        host.shutdown(None)
