@@ -69,6 +69,8 @@ def test_every_plugin_option_is_a_runner_config_field_and_a_runner_argument():
 
 @pytest.mark.parametrize("name", [n for n in PLUGIN_OPTIONS if n != "tool_callbacks"])
 def test_an_option_no_plugin_serves_raises_naming_it_and_its_provider(name, monkeypatch):
+    builtins = [spec.partition(":")[0].rsplit(".", 1)[-1] for spec in DEFAULT_PLUGINS]
+    monkeypatch.setenv("AGENTKIT_DISABLE_PLUGINS", ",".join(builtins))
     with pytest.raises(NotSupportedError) as err:
         Runner(MISSING, progress=False, **{name: VALUES[name]})
     msg = str(err.value)
@@ -76,7 +78,8 @@ def test_an_option_no_plugin_serves_raises_naming_it_and_its_provider(name, monk
     assert f"runner_options() hook returns {name!r}" in msg
 
 
-def test_mcp_without_a_plugin_names_the_extra_to_install():
+def test_mcp_without_a_plugin_names_the_extra_to_install(monkeypatch):
+    monkeypatch.setenv("AGENTKIT_DISABLE_PLUGINS", "mcp")
     with pytest.raises(NotSupportedError, match=re.escape("pip install 'agentkit[mcp]'")) as err:
         Runner(MISSING, progress=False, mcp_client_config=McpClientConfigPy(servers=[]))
     assert "mcp_client_config" in str(err.value)
@@ -103,7 +106,7 @@ def test_a_declared_option_does_not_excuse_another():
 def test_tool_callbacks_is_served_by_the_default_builtin_and_disabling_it_raises(monkeypatch):
     assert "agentkit.plugins.tool_callbacks:ToolCallbacksPlugin" in DEFAULT_PLUGINS
     host = PluginHost.create(entry_points=False)
-    assert host.handled_options() == {"tool_callbacks": ["agentkit.plugins.tool_callbacks"]}
+    assert host.handled_options()["tool_callbacks"] == ["agentkit.plugins.tool_callbacks"]
     monkeypatch.setenv("AGENTKIT_DISABLE_PLUGINS", "tool_callbacks")
     with pytest.raises(NotSupportedError, match="tool_callbacks=.*AGENTKIT_DISABLE_PLUGINS"):
         Runner(MISSING, progress=False, tool_callbacks={"t": lambda name, args: "x"})
