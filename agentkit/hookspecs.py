@@ -10,7 +10,9 @@ Rules every hook follows:
   `agentkit.plugin_host` (`PluginHost`); an implementation may accept fewer arguments than
   the spec declares, so specs may gain arguments but never rename or drop them.
 - Plugins *register things* once per Runner; there are no per-token hooks.
-- Types are imported under TYPE_CHECKING only, so `import agentkit.hookspecs` stays light.
+- Types are imported under TYPE_CHECKING only, so `import agentkit.hookspecs` stays light; the
+  Runner is annotated as `agentkit.handles.RunnerHandle`, so the contract never depends on the
+  façade (`agentkit.runner`), even for types (a test checks the import graph).
 
 Non-goals: building the plugin manager and loading entry points (`agentkit.plugin_manager`),
 calling hooks (`agentkit.plugin_host`).
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     from agentkit.agent.context import ToolContext
     from agentkit.config import RunnerConfig
     from agentkit.engine.speculative import DraftProposer
-    from agentkit.runner import Runner
+    from agentkit.handles import RunnerHandle
     from agentkit.sessions import PluginStateStore, Session
     from agentkit.tools import Tool, ToolCall, ToolResult
 
@@ -69,7 +71,7 @@ def runner_configure(config: RunnerConfig) -> None:
 
 
 @hookspec
-def runner_shutdown(runner: Runner) -> None:
+def runner_shutdown(runner: RunnerHandle) -> None:
     """Release resources held for this Runner (MCP sessions, kernels, sandboxes, threads).
 
     When: when the Runner closes (explicitly or at interpreter exit); at most once per Runner,
@@ -116,7 +118,9 @@ def register_search_providers(register: Callable[..., None]) -> None:
 def register_code_executors(register: Callable[..., None]) -> None:
     """Register code executors with `register(name, factory)`.
 
-    `factory(session, sandbox_config) -> CodeExecutor`. When: once per Runner (cached).
+    `factory(spec: ExecutorSpec) -> CodeExecutor` (agentkit.plugins.code_exec.protocol: one
+    executor per session; the built-in registers "local", a sandboxed ipykernel + shell).
+    When: once per Runner (cached).
     A name registered twice raises `PluginError`. Return value: ignored; return None.
     """
 
@@ -137,7 +141,7 @@ def engine_prepare_model(model: nn.Module, config: RunnerConfig) -> None:
 
 
 @hookspec(firstresult=True)
-def engine_draft_proposer(runner: Runner, config: RunnerConfig) -> DraftProposer | None:
+def engine_draft_proposer(runner: RunnerHandle, config: RunnerConfig) -> DraftProposer | None:
     """Return a speculative-decoding proposer (draft model, n-gram lookup) for this Runner.
 
     When: once per loaded model, after the KV cache is sized. firstresult: the first non-None

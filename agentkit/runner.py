@@ -51,6 +51,7 @@ from agentkit.engine.config import EngineConfig
 from agentkit.engine.loading.hub import parse_token_source
 from agentkit.engine.sequence import EngineRequest, RequestOutput
 from agentkit.file_store import FileStore
+from agentkit.mcp_methods import McpMethods
 from agentkit.models import calibration
 from agentkit.models.local import EmbeddingHost, load_model, model_name
 from agentkit.models.management import ModelManagement
@@ -62,8 +63,7 @@ from agentkit.session_store import MemorySessionStore, SessionStore, open_sessio
 log = logging.getLogger("agentkit")
 
 
-
-class Runner(ModelManagement, SessionMethods):
+class Runner(ModelManagement, SessionMethods, McpMethods):
     """Load a model and serve chat/completion requests (the mistralrs `Runner` API).
 
     Positional arguments and defaults are mistralrs 0.9.5's. agentkit's keyword-only extras:
@@ -236,10 +236,7 @@ class Runner(ModelManagement, SessionMethods):
             lease.release()
 
     def _host(self, model_id: str | None) -> ServedModel:
-        host = self._entry(model_id)
-        if isinstance(host, EmbeddingHost):
-            raise ValueError(f"model {host.model_id!r} is an embedding model: use send_embedding_request")
-        return host
+        return self.served_model(model_id)
 
     # ---- generation ----------------------------------------------------------------------------
     def send_chat_completion_request(

@@ -146,14 +146,6 @@ class Engine:
         """Requests admitted and not yet finished (for tests and status)."""
         return len(self._active)
 
-    @property
-    def _overlap_masks(self) -> bool:  # False: masks computed before the forward (bench/grammar.py)
-        return self._grammar.overlap
-
-    @_overlap_masks.setter
-    def _overlap_masks(self, value: bool) -> None:
-        self._grammar.overlap = value
-
     # ---- engine thread --------------------------------------------------------------------------
     def serve(self) -> None:
         """Run the engine loop in the calling thread until `shutdown` (`start=False` engines).
@@ -290,7 +282,7 @@ class Engine:
             if it.seq.t_start is None:
                 it.seq.t_start = now
         constrained = [it.seq for it in items if it.need_logits and it.seq.matcher is not None]
-        job = self._grammar.start(constrained) if constrained else None
+        job = self._grammar.start(constrained, self.config.overlap_grammar_masks) if constrained else None
         try:
             logits = self.runner.execute(items)  # [n_logit_rows, V]; the masks are computed meanwhile
         finally:

@@ -33,7 +33,7 @@ from functools import partial
 from typing import Any
 
 from agentkit.agent.context import ToolContext
-from agentkit.agent.history import join_history, merge_turn
+from agentkit.agent.history import join_history
 from agentkit.agent.tool_limits import ToolLimits, cap_tool_output, run_with_timeout
 from agentkit.api.agent_options import AgentToolApproval, AgentToolApprovalDecision, AgentToolMetadata
 from agentkit.api.enums import AgentPermission
@@ -53,7 +53,7 @@ from agentkit.engine.sequence import EngineRequest
 from agentkit.errors import PromptTooLongError, ToolOutputOverflowError
 from agentkit.file_store import FileStore
 from agentkit.session_store import check_session_id
-from agentkit.sessions import Session
+from agentkit.sessions import Session, merge_turn
 from agentkit.tools import Tool, ToolCall, ToolResult, decode_arguments
 
 log = logging.getLogger("agentkit.agent")

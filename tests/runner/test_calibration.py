@@ -46,7 +46,7 @@ def test_status_counts_every_token_row(isq_runner):
 
 
 def test_apply_requantizes_swaps_and_still_serves(isq_runner, tmp_path):
-    host = isq_runner._host(None)
+    host = isq_runner.served_model()
     layer = host.engine.runner.model.layers[0]
     old = _weights(layer.mlp.gate_up, 64)
     isq_runner.begin_calibration()
@@ -70,7 +70,7 @@ def test_requantization_reads_the_source_weights(isq_runner, tiny_llama):
     """Re-quantizing Q4K -> Q4K from the source with the error-minimising search lands closer to
     the checkpoint than the load-time min/max quantization; from the resident int4 copy it could not."""
     src = _source(tiny_llama)["model.layers.1.mlp.down_proj.weight"].float()
-    model = isq_runner._host(None).engine.runner.model
+    model = isq_runner.served_model().engine.runner.model
     at_load = (_weights(model.layers[1].mlp.down, 128) - src).pow(2).sum()
     isq_runner.send_re_isq("Q4K")
     isq_runner.send_chat_completion_request(REQ)  # queued behind the re-ISQ: runs on the new weights
@@ -79,7 +79,7 @@ def test_requantization_reads_the_source_weights(isq_runner, tiny_llama):
 
 
 def test_send_re_isq_changes_the_type_in_place(isq_runner):
-    model = isq_runner._host(None).engine.runner.model
+    model = isq_runner.served_model().engine.runner.model
     assert model.layers[0].self_attn.qkv.kind == "int4"
     isq_runner.send_re_isq("Q8_0")
     res = isq_runner.send_chat_completion_request(REQ)
