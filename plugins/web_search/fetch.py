@@ -32,6 +32,7 @@ _READ_CHUNK = 65536
 _RATE_LIMIT_MARKERS = re.compile(
     r"captcha|unusual traffic|too many requests|rate.?limit|anomaly|are you a robot|automated (?:queries|requests)",
     re.IGNORECASE)
+_CAPTCHA_MARKERS = re.compile(r"captcha|unusual traffic|are you a robot", re.IGNORECASE)  # for a 200 page
 
 
 @dataclass
@@ -47,11 +48,14 @@ class Page:
 
 
 def looks_rate_limited(http_status: int, text: str) -> bool:
-    """True for 429, and for a 202/403/503 (or a tiny 200) page that reads like a captcha or rate limit."""
+    """True for 429, for a 202/403/503 page that reads like a captcha or rate limit, and for a
+    tiny 200 page that reads like a captcha."""
     if http_status == 429:
         return True
-    if http_status in (202, 403, 503) or (http_status == 200 and len(text) < 4000):
+    if http_status in (202, 403, 503):
         return bool(_RATE_LIMIT_MARKERS.search(text[:20000]))
+    if http_status == 200 and len(text) < 4000:
+        return bool(_CAPTCHA_MARKERS.search(text))
     return False
 
 

@@ -1,9 +1,9 @@
 """SSRF guard for the page fetcher: refuse loopback, private, link-local and reserved addresses.
 
 Scope: `check_address(ip)` (the rule), `GuardedHTTPHandler` / `GuardedHTTPSHandler` (urllib
-handlers whose connections check the address they actually connected to, so redirects and DNS
-rebinding cannot reach an internal host), and `BlockedAddress` (the refusal). The check runs at
-connect time on the peer address, not on the URL's host name.
+handlers whose connections check every address the host name resolves to before connecting, and
+the address they actually connected to after, before any byte is sent, so redirects and DNS
+rebinding cannot reach an internal host), and `BlockedAddress` (the refusal).
 
 Non-goals: robots.txt, proxies (the fetcher uses none), rate limiting.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
+import socket
 import urllib.request
 from typing import Any
 
@@ -33,8 +34,14 @@ def check_address(ip: str) -> None:
                              "set Runner(extra={'web_search': {'allow_private_addresses': True}}) to allow it")
 
 
+def _check_host(host: str, port: int) -> None:
+    for *_, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        check_address(str(sockaddr[0]))
+
+
 class _GuardedHTTPConnection(http.client.HTTPConnection):
     def connect(self) -> None:
+        _check_host(self.host, self.port)
         super().connect()
         try:
             check_address(self.sock.getpeername()[0])
@@ -45,6 +52,7 @@ class _GuardedHTTPConnection(http.client.HTTPConnection):
 
 class _GuardedHTTPSConnection(http.client.HTTPSConnection):
     def connect(self) -> None:
+        _check_host(self.host, self.port)
         super().connect()
         try:
             check_address(self.sock.getpeername()[0])

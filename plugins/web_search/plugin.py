@@ -27,7 +27,7 @@ from typing import Any
 
 from agentkit.config import RunnerConfig
 from agentkit.hookspecs import hookimpl
-from agentkit.plugins.web_search.embedder import Embedder, get_embedder
+from agentkit.plugins.web_search.embedder import Embedder, get_embedder, resolve_model
 from agentkit.plugins.web_search.pipeline import WebSearch
 from agentkit.plugins.web_search.providers import Provider, callback_provider, make_ddgs_provider
 from agentkit.plugins.web_search.tools import result_budget, search_tools
@@ -84,6 +84,7 @@ class WebSearchPlugin:
             return
         self.callback = config.search_callback
         name = config.search_embedding_model
+        resolve_model(name)  # TypeError now, at Runner(...), for a value that is not a str
         if name is None and not config.enable_search:
             name = "bm25"
         self.embedding_model = name

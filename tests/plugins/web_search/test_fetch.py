@@ -55,6 +55,8 @@ def test_rate_limit_detector():
     assert looks_rate_limited(202, "please solve the captcha")
     assert not looks_rate_limited(202, "accepted")
     assert not looks_rate_limited(200, "an article " * 1000 + " captcha")  # long normal page
+    assert looks_rate_limited(200, "<p>Please solve the CAPTCHA</p>")
+    assert not looks_rate_limited(200, "<p>The API has a rate limit of 10 requests.</p>")
 
 
 def test_ssrf_guard_refuses_loopback_by_default(site):

@@ -136,6 +136,11 @@ def test_a_user_instance_with_settings_supersedes_the_built_in():
     assert registered == ["ddgs"]
 
 
+def test_a_bad_embedding_model_value_fails_at_configure():
+    with pytest.raises(TypeError, match="search_embedding_model must be a str"):
+        _configured(search_embedding_model=3)
+
+
 def test_an_unknown_provider_name_is_a_clear_error():
     plugin = _configured(settings={"provider": "searx"})
     with pytest.raises(ValueError, match="'searx' is not registered"):
