@@ -44,6 +44,15 @@ def test_the_whole_result_fits_the_budget(ddgs_site, allow_local, budget):
     assert answer["output"] and count_tokens(json.dumps(answer, ensure_ascii=False)) <= budget
 
 
+def test_json_escapes_cannot_push_the_result_over_the_budget(allow_local):
+    """Many short paragraphs: each newline costs tokens once escaped in JSON, which the chunk
+    estimate does not see; the exact check on the rendered JSON drops chunks until it fits."""
+    text = "\n\n".join(f"L{i}." for i in range(2000))  # 2 tokens a paragraph, 4 more for its escaped break
+    rows = [{"title": "Ledgers", "url": "https://archive.example.org/", "content": text}]
+    answer = _search(allow_local, budget=1000, provider=callback_provider(lambda q: rows)).search("L7")
+    assert answer["output"] and count_tokens(json.dumps(answer, ensure_ascii=False)) <= 1000
+
+
 def test_mixed_results_report_each_source_status_and_keep_the_good_pages(ddgs_site, allow_local):
     start = time.monotonic()
     answer = _search(allow_local).search("mixedbag heritage")
