@@ -98,9 +98,9 @@ def test_a_plugin_that_declares_mcp_receives_it_in_runner_config(tiny_llama):
 def test_a_declared_option_does_not_excuse_another():
     with pytest.raises(NotSupportedError) as err:
         Runner(MISSING, progress=False, plugins=[McpLike()], mcp_client_config=McpClientConfigPy(servers=[]),
-               shell_config=ShellConfig(), enable_search=True)
+               shell_config=ShellConfig(), enable_search=True)  # enable_search: the built-in web_search
     msg = str(err.value)
-    assert "shell_config=" in msg and "enable_search=" in msg and "mcp_client_config=" not in msg
+    assert "shell_config=" in msg and "enable_search=" not in msg and "mcp_client_config=" not in msg
 
 
 def test_tool_callbacks_is_served_by_the_default_builtin_and_disabling_it_raises(monkeypatch):
