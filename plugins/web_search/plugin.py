@@ -11,7 +11,7 @@ Settings: `Runner(plugins=[WebSearchPlugin(allow_private_addresses=True, ...)])`
 settings supersedes the built-in one on that Runner (the built-in then stays silent), so there
 is one `ddgs` provider and one pair of tools per Runner.
 Embeddings: `search_embedding_model`, else all-MiniLM-L6-v2 when `enable_search=True`, else
-BM25 alone; the model loads in a background thread at Runner start.
+BM25 alone; the model loads in a background thread when the first request asks for web search.
 
 Non-goals: the search machinery itself (the sibling modules), approvals (the loop).
 """
@@ -60,6 +60,7 @@ class WebSearchPlugin:
         self.embedding_model: str | None = None
         self._embedder: Embedder | None = None
         self._loader: threading.Thread | None = None
+        self._start_lock = threading.Lock()
         self._config_id: int | None = None
 
     @hookimpl
@@ -69,7 +70,7 @@ class WebSearchPlugin:
 
     @hookimpl
     def runner_configure(self, config: RunnerConfig) -> None:
-        """Take the Runner's search options; start loading the embedding model in the background."""
+        """Take the Runner's search options (the embedding model loads with the first search request)."""
         if not self._own_settings:
             self.settings = WebSearchSettings.from_mapping(config.plugin_options("web_search"))
         self._config_id = id(config)
@@ -88,9 +89,15 @@ class WebSearchPlugin:
         if name is None and not config.enable_search:
             name = "bm25"
         self.embedding_model = name
-        if name not in ("bm25", "none", "off"):
-            self._loader = threading.Thread(target=self._load, name="agentkit-search-embedder", daemon=True)
-            self._loader.start()
+
+    def _start_loading(self) -> None:
+        """Load the embedding model in the background, once. Started by the first request that
+        asks for web search, not at Runner start: by then the model is loaded, and importing
+        sentence-transformers next to the Runner's own transformers import could race."""
+        with self._start_lock:
+            if self._loader is None and self.embedding_model not in ("bm25", "none", "off"):
+                self._loader = threading.Thread(target=self._load, name="agentkit-search-embedder", daemon=True)
+                self._loader.start()
 
     def active(self) -> bool:
         """True when this instance serves its Runner (False for a built-in superseded by a user's instance)."""
@@ -103,6 +110,7 @@ class WebSearchPlugin:
 
     def embedder(self) -> Embedder | None:
         """The embedding model (waits for the background load), or None for BM25-only ranking."""
+        self._start_loading()
         if self._loader is not None:
             self._loader.join()
         return self._embedder
@@ -133,6 +141,7 @@ class WebSearchPlugin:
         if options is None or not self.active():
             return None
         provider = self.provider(context)
+        self._start_loading()
 
         def pipeline() -> WebSearch:
             return WebSearch(self.settings, provider, context.count_tokens,
