@@ -377,7 +377,10 @@ class PluginHost:
         """
         found: dict[str, Tool] = {}
         owners: dict[str, str] = {}
-        context.code_executors = self.code_executors
+        if context.search_providers is None:
+            context.search_providers = self.search_providers
+        if context.code_executors is None:
+            context.code_executors = self.code_executors
         for impl in self._impls("agent_request_tools"):
             try:
                 tools = impl.function(**({"context": context} if "context" in impl.argnames else {}))

@@ -51,6 +51,7 @@ from agentkit.engine.config import EngineConfig
 from agentkit.engine.loading.hub import parse_token_source
 from agentkit.engine.sequence import EngineRequest, RequestOutput
 from agentkit.file_store import FileStore
+from agentkit.mcp_methods import McpMethods
 from agentkit.models import calibration
 from agentkit.models.local import EmbeddingHost, load_model, model_name
 from agentkit.models.management import ModelManagement
@@ -62,8 +63,7 @@ from agentkit.session_store import MemorySessionStore, SessionStore, open_sessio
 log = logging.getLogger("agentkit")
 
 
-
-class Runner(ModelManagement, SessionMethods):
+class Runner(ModelManagement, SessionMethods, McpMethods):
     """Load a model and serve chat/completion requests (the mistralrs `Runner` API).
 
     Positional arguments and defaults are mistralrs 0.9.5's. agentkit's keyword-only extras:

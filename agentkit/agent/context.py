@@ -58,8 +58,9 @@ class ToolContext:
     notes: list[str] = field(default_factory=list)
     produced: list[File] = field(default_factory=list)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    search_providers: Callable[[], dict[str, Callable[..., Any]]] | None = None  # the Runner's, by name
     # the executor factories plugins registered (`PluginHost.code_executors`), by name
-    code_executors: Callable[[], dict[str, Callable[..., Any]]] = field(default=dict, repr=False)
+    code_executors: Callable[[], dict[str, Callable[..., Any]]] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def remaining_tokens(self) -> int:

@@ -127,7 +127,9 @@ class CodeExecPlugin(LocalExecutorPlugin):
             if self._pool is None:
                 module = importlib.import_module(_EXECUTOR_MODULE)
                 ttl = float(self._config.plugin_options(PLUGIN_NAME).get("idle_ttl_s", DEFAULT_IDLE_TTL_S))
-                self._pool = module.ExecutorPool(self._factory(context.code_executors()), idle_ttl_s=ttl)
+                registered = (context.code_executors() if context.code_executors is not None
+                              else {DEFAULT_EXECUTOR: module.local_executor_factory})
+                self._pool = module.ExecutorPool(self._factory(registered), idle_ttl_s=ttl)
             return self._pool
 
     def _workdir(self, session_id: str) -> Path:

@@ -14,6 +14,8 @@ stand-ins under those ids:
   GGUF, with SmolLM2's tokenizer (from the GGUF) under `mistralai/Mistral-7B-Instruct-v0.1`;
 - `HuggingFaceTB/SmolLM2-135M-Instruct-GGUF`: the SmolLM2 GGUF itself, for the code-execution and
   shell scripts, which mistral.rs runs on `Qwen/Qwen3-4B` (their only other change is the import).
+- `NousResearch/Hermes-3-Llama-3.1-8B`: SmolLM2 (a Llama) as safetensors, its weights read from
+  the GGUF by agentkit's reader, with the GGUF's tokenizer.
 """
 
 from __future__ import annotations
@@ -64,6 +66,24 @@ def _add_smollm2(hf_home: Path, smollm2: tuple[str, str]) -> None:
 
         # the GGUF's own tokenizer, converted once and cached by agentkit
         load_tokenizer(None, gguf_path=os.path.join(*smollm2)).hf.save_pretrained(tok_dir)
+
+
+def _add_smollm2_plain(hf_home: Path, smollm2: tuple[str, str], repo_id: str) -> None:
+    """SmolLM2 under `repo_id` as a plain safetensors checkpoint (config, weights, tokenizer)."""
+    snap = _cache_repo(hf_home / "hub", repo_id)
+    if (snap / "model.safetensors").exists():
+        return
+    import torch
+    from safetensors.torch import save_file
+
+    from agentkit.engine.loading.gguf import read_gguf
+    from agentkit.engine.tokenizer import load_tokenizer
+
+    gguf = os.path.join(*smollm2)
+    contents = read_gguf([gguf], dtype=torch.bfloat16, progress=False)
+    contents.config.save_pretrained(snap)
+    save_file({k: v.contiguous() for k, v in contents.state_dict.items()}, str(snap / "model.safetensors"))
+    load_tokenizer(None, gguf_path=gguf).hf.save_pretrained(snap)
 
 
 def _run(name: str, hf_home: Path, tmp_path: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -126,3 +146,14 @@ def test_code_execution_and_shell_examples_run_to_the_end(name, hf_home, tmp_pat
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip(), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_custom_search_example_runs_to_the_end_on_smollm2(hf_home, tmp_path, smollm2):
+    """examples/python/custom_search.py: enable_search + a search_callback over the local files."""
+    _add_smollm2_plain(hf_home, smollm2, "NousResearch/Hermes-3-Llama-3.1-8B")
+    (tmp_path / "Cargo.toml").write_text('[package]\nname = "demo"\n')
+    proc = _run("custom_search", hf_home, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip(), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr

@@ -69,9 +69,8 @@ def test_every_plugin_option_is_a_runner_config_field_and_a_runner_argument():
 
 @pytest.mark.parametrize("name", list(PLUGIN_OPTIONS))
 def test_an_option_no_plugin_serves_raises_naming_it_and_its_provider(name, monkeypatch):
-    served = PluginHost.create(entry_points=False).handled_options().get(name, [])
-    # a built-in serves it: disable that one (registered as "agentkit.plugins.<name>")
-    monkeypatch.setenv("AGENTKIT_DISABLE_PLUGINS", ",".join(p.rsplit(".", 1)[-1] for p in served))
+    builtins = [spec.partition(":")[0].rsplit(".", 1)[-1] for spec in DEFAULT_PLUGINS]
+    monkeypatch.setenv("AGENTKIT_DISABLE_PLUGINS", ",".join(builtins))
     with pytest.raises(NotSupportedError) as err:
         Runner(MISSING, progress=False, **{name: VALUES[name]})
     msg = str(err.value)
@@ -79,7 +78,8 @@ def test_an_option_no_plugin_serves_raises_naming_it_and_its_provider(name, monk
     assert f"runner_options() hook returns {name!r}" in msg
 
 
-def test_mcp_without_a_plugin_names_the_extra_to_install():
+def test_mcp_without_a_plugin_names_the_extra_to_install(monkeypatch):
+    monkeypatch.setenv("AGENTKIT_DISABLE_PLUGINS", "mcp")
     with pytest.raises(NotSupportedError, match=re.escape("pip install 'agentkit[mcp]'")) as err:
         Runner(MISSING, progress=False, mcp_client_config=McpClientConfigPy(servers=[]))
     assert "mcp_client_config" in str(err.value)
@@ -98,9 +98,9 @@ def test_a_plugin_that_declares_mcp_receives_it_in_runner_config(tiny_llama):
 def test_a_declared_option_does_not_excuse_another():
     with pytest.raises(NotSupportedError) as err:
         Runner(MISSING, progress=False, plugins=[McpLike()], mcp_client_config=McpClientConfigPy(servers=[]),
-               anymoe_config=object(), enable_search=True)
+               anymoe_config=object(), enable_search=True)  # enable_search: the built-in web_search
     msg = str(err.value)
-    assert "anymoe_config=" in msg and "enable_search=" in msg and "mcp_client_config=" not in msg
+    assert "anymoe_config=" in msg and "enable_search=" not in msg and "mcp_client_config=" not in msg
 
 
 def test_tool_callbacks_is_served_by_the_default_builtin_and_disabling_it_raises(monkeypatch):
