@@ -14,7 +14,8 @@ remote sandbox service can replace it.
 The request's input files and skills are mounted into the work directory and described to the
 model in system notes.
 
-Plugin options (`Runner(plugin_options={"code_exec": {...}})`, i.e. `RunnerConfig.extra`): `executor` (name, default "local"),
+Plugin options (`Runner(plugin_options={"code_exec": {...}})`, i.e. `RunnerConfig.extra`):
+`executor` (name, default "local"),
 `idle_ttl_s` (seconds an idle session's executor lives, default 3600).
 
 Importing this module does not import jupyter_client: the executor modules load on first use.
