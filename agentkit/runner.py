@@ -50,6 +50,7 @@ from agentkit.engine.config import EngineConfig
 from agentkit.engine.loading.hub import parse_token_source
 from agentkit.engine.sequence import EngineRequest, RequestOutput
 from agentkit.models import calibration
+from agentkit.models.anymoe import AnyMoeMethods
 from agentkit.models.local import EmbeddingHost, load_model, model_name
 from agentkit.models.management import ModelManagement
 from agentkit.models.served import ServedModel
@@ -60,8 +61,7 @@ from agentkit.session_store import MemorySessionStore, SessionStore, open_sessio
 log = logging.getLogger("agentkit")
 
 
-
-class Runner(ModelManagement):
+class Runner(ModelManagement, AnyMoeMethods):
     """Load a model and serve chat/completion requests (the mistralrs `Runner` API).
 
     Positional arguments and defaults are mistralrs 0.9.5's. agentkit's keyword-only extras:
