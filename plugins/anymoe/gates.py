@@ -5,10 +5,13 @@ Scope:
   and `moe_gate.{layer}.bias` `[n_experts]` per MoE layer (the decoder layer's index), float32.
   Loading checks every selected layer is present with the right shape (ConfigError otherwise).
 - `hidden_init`: gates from the mean hidden states of each expert's prompts (mergekit-moe's
-  "hidden" mode, centred): with `mu_j` the mean MLP input of expert j's prompts and `mu` their
-  mean, expert j's gate row is `beta * (mu_j - mu) / |mu_j - mu|^2` and its bias `-row . mu`, so a
-  token at an expert's centroid scores about `beta` for it and tokens common to every expert (the
-  chat template) score about 0 for all, leaving the decision to the content. `beta` = 8.
+  "hidden" mode, centred and scaled per dimension): with `mu_j` the mean MLP input of expert j's
+  prompts, `mu` the mean of those and `var` the per-dimension variance of prompts around their
+  expert's mean, expert j's gate row is `w_j = beta * d_j / (d_j . (mu_j - mu))` with
+  `d_j = (mu_j - mu) / var` (a diagonal linear discriminant: LLM hidden states have a few huge
+  dimensions that would otherwise decide alone) and its bias `-w_j . mu`, so an expert's centroid
+  scores `beta` for it and what every expert's prompts share (the chat template) about 0.
+  `beta` = 8.
 
 Non-goals: gradient training (`agentkit.plugins.anymoe.training`).
 """
@@ -81,6 +84,9 @@ def hidden_init(layers: list[AnyMoeMLP], features: dict[int, list[torch.Tensor]]
         centroids = torch.stack([per_prompt[lab == j].mean(0) for j in range(n)])  # [n, hidden]
         mu = centroids.mean(0)
         diff = centroids - mu
-        rows = HIDDEN_INIT_BETA * diff / diff.pow(2).sum(-1, keepdim=True).clamp(min=1e-12)
+        spread = per_prompt - centroids[lab]
+        var = spread.pow(2).mean(0) + 1e-2 * spread.pow(2).mean() + 1e-12  # within-expert, per dimension
+        direction = diff / var
+        rows = HIDDEN_INIT_BETA * direction / (direction * diff).sum(-1, keepdim=True).clamp(min=1e-12)
         m.gate.weight.data.copy_(rows.to(m.gate.weight.device))
         m.gate.bias.data.copy_((-(rows @ mu)).to(m.gate.bias.device))

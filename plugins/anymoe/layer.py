@@ -171,10 +171,8 @@ class AnyMoeMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[T, hidden] -> [T, hidden]``: route (see the module docstring), then run the experts."""
         ctx = self.ctx
-        if ctx.record is not None:
-            ctx.record.setdefault(self.layer, []).append(x.detach().float().clone())
-        if ctx.forced is not None:
-            return self._routed(x, torch.full((x.shape[0],), ctx.forced, dtype=torch.long, device=x.device))
+        if ctx.trainer is not None:
+            ctx.trainer(self, x.detach().float())
         probs = self.gate(x)
         if self.routing == "token":
             route = probs.argmax(-1)
@@ -184,6 +182,8 @@ class AnyMoeMLP(nn.Module):
             out = self._routed(x, route)
         if not ctx.counting:
             ctx.last_routes[self.layer], ctx.last_probs[self.layer] = route, probs
+            if ctx.stop_after == self.layer:
+                raise ctx.stop_signal()
         else:
             self.counts += torch.bincount(route, minlength=self.n_experts)
             self.prob_sum += probs.sum(0)

@@ -3,14 +3,14 @@
 At model load (`engine_prepare_model`, after the other plugins: `trylast`) it checks the config
 against the model, replaces the `mlp` of each selected decoder layer with an `AnyMoeMLP` (expert 0
 = the base MLP, then one expert per `model_ids` entry), gives the KV pool the running-sum side
-channel that sequence routing needs, swaps the linears for their serving kernels (so training
-sees the served numerics: packed GGUF blocks stay packed, `in_situ_quant` applies to the base
-and FineTuned experts, never to gates or LoRA factors), then sets the gates: loaded from
+channel that sequence routing needs, then sets the gates: loaded from
 `{gate_model_id}/gate.safetensors` (`training=False`), built from hidden states
 (`gate_init="hidden"`), trained (`training=True`, after `gate_init` when both are given), saved
 to `gate_model_id` when training, with the losses in `loss_csv_path`. The model then serves
-requests through the normal engine; `model.anymoe` holds the `AnyMoeState` the Runner's
-statistics methods use.
+requests through the normal engine: the core swaps the linears for their serving kernels after
+the hook (packed GGUF blocks stay packed, `in_situ_quant` applies to the base and FineTuned
+experts; gates and LoRA factors are not `Linear`s and stay in full precision). `model.anymoe`
+holds the `AnyMoeState` the Runner's statistics methods use.
 
 Every bad config raises at Runner start: in `runner_configure` what needs no model (dataset file,
 gate file), in `engine_prepare_model` the rest (architecture, hidden size, layers, experts) as
@@ -70,11 +70,11 @@ def build_anymoe(model: Any, cfg: Any, encode: Callable[[str], list[int]] | None
     from agentkit.engine.models.llama import LlamaModel
     from agentkit.plugins.anymoe import experts as ex
     from agentkit.plugins.anymoe.dataset import read_dataset
-    from agentkit.plugins.anymoe.gates import hidden_init, load_gates, save_gates
+    from agentkit.plugins.anymoe.gates import load_gates, save_gates
     from agentkit.plugins.anymoe.layer import AnyMoeMLP, MoeGate
     from agentkit.plugins.anymoe.routing import StepContext
     from agentkit.plugins.anymoe.state import AnyMoeState
-    from agentkit.plugins.anymoe.training import collect_features, train_gates, write_loss_csv
+    from agentkit.plugins.anymoe.training import fit_gates, write_loss_csv
 
     if not isinstance(model, LlamaModel):
         raise NotSupportedError(f"AnyMoE needs the native engine (Llama, Mistral, Qwen2, Qwen3 models with paged "
@@ -110,29 +110,21 @@ def build_anymoe(model: Any, cfg: Any, encode: Callable[[str], list[int]] | None
                         finetuned=[e[li] for e in finetuned] if finetuned else None)
         decoder.mlp = moe
         moes.append(moe)
-        if cfg.routing == "sequence":
-            decoder.register_forward_pre_hook(lambda _mod, args: ctx.capture(args[3], args[4]))
+        decoder.register_forward_pre_hook(lambda _mod, args: ctx.capture(args[3], args[4]))
     if cfg.routing == "sequence":
         model.kv_spec.aux_layers, model.kv_spec.aux_width = len(moes), n_experts
-    model.quantize()  # the serving kernels now: training and serving see the same numerics
     state = AnyMoeState(model, moes, ctx, encode, cfg.routing)
 
     if not cfg.training and cfg.gate_model_id is not None:
         load_gates(moes, cfg.gate_model_id)
     else:
         t0 = time.perf_counter()
-        features = collect_features(model, ctx, encode, rows, progress=True)
-        labels = [r.expert for r in rows]
-        if cfg.gate_init == "hidden":
-            hidden_init(moes, features, labels)
-        if cfg.training:
-            state.training_losses = train_gates(moes, features, labels, lr=cfg.lr, epochs=cfg.epochs,
-                                                batch_size=cfg.batch_size, seed=seed)
-            if cfg.gate_model_id is not None:
-                save_gates(moes, cfg.gate_model_id)
-            if cfg.loss_csv_path is not None:
-                write_loss_csv(cfg.loss_csv_path, state.training_losses)
+        state.training_losses = fit_gates(model, ctx, moes, encode, rows, cfg, seed=seed)
         state.training_seconds = time.perf_counter() - t0
+        if cfg.training and cfg.gate_model_id is not None:
+            save_gates(moes, cfg.gate_model_id)
+        if cfg.training and cfg.loss_csv_path is not None:
+            write_loss_csv(cfg.loss_csv_path, state.training_losses)
     model.anymoe = state
     return state
 

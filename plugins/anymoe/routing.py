@@ -43,9 +43,10 @@ class StepContext:
 
     A forward pre-hook on each MoE decoder layer calls `capture(pool, meta)` with the arguments the
     layer receives; the derived indices are computed once per step (the same `meta` object).
-    `forced` (an expert index) routes every token to that expert without touching the running
-    sums (teacher forcing while collecting training features); `record` collects each MoE layer's
-    input rows when a list is set.
+    `trainer`, when set, is called by each MoE layer with its input before it routes (gate
+    training, `agentkit.plugins.anymoe.training`); while not `counting`, each layer keeps its routes and probabilities in
+    `last_routes`/`last_probs`, and the layer `stop_after` then raises `stop_signal` (the rest of
+    the forward is not needed).
     """
 
     def __init__(self) -> None:
@@ -56,8 +57,9 @@ class StepContext:
         self.prev_slot: torch.Tensor | None = None  # [T] slot of the token before the segment (0 if none)
         self.has_prev: torch.Tensor | None = None  # [T, 1] int64 1/0
         self.singles = False  # every segment is one token (a decode-only step)
-        self.forced: int | None = None
-        self.record: dict[int, list[torch.Tensor]] | None = None
+        self.trainer: Any = None  # trainer(moe_layer, x): fits that layer's gate on its input, before it routes
+        self.stop_after: int | None = None  # while not counting: raise `stop_signal` after this layer
+        self.stop_signal: type[Exception] = RuntimeError
         self.last_routes: dict[int, torch.Tensor] = {}
         self.last_probs: dict[int, torch.Tensor] = {}
         self.counting = True

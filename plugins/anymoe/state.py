@@ -14,11 +14,10 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import torch
-
 from agentkit.models.anymoe import AnyMoeEvaluation, AnyMoeLayerStats, AnyMoeRoutingStats
 from agentkit.plugins.anymoe.dataset import TrainingRow, load_rows
 from agentkit.plugins.anymoe.layer import AnyMoeMLP
+from agentkit.plugins.anymoe.probe import forward_prompts
 from agentkit.plugins.anymoe.routing import StepContext
 
 __all__ = ["AnyMoeState"]
@@ -56,31 +55,33 @@ class AnyMoeState:
         for m in self.layers:
             m.reset_stats()
 
-    def decide(self, prompt: str) -> list[int]:
-        """Each MoE layer's expert for `prompt` (rendered by the chat template), decided at its last token:
-        the routed expert (sequence routing) or the top expert of the mean gate distribution (token routing)."""
-        ctx = self.ctx
+    def decide(self, prompts: list[str]) -> list[list[int]]:
+        """Each MoE layer's expert for each prompt (rendered by the chat template), decided at its last
+        token: the routed expert (sequence routing) or the top expert of the prompt's mean gate
+        distribution (token routing). Runs the prompts packed, in scratch KV pools, up to the last MoE layer."""
         if self.encode is None:
             raise ValueError("this AnyMoE model has no tokenizer to encode prompts with")
-        ctx.counting, ctx.last_routes, ctx.last_probs = False, {}, {}
-        try:
-            self.model.logits_for(self.encode(prompt), last=1)
-            if self.routing == "token":
-                return [int(ctx.last_probs[m.layer].mean(0).argmax()) for m in self.layers]
-            return [int(ctx.last_routes[m.layer][-1]) for m in self.layers]
-        finally:
-            ctx.counting, ctx.last_routes, ctx.last_probs = True, {}, {}
+        ctx = self.ctx
+        out: list[list[int]] = [[] for _ in prompts]
 
-    @torch.inference_mode()
+        def read(batch: list[int], spans: list[tuple[int, int]]) -> None:
+            for i, (b, e) in zip(batch, spans):
+                if self.routing == "token":
+                    out[i] = [int(ctx.last_probs[m.layer][b:e].mean(0).argmax()) for m in self.layers]
+                else:
+                    out[i] = [int(ctx.last_routes[m.layer][e - 1]) for m in self.layers]
+            ctx.last_routes, ctx.last_probs = {}, {}
+
+        forward_prompts(self.model, ctx, [self.encode(p) for p in prompts], self.layers[-1].layer, read)
+        return out
+
     def evaluate(self, rows: list[TrainingRow]) -> AnyMoeEvaluation:
         """Routing accuracy of `rows` (run on the engine thread)."""
         n = self.n_experts
         confusion = [[0] * n for _ in range(n)]
         hits = {m.layer: 0 for m in self.layers}
-        routes, whole = [], 0
-        for row in rows:
-            decided = self.decide(row.prompt)
-            routes.append(decided)
+        routes, whole = self.decide([r.prompt for r in rows]), 0
+        for row, decided in zip(rows, routes):
             for m, j in zip(self.layers, decided):
                 confusion[row.expert][j] += 1
                 hits[m.layer] += int(j == row.expert)
