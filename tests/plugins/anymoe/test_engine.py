@@ -80,3 +80,19 @@ def test_decode_keeps_extending_the_prompts_running_mean(moe_models, dataset, sh
     n = resp.usage.prompt_tokens + resp.usage.completion_tokens - 1  # the last token is never fed back
     assert all(s.tokens == n for s in stats.layers)
     assert all(abs(sum(s.load) - 1) < 1e-9 and 0 <= s.entropy <= 1.0987 for s in stats.layers)
+
+
+def test_the_running_sums_follow_their_blocks_through_swap():
+    """The KV pool's aux side channel is copied with K/V when a preempted sequence is swapped out
+    and back into other blocks, so its routing resumes exactly where it stopped."""
+    from agentkit.engine.kv_cache import KVPool, KVSpec
+
+    spec = KVSpec(2, 1, 4, torch.float32, torch.device("cpu"), aux_layers=3, aux_width=2)
+    pool = KVPool(spec, num_blocks=4, block_size=2)
+    assert spec.bytes_per_token() == 2 * 2 * 1 * 4 * 4 + 8 * 3 * 2
+    pool.aux[:, 2:4] = torch.arange(12).view(3, 2, 2)  # block 1
+    saved = pool.copy_out([1])
+    pool.aux.zero_()
+    pool.copy_in([3], saved)
+    assert torch.equal(pool.aux[:, 6:8], torch.arange(12).view(3, 2, 2))
+    assert pool.nbytes() == 2 * pool.k.numel() * 4 + pool.aux.numel() * 8
