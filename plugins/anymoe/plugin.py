@@ -118,9 +118,10 @@ def build_anymoe(model: Any, cfg: Any, encode: Callable[[str], list[int]] | None
     if not cfg.training and cfg.gate_model_id is not None:
         load_gates(moes, cfg.gate_model_id)
     else:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         state.training_losses = fit_gates(model, ctx, moes, encode, rows, cfg, seed=seed)
         state.training_seconds = time.perf_counter() - t0
+        state.training_cpu_seconds = time.process_time() - c0
         if cfg.training and cfg.gate_model_id is not None:
             save_gates(moes, cfg.gate_model_id)
         if cfg.training and cfg.loss_csv_path is not None:

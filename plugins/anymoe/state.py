@@ -32,6 +32,7 @@ class AnyMoeState:
         self.n_experts = layers[0].n_experts
         self.training_losses: list[list[float]] = []
         self.training_seconds = 0.0
+        self.training_cpu_seconds = 0.0  # CPU time of the process meanwhile (all threads)
 
     def rows(self, data: str | os.PathLike[str] | Iterable[Any]) -> list[TrainingRow]:
         """Labelled rows from a dataset path or pairs, checked against this model's expert count."""

@@ -74,3 +74,25 @@ def test_token_routing_with_a_one_hot_gate_is_that_expert(expert, dense, moe_mod
     with Runner(Which.Plain(model_id=moe_models["base"]), progress=False, anymoe_config=cfg) as r:
         got = logits(r)
     torch.testing.assert_close(got, dense[expert][0], rtol=1e-4, atol=1e-4)
+
+
+def test_finetuned_experts_are_the_other_models_mlps(dense, moe_models, dataset, forced_gate):
+    """FineTuned: the experts are the merged models' own MLP weights (a same-architecture model)."""
+    cfg = AnyMoeConfig(hidden_size=moe_models["hidden"], dataset_json=dataset, prefix="model.layers", mlp="mlp",
+                       model_ids=moe_models["merged"], expert_type=AnyMoeExpertType.FineTuned(), training=False,
+                       gate_model_id=forced_gate(2))
+    with Runner(Which.Plain(model_id=moe_models["base"]), progress=False, anymoe_config=cfg) as r:
+        got = logits(r)
+    torch.testing.assert_close(got, dense[2][0], rtol=1e-5, atol=1e-5)
+
+
+def test_quantized_base_weights_stay_the_served_base(moe_models, dataset, forced_gate):
+    """in_situ_quant quantizes the base expert as without AnyMoE: expert 0 gives the ISQ model's logits."""
+    with Runner(Which.Plain(model_id=moe_models["base"]), progress=False, in_situ_quant="Q8_0") as r:
+        want = logits(r)
+    cfg = moe_config(moe_models, dataset, training=False, gate_model_id=forced_gate(0))
+    with Runner(Which.Plain(model_id=moe_models["base"]), progress=False, in_situ_quant="Q8_0",
+                anymoe_config=cfg) as r:
+        assert type(r._host(None).engine.runner.model.layers[0].mlp.gate_up).__name__ != "LoadedLinear"
+        got = logits(r)
+    assert torch.equal(got, want)
