@@ -99,28 +99,34 @@ class AnyMoeMLP(nn.Module):
         self.counts = torch.zeros(self.n_experts, dtype=torch.float64, device=gate.weight.device)
         self.prob_sum = torch.zeros(self.n_experts, dtype=torch.float64, device=gate.weight.device)
         self.entropy_sum = torch.zeros((), dtype=torch.float64, device=gate.weight.device)
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     # ---- experts -----------------------------------------------------------------------------
     def _base(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up(x).chunk(2, dim=-1)
         return self.down(F.silu(gate) * up)
 
-    def _lora_mask(self, route: torch.Tensor, per_expert: int) -> torch.Tensor:
-        """`[T, (E-1) * per_expert]`: 1 on the factor rows of each row's expert (none for expert 0)."""
-        onehot = F.one_hot(route, self.n_experts)[:, 1:]
-        return onehot.repeat_interleave(per_expert, dim=1)
+    def _lora_delta(self, stack: tuple[torch.Tensor, torch.Tensor], per_expert: int, v: torch.Tensor,
+                    route: torch.Tensor, single: int | None) -> torch.Tensor:
+        """`[T, out]`: each row's expert's low-rank delta for input `v` (zero for expert 0). With one
+        expert for every row (`single`) its own factor rows are used directly, without a mask."""
+        a, b = stack
+        if single is not None:
+            rows = slice((single - 1) * per_expert, single * per_expert)
+            return (v @ a[rows].t()) @ b[rows]
+        mask = F.one_hot(route, self.n_experts)[:, 1:].repeat_interleave(per_expert, dim=1).to(v.dtype)
+        return ((v @ a.t()) * mask) @ b
 
-    def _lora_expert(self, x: torch.Tensor, route: torch.Tensor, gu: torch.Tensor) -> torch.Tensor:
+    def _lora_expert(self, x: torch.Tensor, route: torch.Tensor, gu: torch.Tensor,
+                     single: int | None = None) -> torch.Tensor:
         """Output of each row's expert (LoRA kind), given the base `gate_up(x)` `gu`."""
         if self.lora_gu is not None:
-            a, b = self.lora_gu
-            gu = gu + ((x @ a.t()) * self._lora_mask(route, 2 * self.rank).to(x.dtype)) @ b
+            gu = gu + self._lora_delta(self.lora_gu, 2 * self.rank, x, route, single)
         gate, up = gu.chunk(2, dim=-1)
         h = F.silu(gate) * up
         out = self.down(h)
         if self.lora_down is not None:
-            a, b = self.lora_down
-            out = out + ((h @ a.t()) * self._lora_mask(route, self.rank).to(x.dtype)) @ b
+            out = out + self._lora_delta(self.lora_down, self.rank, h, route, single)
         return out
 
     def _finetuned(self, j: int, x: torch.Tensor) -> torch.Tensor:
@@ -130,11 +136,11 @@ class AnyMoeMLP(nn.Module):
 
     def _routed(self, x: torch.Tensor, route: torch.Tensor) -> torch.Tensor:
         """Each row through its one expert."""
-        used = torch.unique(route).tolist()
+        used = sorted(set(route.tolist()))
         if used == [0]:
             return self._base(x)
         if self.lora_gu is not None or self.lora_down is not None:
-            return self._lora_expert(x, route, self.gate_up(x))
+            return self._lora_expert(x, route, self.gate_up(x), used[0] if len(used) == 1 else None)
         if len(used) == 1:
             return self._finetuned(used[0], x)
         out = torch.empty_like(x)
@@ -185,13 +191,26 @@ class AnyMoeMLP(nn.Module):
             if ctx.stop_after == self.layer:
                 raise ctx.stop_signal()
         else:
-            self.counts += torch.bincount(route, minlength=self.n_experts)
-            self.prob_sum += probs.sum(0)
-            self.entropy_sum += torch.special.entr(probs).sum()
+            self._pending.append((route, probs))
+            if len(self._pending) >= 256:
+                self.fold_stats()
         return out
+
+    def fold_stats(self) -> None:
+        """Add the routes and gate probabilities kept since the last fold to the counters (kept as
+        references per step and folded in bulk: a few ops per 256 steps instead of per step)."""
+        if not self._pending:
+            return
+        routes = torch.cat([r for r, _ in self._pending])
+        probs = torch.cat([p for _, p in self._pending])
+        self._pending.clear()
+        self.counts += torch.bincount(routes, minlength=self.n_experts)
+        self.prob_sum += probs.sum(0)
+        self.entropy_sum += torch.special.entr(probs).sum()
 
     def reset_stats(self) -> None:
         """Zero the load, mean-probability and entropy counters."""
+        self._pending.clear()
         self.counts.zero_()
         self.prob_sum.zero_()
         self.entropy_sum.zero_()

@@ -18,6 +18,9 @@ gate file), in `engine_prepare_model` the rest (architecture, hidden size, layer
 
 Scope: `AnyMoePlugin` (the hooks) and `build_anymoe` (the load-time steps).
 
+The config applies to every model the Runner loads (mistral.rs's Runner has one), reloads included
+(gates are trained or loaded again).
+
 Non-goals: the transformers fallback (AnyMoE needs the native Llama-family engine), dynamic LoRA
 (incompatible, as in mistral.rs), images in the dataset.
 """
@@ -37,6 +40,10 @@ __all__ = ["AnyMoePlugin", "build_anymoe"]
 
 def _check_static(cfg: Any) -> None:
     """What can be checked before any model loads."""
+    from agentkit.api.model_options import AnyMoeConfig
+
+    if not isinstance(cfg, AnyMoeConfig):
+        raise TypeError(f"anymoe_config must be an AnyMoeConfig, got {type(cfg).__name__}")
     if not cfg.training and cfg.gate_model_id is None and cfg.gate_init is None:
         raise ConfigError("AnyMoeConfig: training=False needs pretrained gates (gate_model_id=<dir with "
                           "gate.safetensors>) or gate_init='hidden'")
@@ -110,7 +117,8 @@ def build_anymoe(model: Any, cfg: Any, encode: Callable[[str], list[int]] | None
                         finetuned=[e[li] for e in finetuned] if finetuned else None)
         decoder.mlp = moe
         moes.append(moe)
-        decoder.register_forward_pre_hook(lambda _mod, args: ctx.capture(args[3], args[4]))
+    # the first MoE layer sees each step first; the others read the same StepContext
+    model.layers[layers[0]].register_forward_pre_hook(lambda _mod, args: ctx.capture(args[3], args[4]))
     if cfg.routing == "sequence":
         model.kv_spec.aux_layers, model.kv_spec.aux_width = len(moes), n_experts
     state = AnyMoeState(model, moes, ctx, encode, cfg.routing)

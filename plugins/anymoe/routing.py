@@ -99,7 +99,7 @@ class StepContext:
 
 def causal_route(ctx: StepContext, aux_layer: int, probs: torch.Tensor) -> torch.Tensor:
     """Top-1 expert per row from the running mean of `probs` `[T, E]`; updates the pool's sums."""
-    q = torch.round(probs * FIXED_ONE).to(torch.int64)
+    q = (probs * FIXED_ONE).to(torch.int64)  # truncation: deterministic, like rounding
     store = ctx.pool.aux[aux_layer]
     prev = store.index_select(0, ctx.prev_slot) * ctx.has_prev
     if ctx.singles:

@@ -42,6 +42,7 @@ class AnyMoeState:
         """Statistics since the last reset (run on the engine thread)."""
         per_layer = []
         for m in self.layers:
+            m.fold_stats()
             tokens = float(m.counts.sum())
             denom = tokens or 1.0
             per_layer.append(AnyMoeLayerStats(

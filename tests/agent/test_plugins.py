@@ -98,7 +98,8 @@ def test_each_call_builds_a_fresh_manager():
     assert pm1 is not pm2
     assert pm1.is_registered(plugin) and not pm2.is_registered(plugin)
     assert not pm1.has_plugin(CORE_ROUTER_NAME)  # the router belongs to the PluginHost
-    assert plugin_manager.DEFAULT_PLUGINS == ("agentkit.plugins.tool_callbacks:ToolCallbacksPlugin",)
+    assert plugin_manager.DEFAULT_PLUGINS == ("agentkit.plugins.tool_callbacks:ToolCallbacksPlugin",
+                                              "agentkit.plugins.anymoe:AnyMoePlugin")
 
 
 def test_modules_classes_and_instances_are_plugins():

@@ -67,7 +67,7 @@ def test_every_plugin_option_is_a_runner_config_field_and_a_runner_argument():
     assert set(PLUGIN_OPTIONS) <= fields and set(PLUGIN_OPTIONS) <= params
 
 
-@pytest.mark.parametrize("name", [n for n in PLUGIN_OPTIONS if n != "tool_callbacks"])
+@pytest.mark.parametrize("name", [n for n in PLUGIN_OPTIONS if n not in ("tool_callbacks", "anymoe_config")])
 def test_an_option_no_plugin_serves_raises_naming_it_and_its_provider(name, monkeypatch):
     with pytest.raises(NotSupportedError) as err:
         Runner(MISSING, progress=False, **{name: VALUES[name]})
@@ -103,7 +103,8 @@ def test_a_declared_option_does_not_excuse_another():
 def test_tool_callbacks_is_served_by_the_default_builtin_and_disabling_it_raises(monkeypatch):
     assert "agentkit.plugins.tool_callbacks:ToolCallbacksPlugin" in DEFAULT_PLUGINS
     host = PluginHost.create(entry_points=False)
-    assert host.handled_options() == {"tool_callbacks": ["agentkit.plugins.tool_callbacks"]}
+    assert host.handled_options() == {"tool_callbacks": ["agentkit.plugins.tool_callbacks"],
+                                      "anymoe_config": ["agentkit.plugins.anymoe"]}
     monkeypatch.setenv("AGENTKIT_DISABLE_PLUGINS", "tool_callbacks")
     with pytest.raises(NotSupportedError, match="tool_callbacks=.*AGENTKIT_DISABLE_PLUGINS"):
         Runner(MISSING, progress=False, tool_callbacks={"t": lambda name, args: "x"})

@@ -79,3 +79,16 @@ def test_finetuned_expert_must_be_safetensors_or_gguf(moe_models, dataset, tmp_p
 def test_fallback_architectures_are_refused(dataset, tiny_models, moe_models):
     with pytest.raises(NotSupportedError, match="AnyMoE needs the native engine"):
         start(moe_models, dataset, base=tiny_models("phi3"), hidden_size=64)
+
+
+def test_anymoe_config_must_be_an_anymoe_config(tiny_llama):
+    with pytest.raises(TypeError, match="anymoe_config must be an AnyMoeConfig, got dict"):
+        Runner(Which.Plain(model_id=tiny_llama), progress=False, anymoe_config={"hidden_size": 64})
+
+
+def test_disabled_builtin_names_itself(tiny_llama, monkeypatch, moe_models, dataset):
+    monkeypatch.setenv("AGENTKIT_DISABLE_PLUGINS", "anymoe")
+    cfg = AnyMoeConfig(hidden_size=64, dataset_json=dataset, prefix="model.layers", mlp="mlp",
+                       model_ids=moe_models["adapters"], expert_type=LORA)
+    with pytest.raises(NotSupportedError, match="built-in anymoe plugin"):
+        Runner(Which.Plain(model_id=tiny_llama), progress=False, anymoe_config=cfg)
