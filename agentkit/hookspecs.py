@@ -129,8 +129,13 @@ def register_code_executors(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def engine_prepare_model(model: nn.Module, config: RunnerConfig) -> None:
+def engine_prepare_model(model: nn.Module, config: RunnerConfig,
+                         encode_prompt: Callable[[str], list[int]] | None) -> None:
     """Mutate a freshly loaded model in place (AnyMoE gates, adapters).
+
+    `encode_prompt(text)` gives the token ids of `text` sent as one user message through the
+    model's chat template with the generation prompt (raw tokens when it has no template), as a
+    chat request would tokenize it; None when the caller has no tokenizer.
 
     When: once per loaded model, after the weights load and before quantization and KV-cache
     sizing: linear layers still hold the checkpoint's weights (dense tensors, or GGUF's packed

@@ -335,9 +335,10 @@ class PluginHost:
 
     # ---- engine ------------------------------------------------------------------------------
 
-    def prepare_model(self, model: Any, config: RunnerConfig) -> None:
-        """Call `engine_prepare_model(model, config)` (every implementation, in pluggy order)."""
-        self.pm.hook.engine_prepare_model(model=model, config=config)
+    def prepare_model(self, model: Any, config: RunnerConfig,
+                      encode_prompt: Callable[[str], list[int]] | None = None) -> None:
+        """Call `engine_prepare_model(model, config, encode_prompt)` (every implementation, in pluggy order)."""
+        self.pm.hook.engine_prepare_model(model=model, config=config, encode_prompt=encode_prompt)
 
     def draft_proposer(self, runner: Any, config: RunnerConfig) -> Any | None:
         """The first non-None `engine_draft_proposer(runner, config)`, or None (no speculation)."""

@@ -53,6 +53,7 @@ from agentkit.engine.sequence import EngineRequest, RequestOutput
 from agentkit.file_store import FileStore
 from agentkit.mcp_methods import McpMethods
 from agentkit.models import calibration
+from agentkit.models.anymoe import AnyMoeMethods
 from agentkit.models.local import EmbeddingHost, load_model, model_name
 from agentkit.models.management import ModelManagement
 from agentkit.models.served import ServedModel
@@ -63,7 +64,7 @@ from agentkit.session_store import MemorySessionStore, SessionStore, open_sessio
 log = logging.getLogger("agentkit")
 
 
-class Runner(ModelManagement, SessionMethods, McpMethods):
+class Runner(ModelManagement, SessionMethods, McpMethods, AnyMoeMethods):
     """Load a model and serve chat/completion requests (the mistralrs `Runner` API).
 
     Positional arguments and defaults are mistralrs 0.9.5's. agentkit's keyword-only extras:

@@ -97,6 +97,7 @@ def test_each_call_builds_a_fresh_manager():
     assert plugin_manager.DEFAULT_PLUGINS[0] == "agentkit.plugins.tool_callbacks:ToolCallbacksPlugin"
     assert "agentkit.plugins.code_exec:CodeExecPlugin" in plugin_manager.DEFAULT_PLUGINS
     assert "agentkit.plugins.mcp:McpPlugin" in plugin_manager.DEFAULT_PLUGINS
+    assert "agentkit.plugins.anymoe:AnyMoePlugin" in plugin_manager.DEFAULT_PLUGINS
 
 
 def test_modules_classes_and_instances_are_plugins():

@@ -98,15 +98,16 @@ def test_a_plugin_that_declares_mcp_receives_it_in_runner_config(tiny_llama):
 def test_a_declared_option_does_not_excuse_another():
     with pytest.raises(NotSupportedError) as err:
         Runner(MISSING, progress=False, plugins=[McpLike()], mcp_client_config=McpClientConfigPy(servers=[]),
-               anymoe_config=object(), enable_search=True)  # enable_search: the built-in web_search
+               mtp_model="mtp", enable_search=True)  # enable_search: the built-in web_search
     msg = str(err.value)
-    assert "anymoe_config=" in msg and "enable_search=" not in msg and "mcp_client_config=" not in msg
+    assert "mtp_model=" in msg and "enable_search=" not in msg and "mcp_client_config=" not in msg
 
 
 def test_tool_callbacks_is_served_by_the_default_builtin_and_disabling_it_raises(monkeypatch):
     assert "agentkit.plugins.tool_callbacks:ToolCallbacksPlugin" in DEFAULT_PLUGINS
     host = PluginHost.create(entry_points=False)
     assert host.handled_options()["tool_callbacks"] == ["agentkit.plugins.tool_callbacks"]
+    assert host.handled_options()["anymoe_config"] == ["agentkit.plugins.anymoe"]
     monkeypatch.setenv("AGENTKIT_DISABLE_PLUGINS", "tool_callbacks")
     with pytest.raises(NotSupportedError, match="tool_callbacks=.*AGENTKIT_DISABLE_PLUGINS"):
         Runner(MISSING, progress=False, tool_callbacks={"t": lambda name, args: "x"})
