@@ -63,6 +63,22 @@ QUESTIONS: list[tuple[str, str]] = [
     ("Multiply 250 by 4 and tell me the result.", "calculator"),
 ]
 
+# A second set, written after the mechanisms above were tuned on QUESTIONS and never tuned on: does
+# the gain carry over? (--set heldout)
+HELDOUT: list[tuple[str, str]] = [
+    ("What's it like outside in Madrid?", "get_weather"),
+    ("Should I bring an umbrella in Oslo today?", "get_weather"),
+    ("Give me the current temperature in Tokyo.", "get_weather"),
+    ("Is it hot in Cairo right now?", "get_weather"),
+    ("What are the conditions like in Berlin?", "get_weather"),
+    ("What is 15 times 17?", "calculator"),
+    ("Calculate 900 divided by 25.", "calculator"),
+    ("How much is 60 minus 17?", "calculator"),
+    ("A pizza costs 9 dollars. How much do 6 pizzas cost?", "calculator"),
+    ("What is 2 to the power of 10?", "calculator"),
+]
+SETS = {"main": QUESTIONS, "heldout": HELDOUT}
+
 _MARKUP = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "[TOOL_CALLS]", "<|python_tag|>",
            "[TOOL_RESULTS]", "<|eom_id|>")
 # Tag-like tool markup in any spelling (`<tool_call>`, `<tool-call id=...>`, `</tool_response>`) and call objects.
@@ -141,6 +157,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (default: the Runner's); 1 is far steadier on a busy shared machine")
     ap.add_argument("--label", default="agentkit", help="a label stored in the JSON (e.g. before/after)")
+    ap.add_argument("--set", choices=sorted(SETS), default="main",
+                    help="main: the 20 questions; heldout: 10 more, never tuned on")
     ap.add_argument("--only", default=None,
                     help="comma-separated 1-based question numbers (a subset while iterating; not a headline figure)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "agent_answers.json"))
@@ -153,7 +171,8 @@ def main() -> None:
     agent_tools.VERBOSE = False
     runner = mod.Runner(mod.Which.GGUF(quantized_model_id=found[0], quantized_filename=found[1], tok_model_id=None),
                         tool_callbacks=agent_tools.CALLBACKS, progress=False, num_threads=args.threads)
-    chosen = QUESTIONS if args.only is None else [QUESTIONS[int(i) - 1] for i in args.only.split(",")]
+    pool = SETS[args.set]
+    chosen = pool if args.only is None else [pool[int(i) - 1] for i in args.only.split(",")]
     rows = [ask(mod, runner, q, want, args.max_tokens, args.stream) for q, want in tqdm(chosen, desc="questions")]
     runner.shutdown()
     n = len(rows)
@@ -172,7 +191,7 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"label": args.label, "model": "SmolLM2-135M-Instruct Q4_1",
                                           "stream": args.stream, "max_tokens": args.max_tokens,
-                                          "threads": args.threads, "n": n,
+                                          "threads": args.threads, "set": args.set, "only": args.only, "n": n,
                                           **totals, "rows": rows}, indent=1))
     print(f"wrote {args.out}")
 
