@@ -41,7 +41,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PLUGINS: tuple[str, ...] = ("agentkit.plugins.tool_callbacks:ToolCallbacksPlugin",)
+DEFAULT_PLUGINS: tuple[str, ...] = ("agentkit.plugins.tool_callbacks:ToolCallbacksPlugin",
+                                    "agentkit.plugins.web_search:WebSearchPlugin",
+                                    "agentkit.plugins.code_exec:CodeExecPlugin",
+                                    "agentkit.plugins.mcp:McpPlugin",
+                                    "agentkit.plugins.files:FilesPlugin")
 """Built-in plugins, by import spec: "package.module" registers the module itself;
 "package.module:Name" registers `Name()` (a fresh instance per manager) when `Name` is a class,
 else the object. Registered under the module name, disabled by it or its last component. A
