@@ -65,14 +65,21 @@ class ForcedBoundary:
 
     def restrict(self, matcher: Any, row: np.ndarray) -> None:
         """Clear, in the uint8 0/1 mask `row` of llguidance matcher `matcher`, the tokens that would
-        split its forced bytes off the canonical encoding (unless the canonical token is not allowed)."""
+        split its forced bytes off the canonical encoding (unless the canonical token is not allowed).
+        The tokenizer runs only when such a token is allowed (llguidance often leaves none)."""
         forced = matcher.compute_ff_bytes()
         if len(forced) < 2:
             return
-        first, split = self.split_tokens(forced)
-        if first is None or first >= len(row) or not row[first]:
+        size = len(row)
+        found = (self._by_bytes.get(forced[:end]) for end in range(1, min(len(forced), self._longest + 1)))
+        allowed = [t for t in found if t is not None and t < size and row[t]]
+        if not allowed:
             return
-        banned = [t for t in split if t < len(row)]
+        canonical = self._llt.tokenize_bytes(forced)
+        first = int(canonical[0]) if canonical else None
+        if first is None or first >= size or not row[first]:
+            return
+        banned = [t for t in allowed if t != first]
         if banned:
             row[banned] = 0
 
