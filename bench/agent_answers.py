@@ -15,9 +15,11 @@ Each final answer is scored:
   and *correct*: answered with the value of the right tool's result.
 Run: .venv/bin/python bench/agent_answers.py [--out bench/results/agent_answers.json] [--stream] [--threads 1]
      (prints a table, writes the JSON with every question's rounds, answer and verdicts)
-Results: bench/results/agent_answers_before.json (agentkit before issue 9's mechanisms, commit
-130d364: 0/20) and bench/results/agent_answers.json (after: 10/20; right first tool 17/20 with the
-forced tool chosen by likelihood, 12/20 without), both with --threads 1.
+Results (all --threads 1): bench/results/agent_answers_before.json (agentkit before issue 9's
+mechanisms, commit 130d364: 0/20); bench/results/agent_answers.json (after: 15/20 answered, 20/20
+in words, right first tool 18/20); the held-out set (--set heldout): 7/10 after
+(agent_answers_heldout.json) against 3/10 on main just before this branch's three changes
+(agent_answers_heldout_previous.json; that code scored 10/20 on the main set).
 """
 
 from __future__ import annotations
@@ -62,6 +64,22 @@ QUESTIONS: list[tuple[str, str]] = [
     ("What's the remainder of 100 divided by 7?", "calculator"),
     ("Multiply 250 by 4 and tell me the result.", "calculator"),
 ]
+
+# A second set, written before the boundary/presentation/scoring changes were measured, to see whether
+# gains on QUESTIONS carry over (--set heldout). Consulted once: mean vs sum name scores (both sets agreed).
+HELDOUT: list[tuple[str, str]] = [
+    ("What's it like outside in Madrid?", "get_weather"),
+    ("Should I bring an umbrella in Oslo today?", "get_weather"),
+    ("Give me the current temperature in Tokyo.", "get_weather"),
+    ("Is it hot in Cairo right now?", "get_weather"),
+    ("What are the conditions like in Berlin?", "get_weather"),
+    ("What is 15 times 17?", "calculator"),
+    ("Calculate 900 divided by 25.", "calculator"),
+    ("How much is 60 minus 17?", "calculator"),
+    ("A pizza costs 9 dollars. How much do 6 pizzas cost?", "calculator"),
+    ("What is 2 to the power of 10?", "calculator"),
+]
+SETS = {"main": QUESTIONS, "heldout": HELDOUT}
 
 _MARKUP = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "[TOOL_CALLS]", "<|python_tag|>",
            "[TOOL_RESULTS]", "<|eom_id|>")
@@ -141,6 +159,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (default: the Runner's); 1 is far steadier on a busy shared machine")
     ap.add_argument("--label", default="agentkit", help="a label stored in the JSON (e.g. before/after)")
+    ap.add_argument("--set", choices=sorted(SETS), default="main",
+                    help="main: the 20 questions; heldout: 10 more (see HELDOUT)")
     ap.add_argument("--only", default=None,
                     help="comma-separated 1-based question numbers (a subset while iterating; not a headline figure)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "agent_answers.json"))
@@ -153,7 +173,8 @@ def main() -> None:
     agent_tools.VERBOSE = False
     runner = mod.Runner(mod.Which.GGUF(quantized_model_id=found[0], quantized_filename=found[1], tok_model_id=None),
                         tool_callbacks=agent_tools.CALLBACKS, progress=False, num_threads=args.threads)
-    chosen = QUESTIONS if args.only is None else [QUESTIONS[int(i) - 1] for i in args.only.split(",")]
+    pool = SETS[args.set]
+    chosen = pool if args.only is None else [pool[int(i) - 1] for i in args.only.split(",")]
     rows = [ask(mod, runner, q, want, args.max_tokens, args.stream) for q, want in tqdm(chosen, desc="questions")]
     runner.shutdown()
     n = len(rows)
@@ -172,7 +193,7 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"label": args.label, "model": "SmolLM2-135M-Instruct Q4_1",
                                           "stream": args.stream, "max_tokens": args.max_tokens,
-                                          "threads": args.threads, "n": n,
+                                          "threads": args.threads, "set": args.set, "only": args.only, "n": n,
                                           **totals, "rows": rows}, indent=1))
     print(f"wrote {args.out}")
 

@@ -20,6 +20,8 @@ it is allowed wherever its text is and consumed as its text when llguidance reje
 token. A special one (``<|im_end|>``) is not text: where llguidance wrongly allows it, the mask
 offers its text spelling instead. llguidance's ``<tool_call>`` special-token syntax keeps working.
 
+Forced text is split only where the tokenizer splits it (`agentkit.engine.grammar_boundary`).
+
 Non-goals: applying masks to logits (``SampleRow.allowed_token_mask`` in
 agentkit.engine.sampling), fast-forward tokens, speculative decoding (draft-token masks), GBNF.
 """
@@ -36,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agentkit.engine.grammar_boundary import forced_boundary
 from agentkit.engine.tokenizer import Tokenizer
 
 __all__ = ["GRAMMAR_TYPES", "Grammar", "GrammarMatcher", "compile_grammar", "grammar_tokenizer", "unpack_bitmask"]
@@ -188,6 +191,7 @@ def compile_grammar(tokenizer: Tokenizer, grammar_type: str, grammar: str | dict
     if grammar_type not in GRAMMAR_TYPES:
         raise ValueError(f"unknown grammar_type {grammar_type!r}; use one of {', '.join(GRAMMAR_TYPES)}")
     llt = grammar_tokenizer(tokenizer)
+    forced_boundary(tokenizer, llt)  # its table (~0.2 s once) is built here, not on the engine's first step
     from llguidance import LLMatcher
 
     try:
@@ -284,6 +288,7 @@ class GrammarMatcher:
         self.fill_bitmask(bm, 0)
         row = unpack_bitmask(bm, self.vocab_size)[0]
         self.fix_added_tokens(row)
+        self.fix_forced_boundary(row)
         return torch.from_numpy(row.view(np.bool_))
 
     def fix_added_tokens(self, row: np.ndarray) -> None:
@@ -303,6 +308,11 @@ class GrammarMatcher:
                 row[tok] = 0
                 if m.validate_tokens(at.spelled[tok][:1]) == 1:
                     row[at.spelled[tok][0]] = 1
+
+    def fix_forced_boundary(self, row: np.ndarray) -> None:
+        """Where the grammar forces text, allow only the tokenizer's own split of it
+        (`agentkit.engine.grammar_boundary`)."""
+        forced_boundary(self.grammar.tokenizer, grammar_tokenizer(self.grammar.tokenizer)).restrict(self._m, row)
 
     def consume(self, token_id: int) -> bool:
         """Advance by one sampled token; False when it violates the grammar (the matcher errors).

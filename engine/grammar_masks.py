@@ -94,6 +94,7 @@ def compute_masks(jobs: list[tuple[GrammarMatcher, bool]]) -> MaskBatch:
             row = bits[i]
             try:
                 m.fix_added_tokens(row)
+                m.fix_forced_boundary(row)
             except Exception as e:
                 out[i].error = f"{type(e).__name__}: {e}"
                 continue

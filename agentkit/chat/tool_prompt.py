@@ -9,8 +9,8 @@ reply: arguments of `strict` tools (lazily, from the call marker on), or the who
 `tool_choice` is "required" or names a function.
 
 What keeps small models answering (issue 9): tool results are shown to models whose template
-ignores tools as a plain user turn ("get_weather returned: city: Oslo, ...", then the question
-the result serves), not as `<tool_response>` markup a 135M model echoes back; text-marker
+ignores tools as a plain user turn (the question the result serves, then "Here is what
+get_weather returned: city: Oslo, ..."), not as `<tool_response>` markup a 135M model echoes back; text-marker
 families (hermes, generic) never get to write tool-result markup (`<tool_response>`, banned by
 the grammar); an `answer_only` plan (the agent loop's last round) bans tool calls too and wants
 words; unconstrained strings of `strict` tools end at their closing quote (no backslash escapes,
@@ -161,15 +161,14 @@ def _readable(content: str) -> str:
 
 
 RESULT_LINE = "Here is what {name} returned: {result}"
-ANSWER_LINE = "Answer with these values: {question}"
 
 
 def _results_turn(results: list[dict[str, Any]], question: str | None) -> dict[str, Any]:
+    """The question the results serve, then the results: what the model reads last is the data
+    (ending on the question, SmolLM2-135M echoed it or answered from its own arithmetic)."""
     lines = [RESULT_LINE.format(name=m.get("name") or "the tool", result=_readable(str(m.get("content") or "")))
              for m in results]
-    if question:
-        lines.append(ANSWER_LINE.format(question=question))
-    return {"role": "user", "content": "\n".join(lines)}
+    return {"role": "user", "content": "\n".join(([question, ""] if question else []) + lines)}
 
 
 def prompt_messages(messages: list[dict[str, Any]], plan: ToolPlan | None) -> list[dict[str, Any]]:
@@ -177,9 +176,9 @@ def prompt_messages(messages: list[dict[str, Any]], plan: ToolPlan | None) -> li
 
     Only when the template ignores tools (`plan.inject`): the tool list goes into the system
     message in the Hermes format, assistant tool calls become `<tool_call>` text, and each run of
-    tool results becomes one user turn in plain words: "<tool> returned: <result>" per result
-    (a flat JSON object as `key: value, ...`), then "Use this to answer: <the last user
-    question>". Small models echo `<tool_response>` markup back instead of answering from it.
+    tool results becomes one user turn in plain words: the last user question, a blank line,
+    then "Here is what <tool> returned: <result>" per result (a flat JSON object as
+    `key: value, ...`). Small models echo `<tool_response>` markup back instead of answering from it.
     An `answer_only` plan shows no tool list and drops the calls (their results stay): the model
     sees a question and the data to answer it with.
     """

@@ -73,9 +73,8 @@ def test_injected_prompt_lists_tools_and_rewrites_history():
     assert '"name": "calculator"' in out[0]["content"] and "<tool_call>" in out[0]["content"]
     assert out[2] == {"role": "assistant",
                       "content": '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'}
-    # results are words the small model answers from, followed by the question they serve
-    assert out[3] == {"role": "user", "content": "Here is what get_weather returned: rainy\n"
-                                                 "Answer with these values: Weather in Oslo?"}
+    # results are words the small model answers from, after the question they serve (read last)
+    assert out[3] == {"role": "user", "content": "Weather in Oslo?\n\nHere is what get_weather returned: rainy"}
     # what the model is shown is what the parser reads back
     assert parse_tool_calls(out[2]["content"], "hermes", ["get_weather"]).calls[0].name == "get_weather"
     native = plan_tools(_host(CHATML_TOOLS_TEMPLATE), [WEATHER], "auto")
@@ -93,9 +92,9 @@ def test_results_of_several_calls_make_one_readable_turn():
                {"role": "tool", "tool_call_id": "b", "name": "calculator", "content": '{"nested": {"x": 1}}'}]
     out = prompt_messages(history, plan)
     assert [m["role"] for m in out] == ["system", "user", "assistant", "user"]
-    assert out[3]["content"] == ('Here is what get_weather returned: city: Oslo, temperature_c: 7\n'
-                                 'Here is what calculator returned: {"nested": {"x": 1}}\n'
-                                 'Answer with these values: Oslo and 2+2?')
+    assert out[3]["content"] == ('Oslo and 2+2?\n\n'
+                                 'Here is what get_weather returned: city: Oslo, temperature_c: 7\n'
+                                 'Here is what calculator returned: {"nested": {"x": 1}}')
     assert "<tool_response>" not in out[3]["content"]
     # the answer-only round withdraws the injected tool list and the call turns; the results stay
     final = prompt_messages(history, plan_tools(_host(PLAIN_TEMPLATE), [WEATHER, CALC], "auto", answer_only=True))

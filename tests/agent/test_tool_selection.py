@@ -60,28 +60,40 @@ PROMPT = [ord(c) for c in "user: what is 144 / 12?\nassistant: "]
 def test_the_whole_name_decides_not_its_first_token():
     model = _CharModel()
     plan = choose_required_tool(_host(model), PROMPT, _plan("get_weather", "calculator"), greedy=True)
-    # greedy on the first letter would take 'g'; summed over the name, calculator is far likelier
+    # greedy on the first letter would take 'g'; over the whole name, calculator is far likelier
     assert plan.forced_name == "calculator" and plan.names == ["get_weather", "calculator"]
     # one forward per tool, keeping only the logits of the scored positions (not the whole prompt)
     assert all(last is not None and last < 20 for _, last in model.calls) and len(model.calls) == 2
 
 
-def test_scores_sum_the_name_tokens_after_the_shared_opening():
+def test_scores_average_the_name_tokens_after_the_shared_opening():
     scores = score_tool_names(_host(_CharModel()), PROMPT, _plan("get_weather", "calculator"))
     assert [s.name for s in scores] == ["calculator", "get_weather"]
     by = {s.name: s for s in scores}
-    assert by["calculator"].tokens == len("calculator") + 1  # the name and its closing quote
+    assert by["calculator"].tokens == len('calculator",')  # the name and the `",` that ends it
     lse = torch.logsumexp(torch.tensor([8.0, 6.0] + [0.0] * (V - 2)), 0).item()
     uniform = torch.log(torch.tensor(float(V))).item()
-    assert by["calculator"].logprob == pytest.approx(6.0 - lse - len('alculator"') * uniform, abs=1e-3)
+    assert by["calculator"].logprob == pytest.approx((6.0 - lse - len('alculator",') * uniform) / 12, abs=1e-3)
     after_g = torch.logsumexp(torch.tensor([12.0] + [0.0] * (V - 1)), 0).item()  # 'e' after 'g' costs ~12 nats
-    assert by["get_weather"].logprob == pytest.approx(8.0 - lse - after_g - len('t_weather"') * uniform, abs=1e-3)
+    assert by["get_weather"].logprob == pytest.approx(
+        (8.0 - lse - after_g - len('t_weather",') * uniform) / 13, abs=1e-3)
+
+
+def test_longer_name_is_not_penalised_for_its_length():
+    """Every token equally likely: the mean ranks a long and a short name alike (the sum would
+    always prefer the short one); ties keep the offered order."""
+    class Flat(_CharModel):
+        def next_logits(self, prefix: str) -> torch.Tensor:
+            return torch.zeros(V)
+
+    plan = _plan("get_current_weather", "calc")
+    assert [s.name for s in score_tool_names(_host(Flat()), PROMPT, plan)] == ["get_current_weather", "calc"]
 
 
 def test_a_name_that_prefixes_another_is_scored_up_to_its_quote():
-    assert call_opening("hermes", "get") == '<tool_call>\n{"name": "get"'
+    assert call_opening("hermes", "get") == '<tool_call>\n{"name": "get",'
     scores = score_tool_names(_host(_CharModel()), PROMPT, _plan("get", "get_weather"))
-    assert {s.name: s.tokens for s in scores} == {"get": 1, "get_weather": 9}  # both past the shared "get"
+    assert {s.name: s.tokens for s in scores} == {"get": 2, "get_weather": 10}  # both past the shared "get"
 
 
 @pytest.mark.parametrize("kw, plan", [
