@@ -41,7 +41,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PLUGINS: tuple[str, ...] = ("agentkit.plugins.tool_callbacks:ToolCallbacksPlugin",)
+DEFAULT_PLUGINS: tuple[str, ...] = ("agentkit.plugins.tool_callbacks:ToolCallbacksPlugin",
+                                    "agentkit.plugins.speculative:SpeculativePlugin")
 """Built-in plugins, by import spec: "package.module" registers the module itself;
 "package.module:Name" registers `Name()` (a fresh instance per manager) when `Name` is a class,
 else the object. Registered under the module name, disabled by it or its last component. A

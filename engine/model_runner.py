@@ -41,12 +41,16 @@ class KVOptions:
 
 @dataclass(slots=True)
 class BatchItem:
-    """Feed `seq.token_ids[start:start+count]`; `need_logits` if this chunk ends the known tokens."""
+    """Feed `seq.token_ids[start:start+count]`; `need_logits` if this chunk ends the known tokens.
+
+    `draft` (speculative decoding, decode items only): tokens fed after the decode token at the
+    next positions; each is scored as a decode row and returns its own logits row."""
 
     seq: Sequence
     start: int
     count: int
     need_logits: bool
+    draft: tuple[int, ...] = ()
 
 
 class ModelRunner(Protocol):
@@ -61,7 +65,8 @@ class ModelRunner(Protocol):
     supports_prefix_cache: bool
 
     def execute(self, items: list[BatchItem]) -> torch.Tensor:
-        """Run the batch; return logits `[sum(need_logits), V]` in item order."""
+        """Run the batch; return logits `[sum(need_logits) + drafts, V]` in item order (an item
+        with a draft gets 1 + len(draft) rows)."""
         ...
 
     def free(self, seq: Sequence) -> None:
@@ -127,6 +132,16 @@ class NativeRunner:
             s, bt = it.seq, it.seq.block_table
             begin = len(ids)
             end = it.start + it.count
+            if it.draft:  # decode rows, so every row's logits are a plain decode step's
+                for p, tok in enumerate((s.token_ids[it.start], *it.draft), it.start):
+                    dec_rows.append(len(ids))
+                    rows.append(len(ids))
+                    ids.append(tok)
+                    pos.append(p)
+                    slots.append(bt[p // bs] * bs + p % bs)
+                    dec_tables.append(bt[: p // bs + 1])
+                    dec_lens.append(p + 1)
+                continue
             ids.extend(s.token_ids[it.start : end])
             pos.extend(range(it.start, end))
             slots.extend(bt[p // bs] * bs + p % bs for p in range(it.start, end))
