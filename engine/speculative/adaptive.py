@@ -41,7 +41,7 @@ def expected_tokens(rate: float, k: int) -> float:
 class Acceptance:
     """A sequence's acceptance evidence (decayed counts) and its running totals."""
 
-    decay: float = 0.9
+    decay: float = 0.8
     idle_decay: float = 0.97
     accepted_w: float = 0.0
     rejected_w: float = 0.0
@@ -112,26 +112,30 @@ def _bucket(rows: int) -> int:
 
 
 def plan_lengths(rates: list[float], caps: list[int], base_rows: int, cost: CostModel,
-                 min_gain: float = 1.02) -> list[int]:
+                 draft_token_s: float = 0.0, min_gain: float = 1.02) -> list[int]:
     """Draft lengths for the sequences that can speculate this step.
 
     `rates[i]` is sequence i's acceptance estimate, `caps[i]` the most drafts it may get (proposer,
-    max_tokens, token budget), `base_rows` the rows the step scores without drafts (every decode).
+    max_tokens, token budget), `base_rows` the rows the step scores without drafts (every decode),
+    `draft_token_s` what proposing one token costs (a draft model's forward; ~0 for n-gram lookup).
     A sequence gets k > 0 only if the whole step's expected tokens per second rise by `min_gain`.
     """
     ks = [0] * len(rates)
     rows = base_rows
+    drafted = 0
     tokens = float(base_rows)
     t_now = cost.time(rows)
     for i in sorted(range(len(rates)), key=lambda j: -rates[j]):
         best_k, best_tput = 0, tokens / t_now
         for k in range(1, caps[i] + 1):
-            tput = (tokens + expected_tokens(rates[i], k) - 1.0) / cost.time(rows + k)
+            t = cost.time(rows + k) + (drafted + k) * draft_token_s
+            tput = (tokens + expected_tokens(rates[i], k) - 1.0) / t
             if tput > best_tput * (min_gain if best_k == 0 else 1.0):
                 best_k, best_tput = k, tput
         if best_k:
             ks[i] = best_k
             rows += best_k
+            drafted += best_k
             tokens += expected_tokens(rates[i], best_k) - 1.0
-            t_now = cost.time(rows)
+            t_now = cost.time(rows) + drafted * draft_token_s
     return ks

@@ -116,7 +116,8 @@ class Speculation:
         self._timed = not constrained and len(items) == sum(1 for it in items if it.count == 1)
         self._rows = used
         if cands:
-            ks = plan_lengths([it.seq.spec.rate for it in cands], caps, used, self.cost)
+            ks = plan_lengths([it.seq.spec.rate for it in cands], caps, used, self.cost,
+                              draft_token_s=float(getattr(self.proposer, "token_cost_s", 0.0)))
             budget = self.max_batch_tokens - used
             for it, k in zip(cands, ks):
                 k = min(k, budget)
