@@ -13,6 +13,11 @@ and applied to those rows only; the sampled token is then consumed (`agentkit.en
 whose outcomes the loop applies). EOS is masked until the grammar accepts; a completed grammar
 ends its sequence with "stop". Unconstrained batches skip all of it.
 
+Speculative decoding (`enable_speculation`, agentkit.engine.speculative): after scheduling, the
+`Speculation` controller attaches draft tokens to decode items; after the forward it verifies
+them and hands the remaining rows back to the plain sampling path. Without a proposer nothing
+changes.
+
 Not covered: chat templates, tool calls and response objects (the Runner's job).
 """
 

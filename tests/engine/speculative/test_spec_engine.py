@@ -198,3 +198,23 @@ def test_verify_rows_score_like_decode_steps(tiny_llama):
         one, many = engine.call(run).result(60)
     torch.testing.assert_close(many, one, rtol=0, atol=1e-4)
     assert torch.equal(many.argmax(-1), one.argmax(-1))
+
+
+def test_draft_model_greedy_equals_plain(tiny_llama, tiny_models, refs, always_speculate):
+    expected, _, _ = refs("llama")
+    draft_dir = tiny_models("qwen2")  # another native architecture with the same tokenizer
+    with Runner(Which.Plain(tiny_llama), progress=False, which_draft=Which.Plain(draft_dir), speculative_gamma=3) as r:
+        spec = r._host(None).engine.speculation
+        assert type(spec.proposer).__name__ == "DraftModelProposer" and spec.proposer.max_draft == 3
+        assert texts(run_all(r, [ask(p) for p in PROMPTS])) == expected
+        assert spec.stats.verify_steps > 0
+        assert spec.proposer.token_cost_s > 0
+        assert not spec.proposer._shadows  # every shadow sequence was released
+
+
+def test_which_draft_needs_the_plugin(tiny_llama, monkeypatch):
+    from agentkit.errors import NotSupportedError
+
+    monkeypatch.setenv("AGENTKIT_DISABLE_PLUGINS", "speculative")
+    with pytest.raises(NotSupportedError, match="which_draft"):
+        Runner(Which.Plain(tiny_llama), progress=False, which_draft=Which.Plain(tiny_llama))
