@@ -74,6 +74,7 @@ class CostModel:
 
     alpha: float = 0.2  # weight of a new online sample
     points: dict[int, float] = field(default_factory=dict)
+    _curve: tuple[list[int], list[float]] | None = field(default=None, repr=False, compare=False)
 
     def observe(self, rows: int, seconds: float) -> None:
         """Record a step that scored `rows` rows (decode tokens plus draft tokens) in `seconds`."""
@@ -81,7 +82,21 @@ class CostModel:
             return
         key = _bucket(rows)
         old = self.points.get(key)
-        self.points[key] = seconds if old is None else (1 - self.alpha) * old + self.alpha * seconds
+        self.set(key, seconds if old is None else (1 - self.alpha) * old + self.alpha * seconds)
+
+    def set(self, rows: int, seconds: float) -> None:
+        """Set the time of `rows` rows (calibration)."""
+        self.points[rows] = seconds
+        self._curve = None
+
+    def _monotone(self) -> tuple[list[int], list[float]]:
+        if self._curve is None or len(self._curve[0]) != len(self.points):
+            keys = sorted(self.points)
+            vals = [self.points[k] for k in keys]
+            for i in range(1, len(vals)):  # noisy samples must not make more rows look cheaper
+                vals[i] = max(vals[i], vals[i - 1])
+            self._curve = (keys, vals)
+        return self._curve
 
     @property
     def calibrated(self) -> bool:
@@ -91,10 +106,7 @@ class CostModel:
         """Estimated seconds of a step scoring `rows` rows (non-decreasing in `rows`)."""
         if not self.points:
             return 1.0 + 0.1 * (rows - 1)  # uncalibrated: a weak guess that extra rows cost 10% each
-        keys = sorted(self.points)
-        vals = [self.points[k] for k in keys]
-        for i in range(1, len(vals)):  # noisy samples must not make more rows look cheaper
-            vals[i] = max(vals[i], vals[i - 1])
+        keys, vals = self._monotone()
         if len(keys) == 1:
             return vals[0] * rows / keys[0] if rows > keys[0] else vals[0]
         i = bisect.bisect_left(keys, rows)

@@ -19,8 +19,13 @@ Scope: `Speculation`, owned by an `Engine` whose model runner is the native one.
 Counters: per sequence (`Sequence.spec`, an `Acceptance`: drafted, accepted, verify steps) and
 per engine (`SpecStats`).
 
-Non-goals: constrained (grammar) sequences and the transformers fallback runner do not
-speculate; proposing tokens (the proposer), the acceptance rule itself (`acceptance`).
+Constrained sequences: the draft is walked through the grammar matcher first (cut where the
+grammar refuses a token or completes), each verify row gets the mask of its position, the matcher
+is rolled back, and after acceptance the emitted tokens are consumed one by one (a completed
+grammar ends the sequence with "stop", as on the plain path).
+
+Non-goals: the transformers fallback runner (it does not speculate); proposing tokens (the
+proposer), the acceptance rule itself (`acceptance`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import Any
 import torch
 
 from agentkit.engine.block_manager import BlockManager
+from agentkit.engine.grammar_masks import compute_masks
 from agentkit.engine.model_runner import BatchItem, ModelRunner
 from agentkit.engine.params import SamplingParams
 from agentkit.engine.sampling import SampleRow
@@ -86,6 +92,7 @@ class Speculation:
         self.cost = cost or CostModel()
         self.stats = SpecStats()
         self._probs: dict[int, torch.Tensor] = {}
+        self._masks: dict[int, list[torch.Tensor]] = {}  # constrained sequences: a mask per verify row
         self._t0 = 0.0
         self._rows = 0
         self._timed = False
@@ -105,7 +112,8 @@ class Speculation:
             s = it.seq
             if s.matcher is not None:
                 constrained = True
-                continue
+                if s.matcher.is_stopped() or s.matcher.is_error():
+                    continue
             if s.spec is None:
                 s.spec = Acceptance()
             cap = min(self.proposer.max_draft, s.max_tokens - s.num_generated - 1,
@@ -144,13 +152,44 @@ class Speculation:
             if not 0 <= t < vocab:
                 tokens = tokens[:i]
                 break
+        if tokens and s.matcher is not None:
+            tokens = self._grammar_masks(s, tokens)
         if not tokens or not self.blocks.reserve(s, s.num_tokens + len(tokens)):
+            self._masks.pop(s.seq_id, None)
             return 0
         it.draft = tuple(tokens)
         if draft.probs is not None:
             self._probs[s.seq_id] = draft.probs[: len(tokens)]
         self._drafted = True
         return len(tokens)
+
+    def _grammar_masks(self, s: Sequence, tokens: list[int]) -> list[int]:
+        """Walk the draft through the sequence's grammar matcher: keep the prefix the grammar allows
+        (stopping where it completes), store the allowed-token mask of every verify row, and roll
+        the matcher back to where it was."""
+        m = s.matcher
+        masks: list[torch.Tensor] = []
+        consumed = ok = 0
+        try:
+            for t in [*tokens, None]:
+                row = compute_masks([(m, s.params.ignore_eos)]).rows[0]
+                if row.allowed is None:  # grammar complete or in error here: no row past this one
+                    break
+                masks.append(row.allowed)
+                if t is None or not (t < row.allowed.shape[0] and bool(row.allowed[t])):
+                    break
+                consumed += 1  # counted before: a refused consume still takes a rollback step
+                if not m.consume(t):
+                    break
+                ok += 1
+        finally:
+            if consumed and not m.rollback(consumed):
+                raise RuntimeError(f"the grammar matcher could not roll back {consumed} draft tokens")
+        keep = min(ok, len(masks) - 1)
+        if keep <= 0:
+            return []
+        self._masks[s.seq_id] = masks[: keep + 1]
+        return tokens[:keep]
 
     # ---- after the forward ---------------------------------------------------------------------
     def verify(self, items: list[BatchItem], logits: torch.Tensor,
@@ -186,8 +225,12 @@ class Speculation:
         s = it.seq
         draft = list(it.draft)
         probs = self._probs.pop(s.seq_id, None)
+        masks = self._masks.pop(s.seq_id, None)
         history = list(s.token_ids)
         rows = [self.make_row(s, history + draft[:i]) for i in range(len(draft) + 1)]
+        if masks is not None:
+            for row, mask in zip(rows, masks):
+                row.allowed_token_mask = mask
         verdict = accept_draft(logits, draft, rows, probs)
         n_before = s.num_tokens
         now = time.perf_counter()
@@ -195,6 +238,12 @@ class Speculation:
         for res in verdict.results:
             self.postprocess([s], [res], now)
             emitted += 1
+            if s.matcher is not None:
+                if not s.matcher.consume(res.token):
+                    raise RuntimeError(f"constrained decoding failed: token {res.token} does not satisfy the "
+                                       f"grammar ({s.matcher.error})")
+                if s.matcher.is_stopped() and s.stop_sequence is None:
+                    s.finish_reason = "stop"  # the grammar is complete (as GrammarStep.advance decides)
             if s.finish_reason is not None:
                 break
         s.num_computed = min(n_before + verdict.num_accepted, s.num_tokens - 1)
@@ -241,7 +290,7 @@ class Speculation:
                     self.runner.execute([item])
                     dt = time.perf_counter() - t0
                     if dt < self.cost.points.get(n, float("inf")):
-                        self.cost.points[n] = dt
+                        self.cost.set(n, dt)
         finally:
             self.blocks.free_seq(seq, finished=False)
         log.debug("speculation cost model: %s", {n: round(t * 1e3, 2) for n, t in sorted(self.cost.points.items())})

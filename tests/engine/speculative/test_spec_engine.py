@@ -218,3 +218,20 @@ def test_which_draft_needs_the_plugin(tiny_llama, monkeypatch):
     monkeypatch.setenv("AGENTKIT_DISABLE_PLUGINS", "speculative")
     with pytest.raises(NotSupportedError, match="which_draft"):
         Runner(Which.Plain(tiny_llama), progress=False, which_draft=Which.Plain(tiny_llama))
+
+
+@pytest.mark.parametrize("grammar_type,grammar", [
+    ("regex", "(the|fox|dog|abc|Paris|weather| )+ [0-9]{3}\\."),
+    ("json_schema", '{"type": "object", "properties": {"city": {"type": "string"}, "n": {"type": "integer"}},'
+                    ' "required": ["city", "n"]}'),
+], ids=["regex", "json"])
+def test_constrained_requests_speculate_and_match_plain(tiny_llama, always_speculate, grammar_type, grammar):
+    requests = [ask(p, n=30, grammar=grammar, grammar_type=grammar_type, ignore_eos=False) for p in PROMPTS[:4]]
+    expected, finals, vocab = reference(tiny_llama, requests)
+    for proposer in (Oracle(finals, vocab), Garbage(vocab, seed=2)):
+        with Runner(Which.Plain(tiny_llama), progress=False, plugins=[ProposerPlugin(lambda t, p=proposer: p)]) as r:
+            got = run_all(r, requests)
+            stats = r._host(None).engine.speculation.stats
+        assert texts(got) == expected
+        if isinstance(proposer, Oracle):
+            assert stats.accepted > 0, stats

@@ -32,7 +32,7 @@ def test_smollm2_greedy_equals_plain(smollm2, monkeypatch):
     import agentkit.engine.speculative.verify as verify
 
     which = Which.GGUF(*smollm2, None)
-    requests = [ask(p, n=40, logprobs=True, top_logprobs=1) for p in PROMPTS]
+    requests = [ask(p, n=32, logprobs=True, top_logprobs=1) for p in PROMPTS]
     rec = Recorder()
     with Runner(which, progress=False, num_threads=2, plugins=[ProposerPlugin(lambda t: rec)]) as plain:
         expected = _ids(run_all(plain, requests, concurrent=False))
