@@ -74,8 +74,9 @@ def summarize(samples: dict[str, dict[str, list[dict[str, Any]]]], engines: list
         row: dict[str, Any] = {}
         for e in engines:
             row[e] = med([s.get("decode_tok_s") for s in samples[e][case]])
+            row[f"n_{e}"] = len(samples[e][case])
         if "spec" in engines and "plain" in engines:
-            pairs = zip(samples["spec"][case], samples["plain"][case])
+            pairs = zip(samples["spec"][case], samples["plain"][case])  # same repetition (a cut run: fewer)
             row["spec_over_plain"] = med([a["decode_tok_s"] / b["decode_tok_s"] for a, b in pairs
                                           if a.get("decode_tok_s") and b.get("decode_tok_s")])
             row["same_text"] = all(a["text"] == b["text"] for a, b in zip(samples["spec"][case], samples["plain"][case]))
@@ -105,14 +106,15 @@ def table(summary: dict[str, Any], engines: list[str], reps: int) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for case, row in summary.items():
         kind = "copy" if case in COPY_CASES else "free text"
-        cells = [f"{case} ({kind})", *[fmt(row.get(e)) for e in engines], fmt(row.get("spec_over_plain"), 2, "×"),
+        cells = [f"{case} ({kind})", *[fmt(row.get(e)) + f" n={row.get(f'n_{e}', 0)}" for e in engines], fmt(row.get("spec_over_plain"), 2, "×"),
                  fmt(row.get("mean_acceptance_length"), 2), str(row.get("same_text", "–")),
                  fmt(row.get("spec_over_mistralrs"), 2, "×")]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"- Decode tok/s = (completion tokens − 1) / (last − first streamed token), greedy, up to the "
-                 f"token limit or EOS; medians over {reps} interleaved repetitions (range); ratios are medians of "
-                 "per-repetition ratios. Mean acceptance length = tokens emitted per verify step.")
+                 f"token limit or EOS; medians over up to {reps} interleaved repetitions (range; a cell with one "
+                 "sample shows it twice); ratios are medians of per-repetition ratios. Mean acceptance length = "
+                 "tokens emitted per verify step.")
     return "\n".join(lines)
 
 
@@ -149,28 +151,53 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--engines", default="spec,plain,mistralrs")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "spec"))
+    ap.add_argument("--cases", default=",".join(CASES), help="cases in the order to run them")
+    ap.add_argument("--summarize", action="store_true",
+                    help="only rebuild the table, chart and JSON from the samples in OUT.jsonl (a cut-short run)")
+    ap.add_argument("--also", default="", help="with --summarize: more .jsonl sample files to merge")
     args = ap.parse_args(argv)
     engines = [e for e in args.engines.split(",") if e]
     bad = [e for e in engines if e not in LABEL]
     if bad:
         raise SystemExit(f"unknown engine(s) {bad}: choose from {sorted(LABEL)}")
-    workers = {e: start(e, args.threads) for e in engines}
     samples: dict[str, dict[str, list[dict[str, Any]]]] = {e: {c: [] for c in CASES} for e in engines}
+    cases = [c for c in args.cases.split(",") if c]
+    if [c for c in cases if c not in CASES]:
+        raise SystemExit(f"unknown case(s) in {cases}: choose from {list(CASES)}")
+    if args.summarize:
+        for path in [args.out + ".jsonl", *[p for p in args.also.split(",") if p]]:
+            with open(path) as f:
+                for line in f:
+                    rec = json.loads(line)
+                    if rec["engine"] in samples:
+                        samples[rec["engine"]][rec["case"]].append(rec["result"])
+        args.reps = max(len(samples[e][c]) for e in engines for c in CASES)  # a cut-short run: what exists
+        return write(args, engines, samples, {})
+    workers = {e: start(e, args.threads) for e in engines}
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    log = open(args.out + ".jsonl", "w")  # noqa: SIM115 - every sample as it comes (a cut-short run keeps them)
     try:
         for rep in range(args.reps):
             order = engines[rep % len(engines):] + engines[: rep % len(engines)]
-            for case in CASES:
+            for case in cases:
                 for e in order:
                     res = measure(workers[e], case, args.max_tokens)
                     samples[e][case].append(res)
+                    log.write(json.dumps({"rep": rep, "case": case, "engine": e, "result": res}) + "\n")
+                    log.flush()
                     print(f"rep {rep} {case:16s} {e:9s} {res.get('decode_tok_s') or 0:7.1f} tok/s "
                           f"{res.get('completion_tokens')} tokens foreign {res['foreign_cpu_s']:.1f} s"
                           + (f" acc.len {res['speculative']['mean_acceptance_length']:.2f}"
                              if res.get("speculative") else ""), flush=True)
     finally:
+        log.close()
         info = {e: w.ready.get("info") for e, w in workers.items()}
         for w in workers.values():
             w.close()
+    return write(args, engines, samples, info)
+
+
+def write(args: argparse.Namespace, engines: list[str], samples: dict[str, Any], info: dict[str, Any]) -> int:
     summary = summarize(samples, engines)
     md = table(summary, engines, args.reps)
     print(md)

@@ -318,7 +318,7 @@ class Engine:
         verified: list[Sequence] = []
         if self.speculation is not None:
             logits, sampled, verified = self.speculation.verify(items, logits, sampled)
-        if not sampled and not verified:
+        if not sampled and not verified and not (self.speculation and self.speculation.failed):
             return
         pre = GrammarOutcome() if masks is None else self._grammar.outcome(constrained, masks)
         for s in pre.stopped:
@@ -334,6 +334,8 @@ class Engine:
         for s in post.stopped:
             s.finish_reason = "stop"
         failed = pre.failed | {rid: f for rid, f in post.failed.items() if rid not in pre.failed}
+        if self.speculation is not None:
+            failed |= {rid: f for rid, f in self.speculation.failed.items() if rid not in failed}
         by_req: dict[str, list[Sequence]] = {}
         for s in pre.stopped + sampled + verified:
             by_req.setdefault(s.request.request_id, []).append(s)

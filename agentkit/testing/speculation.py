@@ -33,10 +33,14 @@ def ask(text: str, n: int = 24, **kw: Any) -> ChatCompletionRequest:
 
 
 def run_all(runner: Runner, requests: list[ChatCompletionRequest], concurrent: bool = True) -> list[Any]:
+    """Send every request (from one thread each when `concurrent`); re-raise the first error."""
     out: list[Any] = [None] * len(requests)
 
     def one(i: int) -> None:
-        out[i] = runner.send_chat_completion_request(requests[i])
+        try:
+            out[i] = runner.send_chat_completion_request(requests[i])
+        except BaseException as exc:  # handed to the caller below
+            out[i] = exc
 
     if concurrent:
         ts = [threading.Thread(target=one, args=(i,)) for i in range(len(requests))]
@@ -47,6 +51,9 @@ def run_all(runner: Runner, requests: list[ChatCompletionRequest], concurrent: b
     else:
         for i in range(len(requests)):
             one(i)
+    for x in out:
+        if isinstance(x, BaseException):
+            raise x
     return out
 
 

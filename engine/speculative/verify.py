@@ -97,6 +97,7 @@ class Speculation:
         self._rows = 0
         self._timed = False
         self._drafted = False
+        self.failed: dict[str, tuple[EngineRequest, str]] = {}  # request_id -> error, from the last verify
 
     # ---- before the forward --------------------------------------------------------------------
     def draft(self, items: list[BatchItem]) -> None:
@@ -195,9 +196,11 @@ class Speculation:
     def verify(self, items: list[BatchItem], logits: torch.Tensor,
                seqs: list[Sequence]) -> tuple[torch.Tensor, list[Sequence], list[Sequence]]:
         """Verify every drafted item; return the logits and sequences left for plain sampling, and
-        the verified sequences (tokens appended, to publish)."""
+        the verified sequences (tokens appended, to publish). Requests whose verification failed
+        are in `self.failed` until the next call."""
         if self._timed:
             self.cost.observe(self._rows, time.perf_counter() - self._t0)
+        self.failed = {}
         if not self._drafted:
             return logits, seqs, []
         keep_rows: list[int] = []
@@ -209,8 +212,12 @@ class Speculation:
                 continue
             if it.draft:
                 n = len(it.draft) + 1
-                self._verify_one(it, logits[off : off + n])
-                verified.append(it.seq)
+                try:
+                    self._verify_one(it, logits[off : off + n])
+                    verified.append(it.seq)
+                except Exception as exc:  # fails this request only (the engine ends it)
+                    req = it.seq.request
+                    self.failed.setdefault(req.request_id, (req, f"{type(exc).__name__}: {exc}"))
                 it.draft = ()
                 off += n
             else:

@@ -10,7 +10,16 @@ import torch
 import agentkit.engine.speculative.verify as verify
 from agentkit import Runner, Which
 from agentkit.plugins.speculative import SpeculativePlugin
-from agentkit.testing.speculation import PROMPTS, Garbage, Oracle, ProposerPlugin, Recorder, ask, run_all, texts
+from agentkit.testing.speculation import (
+    PROMPTS,
+    Garbage,
+    Oracle,
+    ProposerPlugin,
+    Recorder,
+    ask,
+    run_all,
+    texts,
+)
 
 ARCHS = ("llama", "qwen2", "mistral", "qwen3")
 
