@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 __all__ = ["Acceptance", "CostModel", "expected_tokens", "plan_lengths"]
 
-_PRIOR_ACCEPT = 1.0  # pseudo-counts of the prior: mean acceptance 0.5, weight 2 tokens
-_PRIOR_REJECT = 1.0
+_PRIOR_ACCEPT = 1.0  # pseudo-counts of the prior: mean acceptance 1/3 (a new sequence starts cautious)
+_PRIOR_REJECT = 2.0
 
 
 def expected_tokens(rate: float, k: int) -> float:
@@ -124,7 +124,7 @@ def _bucket(rows: int) -> int:
 
 
 def plan_lengths(rates: list[float], caps: list[int], base_rows: int, cost: CostModel,
-                 draft_token_s: float = 0.0, min_gain: float = 1.02) -> list[int]:
+                 draft_token_s: float = 0.0, min_gain: float = 1.1) -> list[int]:
     """Draft lengths for the sequences that can speculate this step.
 
     `rates[i]` is sequence i's acceptance estimate, `caps[i]` the most drafts it may get (proposer,

@@ -64,7 +64,7 @@ def continuation(ids: Sequence[int], pos: int, k: int) -> list[int]:
 class PromptLookupProposer:
     """Drafts from the sequence's own context (n-gram prompt lookup, vLLM's "ngram" method)."""
 
-    def __init__(self, max_draft: int = 10, min_n: int = 1, max_n: int = 4) -> None:
+    def __init__(self, max_draft: int = 10, min_n: int = 2, max_n: int = 4) -> None:
         if max_draft < 1:
             raise ValueError(f"max_draft must be >= 1, got {max_draft}")
         self.max_draft = max_draft

@@ -75,7 +75,7 @@ class SuffixCache:
 class NgramProposer:
     """Prompt lookup in the sequence's own context, else the Runner-wide suffix cache."""
 
-    def __init__(self, max_draft: int = 10, cache: SuffixCache | None = None, min_n: int = 1,
+    def __init__(self, max_draft: int = 10, cache: SuffixCache | None = None, min_n: int = 2,
                  max_n: int = 4) -> None:
         self.local = PromptLookupProposer(max_draft, min_n, max_n)
         self.cache = cache if cache is not None else SuffixCache(max_n=max_n)

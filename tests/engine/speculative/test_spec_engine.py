@@ -9,6 +9,7 @@ import torch
 
 import agentkit.engine.speculative.verify as verify
 from agentkit import Runner, Which
+from agentkit.engine.speculative.suffix_cache import NgramProposer
 from agentkit.plugins.speculative import SpeculativePlugin
 from agentkit.testing.speculation import (
     PROMPTS,
@@ -48,8 +49,7 @@ def refs(tiny_models):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_greedy_equals_plain_with_ngram_and_oracle_drafts(tiny_models, refs, arch, always_speculate):
     expected, finals, vocab = refs(arch)
-    for factory in (lambda t: SpeculativePlugin(mode="ngram").engine_draft_proposer(t, None),
-                    lambda t: Oracle(finals, vocab)):
+    for factory in (lambda t: NgramProposer(min_n=1), lambda t: Oracle(finals, vocab)):
         plugin = ProposerPlugin(factory)
         with Runner(Which.Plain(tiny_models(arch)), progress=False, plugins=[plugin]) as r:
             assert texts(run_all(r, [ask(p) for p in PROMPTS])) == expected
