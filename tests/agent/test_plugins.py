@@ -98,7 +98,8 @@ def test_each_call_builds_a_fresh_manager():
     assert pm1 is not pm2
     assert pm1.is_registered(plugin) and not pm2.is_registered(plugin)
     assert not pm1.has_plugin(CORE_ROUTER_NAME)  # the router belongs to the PluginHost
-    assert plugin_manager.DEFAULT_PLUGINS == ("agentkit.plugins.tool_callbacks:ToolCallbacksPlugin",)
+    assert plugin_manager.DEFAULT_PLUGINS == ("agentkit.plugins.tool_callbacks:ToolCallbacksPlugin",
+                                              "agentkit.plugins.speculative:SpeculativePlugin")
 
 
 def test_modules_classes_and_instances_are_plugins():
@@ -562,13 +563,13 @@ def test_engine_draft_proposer_is_firstresult():
 
     class Ngram:
         @hookimpl
-        def engine_draft_proposer(self, runner, config):
+        def engine_draft_proposer(self, target, config):
             asked.append("ngram")
-            return ("ngram", runner, config.speculative_gamma)
+            return ("ngram", target, config.speculative_gamma)
 
     class Never:
         @hookimpl(trylast=True)
-        def engine_draft_proposer(self, runner):
+        def engine_draft_proposer(self, target):
             asked.append("never")
             return "unreachable"
 

@@ -103,19 +103,21 @@ def test_sampled_output_follows_the_target_distribution(params, draft_kind):
     assert df >= 1 and stat < _chi2_limit(df), (stat, df)
 
 
-def test_a_rule_that_ignores_q_fails_the_chi_square():
-    """Sabotage check of the test itself: accepting drafts with probability p (as if q were a
-    point mass) while drafting from a spread q biases the output, and the test sees it."""
+def test_the_chi_square_sees_a_wrong_rule():
+    """The test's power: the classic mistake (on rejection, sample from p instead of the residual
+    max(0, p - q)) biases the output, and the same statistic flags it."""
     torch.manual_seed(0)
     V, N = 8, 6000
     logits = torch.randn(2, V) * 1.5
-    q = torch.softmax(torch.randn(1, V) * 2.0, -1)
+    q = torch.softmax(torch.randn(V) * 2.0, -1)
+    p = _target(logits[0], SamplingParams(temperature=1.0))
     gen = torch.Generator().manual_seed(1)
-    params = SamplingParams(temperature=1.0)
     first = torch.zeros(V)
     for _ in range(N):
-        draft = [int(torch.multinomial(q[0], 1, generator=gen))]
-        v = accept_draft(logits, draft, rows(params, [0], draft, gen), None)  # q withheld: wrong rule
-        first[v.results[0].token] += 1
-    stat, df = _chi2(first, _target(logits[0], params))
+        d = int(torch.multinomial(q, 1, generator=gen))
+        if float(torch.rand(1, generator=gen)) < min(1.0, float(p[d] / q[d])):
+            first[d] += 1
+        else:
+            first[int(torch.multinomial(p, 1, generator=gen))] += 1
+    stat, df = _chi2(first, p)
     assert stat > _chi2_limit(df)
