@@ -136,10 +136,11 @@ PLUGIN_OPTIONS: Mapping[str, PluginOption] = MappingProxyType({
     "enable_search": PluginOption("web search", _SEARCH),
     "search_embedding_model": PluginOption("web search", _SEARCH),
     "search_callback": PluginOption("web search", _SEARCH),
-    "mcp_client_config": PluginOption("MCP tools", "the MCP plugin: pip install 'agentkit[mcp]'"),
+    "mcp_client_config": PluginOption("MCP tools", "the built-in MCP plugin (remove `mcp` from "
+                                      "AGENTKIT_DISABLE_PLUGINS): pip install 'agentkit[mcp]'"),
     "code_execution_config": PluginOption("code execution", _CODE),
     "shell_config": PluginOption("the shell tool", _CODE),
-    "anymoe_config": PluginOption("AnyMoE", "an AnyMoE plugin (agentkit has no built-in one yet)"),
+    "anymoe_config": PluginOption("AnyMoE", "the built-in anymoe plugin (remove it from AGENTKIT_DISABLE_PLUGINS)"),
     "which_draft": PluginOption("draft-model speculative decoding", _SPECULATIVE),
     "speculative_gamma": PluginOption("draft-model speculative decoding", _SPECULATIVE),
     "mtp_model": PluginOption("multi-token-prediction speculative decoding", _MTP),

@@ -17,6 +17,7 @@ __all__ = [
     "ConfigError",
     "EngineError",
     "LoraAdapterError",
+    "McpServerError",
     "ModelLoadError",
     "ModelNotFoundError",
     "NotSupportedError",
@@ -78,6 +79,10 @@ class PluginError(AgentkitError):
 
 class ToolError(AgentkitError):
     """A tool failed in a way the agent loop cannot turn into a tool result (e.g. bad registration)."""
+
+
+class McpServerError(AgentkitError):
+    """A required MCP server (`McpServerConfigPy(required=True)`) could not be reached when the Runner started."""
 
 
 class SessionError(AgentkitError, ValueError):

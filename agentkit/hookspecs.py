@@ -10,7 +10,9 @@ Rules every hook follows:
   `agentkit.plugin_host` (`PluginHost`); an implementation may accept fewer arguments than
   the spec declares, so specs may gain arguments but never rename or drop them.
 - Plugins *register things* once per Runner; there are no per-token hooks.
-- Types are imported under TYPE_CHECKING only, so `import agentkit.hookspecs` stays light.
+- Types are imported under TYPE_CHECKING only, so `import agentkit.hookspecs` stays light; the
+  Runner is annotated as `agentkit.handles.RunnerHandle`, so the contract never depends on the
+  façade (`agentkit.runner`), even for types (a test checks the import graph).
 
 Non-goals: building the plugin manager and loading entry points (`agentkit.plugin_manager`),
 calling hooks (`agentkit.plugin_host`).
@@ -26,11 +28,12 @@ import pluggy
 if TYPE_CHECKING:
     import torch.nn as nn
 
+    from agentkit.agent.context import ToolContext
     from agentkit.config import RunnerConfig
     from agentkit.engine.speculative import DraftProposer, DraftTarget
-    from agentkit.runner import Runner
+    from agentkit.handles import RunnerHandle
     from agentkit.sessions import PluginStateStore, Session
-    from agentkit.tools import ToolCall, ToolResult
+    from agentkit.tools import Tool, ToolCall, ToolResult
 
 __all__ = ["PROJECT", "hookimpl", "hookspec"]
 
@@ -68,7 +71,7 @@ def runner_configure(config: RunnerConfig) -> None:
 
 
 @hookspec
-def runner_shutdown(runner: Runner) -> None:
+def runner_shutdown(runner: RunnerHandle) -> None:
     """Release resources held for this Runner (MCP sessions, kernels, sandboxes, threads).
 
     When: when the Runner closes (explicitly or at interpreter exit); at most once per Runner,
@@ -115,7 +118,9 @@ def register_search_providers(register: Callable[..., None]) -> None:
 def register_code_executors(register: Callable[..., None]) -> None:
     """Register code executors with `register(name, factory)`.
 
-    `factory(session, sandbox_config) -> CodeExecutor`. When: once per Runner (cached).
+    `factory(spec: ExecutorSpec) -> CodeExecutor` (agentkit.plugins.code_exec.protocol: one
+    executor per session; the built-in registers "local", a sandboxed ipykernel + shell).
+    When: once per Runner (cached).
     A name registered twice raises `PluginError`. Return value: ignored; return None.
     """
 
@@ -124,8 +129,13 @@ def register_code_executors(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def engine_prepare_model(model: nn.Module, config: RunnerConfig) -> None:
+def engine_prepare_model(model: nn.Module, config: RunnerConfig,
+                         encode_prompt: Callable[[str], list[int]] | None) -> None:
     """Mutate a freshly loaded model in place (AnyMoE gates, adapters).
+
+    `encode_prompt(text)` gives the token ids of `text` sent as one user message through the
+    model's chat template with the generation prompt (raw tokens when it has no template), as a
+    chat request would tokenize it; None when the caller has no tokenizer.
 
     When: once per loaded model, after the weights load and before quantization and KV-cache
     sizing: linear layers still hold the checkpoint's weights (dense tensors, or GGUF's packed
@@ -149,16 +159,35 @@ def engine_draft_proposer(target: DraftTarget, config: RunnerConfig) -> DraftPro
     """
 
 
-# ---- agent loop: once per tool call (never per token) ------------------------------------------
+# ---- agent loop: once per turn or per tool call (never per token) ------------------------------
+
+
+@hookspec
+def agent_request_tools(context: ToolContext) -> list[Tool] | None:
+    """Offer tools to one agentic turn, e.g. code execution when `context.request.enable_code_execution`.
+
+    `context` (`agentkit.agent.context.ToolContext`) carries the request, the session, the
+    Runner's options, the file store and the turn/round numbers; the returned tools' `fn` close
+    over it (to add files with `context.add_file`, size output from `context.remaining_tokens()`).
+    A plugin may also append to `context.notes` (shown to the model in a system message at the
+    start of the turn), e.g. to say which MCP servers are unavailable.
+    When: once per agentic turn, before its first round. Every implementation runs; a tool name
+    offered twice (or equal to a registered tool's) raises `PluginError`.
+    Return value: the tools for this turn; None or [] when the request does not ask for any.
+    """
+
+
 
 
 @hookspec(firstresult=True)
-def agent_execute_tool(call: ToolCall, session: Session | None) -> ToolResult | None:
+def agent_execute_tool(call: ToolCall, session: Session | None, tool: Tool | None) -> ToolResult | None:
     """Run one tool call the model made and return its `ToolResult`.
 
+    `tool` is the `Tool` the loop resolved for `call.name` among this turn's tools (registered,
+    from tool sources, or offered by `agent_request_tools`), None when no tool has that name.
     When: once per tool call in the agent loop. firstresult: the first non-None return is the
     result. Return None when this plugin does not handle `call.name`; the core router (trylast)
-    runs registered tools, and returns None for unknown names, in which case the loop reports
+    runs `tool.fn`, and returns None for unknown names, in which case the loop reports
     `not_found` or hands the call back to the client. Wrap it with `@hookimpl(wrapper=True)`
     for approval, timeouts, caching or logging; raise `agentkit.errors.CancelToolCall` (in a
     wrapper before `yield`, or in a `tryfirst` implementation) to deny the call.

@@ -5,7 +5,6 @@ Scope:
   register once per Runner (tools, tool sources, search providers, code executors), so nothing
   calls pluggy per token; and it registers the core tool router (a `trylast`
   `agent_execute_tool` that runs registered tools).
-- `run_tool()`: run one `Tool` for one `ToolCall`, turning every failure into a `ToolResult`.
 
 Non-goals: building the manager (`agentkit.plugin_manager`), the hook specs
 (`agentkit.hookspecs`), the agent loop (what to do with a `None` result).
@@ -32,37 +31,15 @@ from agentkit.plugin_manager import (
     make_plugin_manager,
     register_plugin,
 )
-from agentkit.tools import Tool, ToolCall, ToolResult, ToolSource
+from agentkit.tools import Tool, ToolCall, ToolResult, ToolSource, run_tool
 
 if TYPE_CHECKING:
+    from agentkit.agent.context import ToolContext
     from agentkit.sessions import PluginStateStore, Session
 
 __all__ = ["PluginHost", "run_tool"]
 
 logger = logging.getLogger(__name__)
-
-
-def run_tool(tool: Tool, call: ToolCall) -> ToolResult:
-    """Run `tool.fn(call.name, arguments)`; never raises (except BaseException such as KeyboardInterrupt).
-
-    A `str` becomes `ToolResult(content=...)`, a `ToolResult` is returned as is; any other value,
-    invalid JSON arguments or an exception become `ToolResult.failure(...)` (`CancelToolCall`:
-    status "denied"), which the model sees as an error it can react to.
-    """
-    if tool.fn is None:
-        return ToolResult.failure(call, f"tool {tool.name!r} has no Python implementation (client-side tool)")
-    try:
-        value = tool.fn(call.name, call.parsed_arguments())
-    except CancelToolCall as exc:
-        return ToolResult.failure(call, exc.message, status="denied")
-    except Exception as exc:
-        logger.info("tool %r raised %s: %s", call.name, type(exc).__name__, exc)
-        return ToolResult.failure(call, f"{type(exc).__name__}: {exc}")
-    if isinstance(value, str):
-        return ToolResult(content=value)
-    if isinstance(value, ToolResult):
-        return value
-    return ToolResult.failure(call, f"tool {call.name!r} returned {type(value).__name__}, expected str")
 
 
 class _CoreRouter:
@@ -72,9 +49,10 @@ class _CoreRouter:
         self._host = host
 
     @hookimpl(trylast=True)
-    def agent_execute_tool(self, call: ToolCall) -> ToolResult | None:
+    def agent_execute_tool(self, call: ToolCall, tool: Tool | None = None) -> ToolResult | None:
         """The result of running `call.name`, or None when no tool (with a Python `fn`) has that name."""
-        tool = self._host.find_tool(call.name)
+        if tool is None or tool.name != call.name:
+            tool = self._host.find_tool(call.name)
         if tool is None or tool.fn is None:
             return None
         return run_tool(tool, call)
@@ -357,9 +335,10 @@ class PluginHost:
 
     # ---- engine ------------------------------------------------------------------------------
 
-    def prepare_model(self, model: Any, config: RunnerConfig) -> None:
-        """Call `engine_prepare_model(model, config)` (every implementation, in pluggy order)."""
-        self.pm.hook.engine_prepare_model(model=model, config=config)
+    def prepare_model(self, model: Any, config: RunnerConfig,
+                      encode_prompt: Callable[[str], list[int]] | None = None) -> None:
+        """Call `engine_prepare_model(model, config, encode_prompt)` (every implementation, in pluggy order)."""
+        self.pm.hook.engine_prepare_model(model=model, config=config, encode_prompt=encode_prompt)
 
     def draft_proposer(self, target: Any, config: RunnerConfig) -> Any | None:
         """The first non-None `engine_draft_proposer(target, config)`, or None (no speculation)."""
@@ -367,14 +346,17 @@ class PluginHost:
 
     # ---- agent loop --------------------------------------------------------------------------
 
-    def execute_tool(self, call: ToolCall, session: Session | None = None) -> ToolResult | None:
+    def execute_tool(self, call: ToolCall, session: Session | None = None, tool: Tool | None = None) -> ToolResult | None:
         """Run one tool call through `agent_execute_tool`; None when nothing handles `call.name`.
+
+        `tool` is the turn's tool of that name when the caller resolved it (request tools are
+        not registered, so the core router could not find them by name).
 
         `CancelToolCall` from any implementation or wrapper becomes a "denied" result; any other
         exception (except PluginError/ToolError, which mean broken registration) a "failed" one.
         """
         try:
-            result = self.pm.hook.agent_execute_tool(call=call, session=session)
+            result = self.pm.hook.agent_execute_tool(call=call, session=session, tool=tool)
         except CancelToolCall as exc:
             return ToolResult.failure(call, exc.message, status="denied")
         except (PluginError, ToolError):
@@ -386,6 +368,37 @@ class PluginHost:
             return result
         return ToolResult.failure(call, f"agent_execute_tool returned {type(result).__name__}, "
                                         "expected a ToolResult or None")
+
+    def request_tools(self, context: ToolContext) -> dict[str, Tool]:
+        """Every plugin's `agent_request_tools(context)` for one turn, by name.
+
+        A plugin that raises is skipped (logged, and named to the model in `context.notes`), so
+        one broken plugin does not fail the request. Raises PluginError when a plugin returns
+        something other than Tools, or two plugins offer the same name.
+        """
+        found: dict[str, Tool] = {}
+        owners: dict[str, str] = {}
+        if context.search_providers is None:
+            context.search_providers = self.search_providers
+        if context.code_executors is None:
+            context.code_executors = self.code_executors
+        for impl in self._impls("agent_request_tools"):
+            try:
+                tools = impl.function(**({"context": context} if "context" in impl.argnames else {}))
+            except Exception as exc:
+                logger.exception("plugin %r failed in agent_request_tools", impl.plugin_name)
+                context.notes.append(f"The tools of plugin {impl.plugin_name!r} are unavailable this turn "
+                                     f"({type(exc).__name__}: {exc}).")
+                continue
+            for tool in tools or []:
+                if not isinstance(tool, Tool):
+                    raise PluginError(f"plugin {impl.plugin_name!r}: agent_request_tools must return Tool objects, "
+                                      f"got {type(tool).__name__}")
+                if tool.name in found:
+                    raise PluginError(f"tool {tool.name!r} is offered by plugins {owners[tool.name]!r} and "
+                                      f"{impl.plugin_name!r}; rename one of them")
+                found[tool.name], owners[tool.name] = tool, impl.plugin_name
+        return found
 
     # ---- sessions ----------------------------------------------------------------------------
 

@@ -42,6 +42,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_PLUGINS: tuple[str, ...] = ("agentkit.plugins.tool_callbacks:ToolCallbacksPlugin",
+                                    "agentkit.plugins.web_search:WebSearchPlugin",
+                                    "agentkit.plugins.code_exec:CodeExecPlugin",
+                                    "agentkit.plugins.mcp:McpPlugin",
+                                    "agentkit.plugins.files:FilesPlugin",
+                                    "agentkit.plugins.anymoe:AnyMoePlugin",
                                     "agentkit.plugins.speculative:SpeculativePlugin")
 """Built-in plugins, by import spec: "package.module" registers the module itself;
 "package.module:Name" registers `Name()` (a fresh instance per manager) when `Name` is a class,

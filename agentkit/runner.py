@@ -22,12 +22,13 @@ import dataclasses
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 
 from agentkit.agent.loop import AgentLoop
+from agentkit.agent.runner_sessions import SessionMethods
 from agentkit.agent.tool_limits import ToolLimits
 from agentkit.api.requests import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from agentkit.api.responses import (
@@ -49,7 +50,10 @@ from agentkit.config import ModelOptions, RunnerConfig, check_plugin_options, pa
 from agentkit.engine.config import EngineConfig
 from agentkit.engine.loading.hub import parse_token_source
 from agentkit.engine.sequence import EngineRequest, RequestOutput
+from agentkit.file_store import FileStore
+from agentkit.mcp_methods import McpMethods
 from agentkit.models import calibration
+from agentkit.models.anymoe import AnyMoeMethods
 from agentkit.models.local import EmbeddingHost, load_model, model_name
 from agentkit.models.management import ModelManagement
 from agentkit.models.served import ServedModel
@@ -60,8 +64,7 @@ from agentkit.session_store import MemorySessionStore, SessionStore, open_sessio
 log = logging.getLogger("agentkit")
 
 
-
-class Runner(ModelManagement):
+class Runner(ModelManagement, SessionMethods, McpMethods, AnyMoeMethods):
     """Load a model and serve chat/completion requests (the mistralrs `Runner` API).
 
     Positional arguments and defaults are mistralrs 0.9.5's. agentkit's keyword-only extras:
@@ -71,7 +74,8 @@ class Runner(ModelManagement):
     `tool_output_max_tokens` (per tool call: seconds before the model gets a timeout result, and
     the most tokens of a result it sees, default a quarter of the context), plus the engine knobs
     (`pa_*`, `max_seq_len`, `num_threads`, `device`, `weights`, `progress`) and
-    `request_timeout_secs` (every request's default deadline; `timeout_secs` on a request overrides).
+    `request_timeout_secs` (every request's default deadline; `timeout_secs` on a request overrides),
+    and `plugin_options` (`{plugin name: {option: value}}`, what plugins read as `RunnerConfig.extra`).
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class Runner(ModelManagement):
         session_idle_ttl_s: float | None = 1800.0,
         tool_timeout_secs: float | None = None,
         tool_output_max_tokens: int | None = None,
+        plugin_options: Mapping[str, Any] | None = None,
     ) -> None:
         options = parse_model_options(
             which, weights=weights, in_situ_quant=in_situ_quant, chat_template=chat_template,
@@ -132,13 +137,16 @@ class Runner(ModelManagement):
             search_callback=search_callback, tool_callbacks=tool_callbacks, mcp_client_config=mcp_client_config,
             code_execution_config=code_execution_config, shell_config=shell_config, anymoe_config=anymoe_config,
             which_draft=which_draft, speculative_gamma=speculative_gamma, mtp_model=mtp_model,
-            mtp_n_predict=mtp_n_predict, seed=seed))
+            mtp_n_predict=mtp_n_predict, seed=seed, extra=plugin_options or {}))
         self._sessions = (MemorySessionStore(max_sessions, session_idle_ttl_s) if session_store is None
                           else open_session_store(session_store))
+        self._files = FileStore()
         self._agent = AgentLoop(self._plugins.all_tools, self._plugins.execute_tool, self._sessions,
                                 save_plugins=self._plugins.save_session_state,
                                 load_plugins=self._plugins.restore_session_state,
-                                limits=ToolLimits(tool_timeout_secs, tool_output_max_tokens))
+                                limits=ToolLimits(tool_timeout_secs, tool_output_max_tokens),
+                                request_tools=self._plugins.request_tools, files=self._files,
+                                config=lambda: self._plugins.config)
         self._token = parse_token_source(token_source)
         self._engine_config = options.engine_config(EngineConfig(
             device=device, seed=seed if seed is not None else 0, request_timeout_s=request_timeout_secs))
@@ -214,8 +222,10 @@ class Runner(ModelManagement):
     @staticmethod
     def _watch(lease: Lease, ereq: EngineRequest) -> None:
         """Let an unload that times out end `ereq` cleanly: cancel it and post an error event."""
+        backend = lease.host.backend
+
         def abort(reason: str) -> None:
-            ereq.cancel()
+            backend.cancel(ereq)
             ereq.outputs.put(RequestOutput(ereq.request_id, [], finished=True, error=reason))
 
         lease.on_abort(abort)
@@ -229,10 +239,7 @@ class Runner(ModelManagement):
             lease.release()
 
     def _host(self, model_id: str | None) -> ServedModel:
-        host = self._entry(model_id)
-        if isinstance(host, EmbeddingHost):
-            raise ValueError(f"model {host.model_id!r} is an embedding model: use send_embedding_request")
-        return host
+        return self.served_model(model_id)
 
     # ---- generation ----------------------------------------------------------------------------
     def send_chat_completion_request(
@@ -394,34 +401,6 @@ class Runner(ModelManagement):
         self._models_changed()
         log.info("added model %s", name)
         return name
-
-    # ---- agentic sessions ----------------------------------------------------------------------
-    def _check_model(self, model_id: str | None) -> None:
-        if model_id is not None:
-            self._models.resolve(model_id)
-
-    def export_session(self, session_id: str, model_id: str | None = None) -> str | None:
-        """The stored agentic session as JSON (runner-api §2.8 shape plus `version`), or None if absent."""
-        self._check_model(model_id)
-        session = self._sessions.get(session_id)
-        return None if session is None else session.to_json_str()
-
-    def import_session(self, session_id: str, session_json: str, model_id: str | None = None) -> None:
-        """Store a session exported before (replaces any session with this id); ValueError on bad JSON."""
-        self._check_model(model_id)
-        if not isinstance(session_json, (str, bytes)):
-            raise TypeError(f"session_json must be a JSON str, got {type(session_json).__name__}")
-        self._sessions.import_json(session_id, session_json)
-
-    def delete_session(self, session_id: str, model_id: str | None = None) -> bool:
-        """Delete a session (and its remembered approvals); whether it existed."""
-        self._check_model(model_id)
-        return self._sessions.delete(session_id)
-
-    def list_session_ids(self, model_id: str | None = None) -> list[str]:
-        """Ids of the stored sessions."""
-        self._check_model(model_id)
-        return self._sessions.ids()
 
     def shutdown(self) -> None:
         """Stop every engine thread, then let plugins release their resources (`runner_shutdown`) and

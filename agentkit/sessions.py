@@ -9,6 +9,7 @@ Scope (runner-api.md §2.8):
   `plugin_state`, `approved_tools`, `created_at`, `updated_at`); `Session.from_json()` validates,
   migrates a version-less mistral.rs export (format version 0) and refuses newer formats.
 * `PluginStateStore` — a plugin's JSON-safe key/value view of `Session.plugin_state`.
+* `merge_turn` — the session to store when two turns on one id ran concurrently (both are kept).
 * `visible_messages`, `find_session_by_prefix`, `splice_history` are re-exported from
   `agentkit.agent.history` (how a request's messages relate to a stored history).
 
@@ -44,6 +45,7 @@ __all__ = [
     "SessionVersionError",
     "find_session_by_prefix",
     "is_hidden_message",
+    "merge_turn",
     "messages_match",
     "new_session_id",
     "splice_history",
@@ -371,3 +373,25 @@ class PluginStateStore:
 
     def __contains__(self, key: object) -> bool:
         return key in (self._state(create=False) or {})
+
+
+def merge_turn(current: Session, ours: Session, base: list[dict[str, Any]]) -> Session:
+    """The session to store after a turn that started from the stored messages `base`.
+
+    `current` is the session stored now. If it changed since the turn started (a concurrent turn
+    on the same id was saved first), its messages are kept and this turn's new messages appended
+    after them; images, videos, files and approved tools are united and this turn's plugin state
+    wins. Otherwise (unchanged, deleted meanwhile, or this turn's messages do not start with
+    `base`) `ours` is stored as is.
+    """
+    if not current.messages or current.messages == base or ours.messages[: len(base)] != base:
+        return ours
+    merged = ours.copy()
+    merged.messages = copy.deepcopy(current.messages) + merged.messages[len(base):]
+    merged.images = current.images + [i for i in ours.images if i not in current.images]
+    merged.videos = current.videos + [v for v in merged.videos if v not in current.videos]
+    known = {f.get("id") for f in current.files}
+    merged.files = current.files + [f for f in merged.files if f.get("id") not in known]
+    merged.approved_tools |= current.approved_tools
+    merged.created_at = min(current.created_at, ours.created_at)
+    return merged

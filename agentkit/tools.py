@@ -9,6 +9,7 @@ ways a Python callable becomes a tool:
   its signature says nothing about the arguments, so the schema comes from the docstring's
   `Args:` section (Google style) and otherwise accepts any object.
 
+`run_tool()` runs one call and turns every failure into a `ToolResult`.
 `decode_arguments()` is the one reader for "tool-call arguments may be a JSON string".
 
 Non-goals: running tools with permissions, approvals or timeouts (the agent loop), MCP and
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import re
 import types
 import typing
@@ -28,10 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from agentkit.api.enums import AgentPermission, AgentToolKind, AgentToolSource
+from agentkit.errors import CancelToolCall
 
-__all__ = ["Tool", "ToolCall", "ToolResult", "ToolSource", "ToolStatus", "decode_arguments"]
+__all__ = ["Tool", "ToolCall", "ToolResult", "ToolSource", "ToolStatus", "decode_arguments", "run_tool"]
 
-ToolStatus = Literal["ok", "failed", "denied", "not_found"]
+logger = logging.getLogger("agentkit.tools")
+
+ToolStatus = Literal["ok", "failed", "denied", "not_found", "error", "timeout", "killed"]
 
 _JSON_TYPES: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean",
                                dict: "object", list: "array", type(None): "null"}
@@ -121,7 +126,10 @@ class Tool:
     `fn(name, arguments)` runs a call (`arguments` already parsed to a dict) and returns the text
     the model sees. `fn` is None for schema-only tools (the caller runs them: client-side loop).
     `strict` asks for decoding constrained to `parameters`. `permission` is the tool's own floor
-    (None = Auto); a request's `agent_permission` can only make it stricter.
+    (None = Auto); a request's `agent_permission` can only make it stricter. `approve` decides an
+    Ask-permission call when the request has no `agent_approval_callback` (it receives an
+    `AgentToolApproval` and returns a bool or an `AgentToolApprovalDecision`; e.g. the legacy
+    `CodeExecutionConfig.approval_callback`).
     """
 
     name: str
@@ -133,6 +141,7 @@ class Tool:
     kind: AgentToolKind = AgentToolKind.Custom
     label: str | None = None
     permission: AgentPermission | None = None
+    approve: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name)
@@ -261,3 +270,26 @@ class ToolSource(Protocol):
     def list_tools(self) -> list[Tool]:
         """The tools this source offers right now."""
         ...
+
+
+def run_tool(tool: Tool, call: ToolCall) -> ToolResult:
+    """Run `tool.fn(call.name, arguments)`; never raises (except BaseException such as KeyboardInterrupt).
+
+    A `str` becomes `ToolResult(content=...)`, a `ToolResult` is returned as is; any other value,
+    invalid JSON arguments or an exception become `ToolResult.failure(...)` (`CancelToolCall`:
+    status "denied"), which the model sees as an error it can react to.
+    """
+    if tool.fn is None:
+        return ToolResult.failure(call, f"tool {tool.name!r} has no Python implementation (client-side tool)")
+    try:
+        value = tool.fn(call.name, call.parsed_arguments())
+    except CancelToolCall as exc:
+        return ToolResult.failure(call, exc.message, status="denied")
+    except Exception as exc:
+        logger.info("tool %r raised %s: %s", call.name, type(exc).__name__, exc)
+        return ToolResult.failure(call, f"{type(exc).__name__}: {exc}")
+    if isinstance(value, str):
+        return ToolResult(content=value)
+    if isinstance(value, ToolResult):
+        return value
+    return ToolResult.failure(call, f"tool {call.name!r} returned {type(value).__name__}, expected str")

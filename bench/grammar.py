@@ -9,7 +9,7 @@ token; the time inside the matchers per token (mask on the worker thread, consum
 thread); the part of the mask time the engine thread waited for after the forward (`exposed`)
 and the share hidden behind the forward; also the best (minimum) ms/token, the figure least
 disturbed by other load on a shared machine. Each grammar also runs "(serial)": masks computed before
-the forward (`Engine._overlap_masks = False`), the baseline the overlap is measured against.
+the forward (`EngineConfig.overlap_grammar_masks = False`), the baseline the overlap is measured against.
 Prints a markdown table and writes JSON.
 
 Non-goals: comparisons with other engines (bench/compare.py), grammar compile time beyond the
@@ -61,7 +61,7 @@ SERIAL = " (serial)"  # same grammar, masks computed before the forward instead 
 
 def run_case(host, ids: list[int], grammar, tokens: int, batch: int, overlap: bool = True) -> dict:
     engine = host.engine
-    engine._overlap_masks = overlap
+    engine.config.overlap_grammar_masks = overlap
     engine.grammar_stats.reset()
     reqs = [engine.submit(EngineRequest(f"bench-{time.perf_counter_ns()}-{i}", ids,
                                         SamplingParams(max_tokens=tokens, ignore_eos=True), grammar=grammar))

@@ -188,12 +188,12 @@ def head_accuracy() -> str:
         import numpy as np
         from gguf.quants import dequantize
 
-        from agentkit.engine.loading.gguf import _open_reader
+        from agentkit.engine.loading.gguf import open_reader
         from agentkit.testing import smollm2_gguf
 
         found = smollm2_gguf()
         if found:
-            reader = _open_reader(os.path.join(*found))
+            reader = open_reader(os.path.join(*found))
             t = next(t for t in reader.tensors if t.name == "token_embd.weight")
             w = torch.from_numpy(dequantize(t.data.view(np.ndarray), t.tensor_type).copy())
             source = f"SmolLM2 token_embd ({t.tensor_type.name}, dequantized)"

@@ -17,7 +17,7 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from compare import QUESTIONS  # bench/ is on sys.path when run as a script
+from compare_prompts import QUESTIONS  # bench/ is on sys.path when run as a script
 from tqdm import tqdm
 
 from agentkit import ChatCompletionRequest, Runner, Which

@@ -31,19 +31,11 @@ import json
 import os
 import sys
 import threading
-import time
 import traceback
-from importlib import metadata
 from typing import Any
 
-perf = time.perf_counter
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
+from worker_common import batch_summary, conversation, error_text, perf, version
+from worker_hf import HfEngine
 
 
 def _protocol_stream() -> Any:
@@ -52,23 +44,6 @@ def _protocol_stream() -> Any:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     return os.fdopen(fd, "w", buffering=1)
-
-
-def _conversation(engine: Any, system: str, users: list[str], max_tokens: int) -> dict[str, Any]:
-    """Multi-turn chat: each turn appends the previous answer and a new user message."""
-    messages = [{"role": "system", "content": system}]
-    turns = []
-    for user in users:
-        messages.append({"role": "user", "content": user})
-        r = engine.stream(messages, max_tokens, ignore_eos=False)
-        messages.append({"role": "assistant", "content": r.pop("text")})
-        turns.append(r)
-    return {"turns": turns}
-
-
-def _msg(exc: BaseException, limit: int = 300) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # ---- mistralrs-compatible engines (agentkit and mistralrs share the Python API) ------------------
@@ -113,14 +88,14 @@ class ApiEngine:
     def info(self) -> dict[str, Any]:
         out: dict[str, Any] = {"engine": self.engine, "options": self.options}
         if self.engine == "agentkit":
-            out["agentkit"] = _version("agentkit")
+            out["agentkit"] = version("agentkit")
             import torch
 
             out["torch"] = torch.__version__
             out["torch_threads"] = torch.get_num_threads()
-            out["transformers"] = _version("transformers")
+            out["transformers"] = version("transformers")
         else:
-            out["mistralrs"] = _version("mistralrs")
+            out["mistralrs"] = version("mistralrs")
             out["rayon_threads"] = os.environ.get("RAYON_NUM_THREADS", "default (all cores)")
         return out
 
@@ -187,12 +162,12 @@ class ApiEngine:
         def drain(i: int) -> None:
             s = streams[i]
             if isinstance(s, BaseException):
-                results[i] = {"error": _msg(s)}
+                results[i] = {"error": error_text(s)}
                 return
             try:
                 results[i] = self._drain(s, t0)
             except Exception as exc:  # record, never crash the worker
-                results[i] = {"error": _msg(exc)}
+                results[i] = {"error": error_text(exc)}
 
         threads = [threading.Thread(target=drain, args=(i,), daemon=True) for i in range(n)]
         for t in threads:
@@ -200,7 +175,7 @@ class ApiEngine:
         for t in threads:
             t.join()
         wall = perf() - t0
-        return _batch_summary(results, wall, max_tokens, ignore_eos)
+        return batch_summary(results, wall, max_tokens, ignore_eos)
 
     def tokenize(self, texts: list[str]) -> list[int]:
         return [len(self.runner.tokenize_text(t, False, None)) for t in texts]
@@ -209,166 +184,6 @@ class ApiEngine:
         shutdown = getattr(self.runner, "shutdown", None)
         if callable(shutdown):
             shutdown()
-
-
-def _batch_summary(results: list[dict[str, Any] | None], wall: float, max_tokens: int,
-                   ignore_eos: bool) -> dict[str, Any]:
-    ok_tokens = 0
-    failed = 0
-    errors: dict[str, int] = {}
-    per_request = []
-    for r in results:
-        r = r or {"error": "no result"}
-        bad = "error" in r or not r.get("completion_tokens") or (
-            ignore_eos and r.get("completion_tokens", 0) < max_tokens) or "error" in str(r.get("finish_reason"))
-        if bad:
-            failed += 1
-            key = r.get("error") or f"incomplete: {r.get('completion_tokens')} tokens, finish {r.get('finish_reason')}"
-            errors[key] = errors.get(key, 0) + 1
-        else:
-            ok_tokens += r["completion_tokens"]
-        per_request.append({k: r.get(k) for k in ("prompt_tokens", "completion_tokens", "ttft_s", "total_s", "error")})
-    return {"wall_s": wall, "requests": len(results), "failed": failed, "completion_tokens": ok_tokens,
-            "aggregate_tok_s": ok_tokens / wall if wall > 0 else None, "errors": errors, "per_request": per_request}
-
-
-# ---- HF transformers (fp32, dequantized GGUF) -----------------------------------------------------
-class HfEngine:
-    """transformers `generate` on the dequantized GGUF weights, fp32, greedy."""
-
-    def __init__(self, gguf: tuple[str, str], args: argparse.Namespace) -> None:
-        self.engine = "hf"
-        t0 = perf()
-        import torch
-        import transformers
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.generation.streamers import BaseStreamer
-
-        self.torch, self.transformers, self.BaseStreamer = torch, transformers, BaseStreamer
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        self.import_s = perf() - t0
-        directory, filename = gguf
-        t0 = perf()
-        self.tok = AutoTokenizer.from_pretrained(directory, gguf_file=filename)
-        self.tokenizer_s = perf() - t0
-        t0 = perf()
-        try:
-            model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename, dtype=torch.float32)
-            self.load_path = "AutoModelForCausalLM.from_pretrained(gguf_file=...)"
-        except ValueError as exc:  # transformers wants `accelerate` for GGUF; load the tensors ourselves
-            if "accelerate" not in str(exc):
-                raise
-            from transformers import AutoConfig
-            from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-            config = AutoConfig.from_pretrained(directory, gguf_file=filename)
-            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-            parsed = load_gguf_checkpoint(os.path.join(directory, filename), return_tensors=True,
-                                          model_to_load=model)
-            missing, unexpected = model.load_state_dict(parsed["tensors"], strict=False)
-            model.tie_weights()
-            bad = [k for k in missing if k != "lm_head.weight"] + list(unexpected)
-            if bad:
-                raise RuntimeError(f"GGUF state dict does not match the model: {bad[:5]}") from exc
-            self.load_path = "from_config + modeling_gguf_pytorch_utils.load_gguf_checkpoint (no accelerate)"
-        self.model = model.to(torch.float32).eval()
-        self.load_s = perf() - t0 + self.tokenizer_s
-        self.eos = self.tok.convert_tokens_to_ids("<|im_end|>")
-        self.threads = args.threads
-
-    def info(self) -> dict[str, Any]:
-        return {"engine": "hf", "torch": self.torch.__version__, "torch_threads": self.torch.get_num_threads(),
-                "transformers": self.transformers.__version__, "dtype": "float32", "load_path": self.load_path,
-                "tokenizer_s": self.tokenizer_s,
-                "params": sum(p.numel() for p in self.model.parameters())}
-
-    def _ids(self, messages: list[dict[str, str]]) -> list[int]:
-        enc = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        ids = enc["input_ids"] if isinstance(enc, dict) or hasattr(enc, "keys") else enc
-        return list(ids)
-
-    def _clock(self) -> Any:
-        base = self.BaseStreamer
-
-        class Clock(base):  # records the arrival time of every generated token
-            def __init__(self) -> None:
-                self.times: list[float] = []
-                self.prompt_seen = False
-
-            def put(self, value: Any) -> None:
-                if not self.prompt_seen:
-                    self.prompt_seen = True
-                    return
-                self.times.append(perf())
-
-            def end(self) -> None:
-                pass
-
-        return Clock()
-
-    def _generate(self, ids: list[int], max_tokens: int, ignore_eos: bool, streamer: Any = None) -> list[int]:
-        torch = self.torch
-        input_ids = torch.tensor([ids])
-        kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "do_sample": False, "pad_token_id": self.eos,
-                                  "eos_token_id": self.eos}
-        if ignore_eos:
-            kwargs["min_new_tokens"] = max_tokens
-        with torch.inference_mode():
-            out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                      streamer=streamer, **kwargs)
-        return out[0, len(ids):].tolist()
-
-    def stream(self, messages: list[dict[str, str]], max_tokens: int, ignore_eos: bool) -> dict[str, Any]:
-        t0 = perf()
-        ids = self._ids(messages)
-        clock = self._clock()
-        new = self._generate(ids, max_tokens, ignore_eos, streamer=clock)
-        end = perf()
-        times = clock.times
-        n = len(new)
-        res: dict[str, Any] = {"prompt_tokens": len(ids), "completion_tokens": n, "cached_tokens": None,
-                               "finish_reason": "stop" if new and new[-1] == self.eos else "length",
-                               "total_s": end - t0,
-                               "text": self.tok.decode(new, skip_special_tokens=True)}
-        if times:
-            res["ttft_s"] = times[0] - t0
-            res["decode_tok_s"] = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else None
-            res["e2e_tok_s"] = n / (end - t0)
-        return res
-
-    def batch(self, conversations: list[list[dict[str, str]]], max_tokens: int, ignore_eos: bool) -> dict[str, Any]:
-        """One left-padded batch through `generate` (HF has no request scheduler)."""
-        torch = self.torch
-        t0 = perf()
-        try:
-            rows = [self._ids(m) for m in conversations]
-            width = max(len(r) for r in rows)
-            input_ids = torch.tensor([[self.eos] * (width - len(r)) + r for r in rows])
-            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-            kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "do_sample": False, "pad_token_id": self.eos,
-                                      "eos_token_id": self.eos}
-            if ignore_eos:
-                kwargs["min_new_tokens"] = max_tokens
-            with torch.inference_mode():
-                out = self.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
-            wall = perf() - t0
-            results: list[dict[str, Any] | None] = []
-            for i, r in enumerate(rows):
-                new = out[i, width:].tolist()
-                if not ignore_eos and self.eos in new:
-                    new = new[: new.index(self.eos) + 1]
-                results.append({"prompt_tokens": len(r), "completion_tokens": len(new), "total_s": wall})
-        except Exception as exc:  # the whole batch failed
-            wall = perf() - t0
-            results = [{"error": _msg(exc)} for _ in conversations]
-        return _batch_summary(results, wall, max_tokens, ignore_eos)
-
-    def tokenize(self, texts: list[str]) -> list[int]:
-        return [len(self.tok.encode(t, add_special_tokens=False)) for t in texts]
-
-    def close(self) -> None:
-        pass
 
 
 # ---- main loop ------------------------------------------------------------------------------------
@@ -388,7 +203,7 @@ def _dispatch(engine: Any, cmd: dict[str, Any]) -> dict[str, Any]:
     if name == "batch":
         return engine.batch(cmd["conversations"], int(cmd["max_tokens"]), bool(cmd.get("ignore_eos", True)))
     if name == "conversation":
-        return _conversation(engine, cmd["system"], list(cmd["users"]), int(cmd["max_tokens"]))
+        return conversation(engine, cmd["system"], list(cmd["users"]), int(cmd["max_tokens"]))
     if name == "tokenize":
         return {"counts": engine.tokenize(list(cmd["texts"]))}
     if name == "info":
@@ -428,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         engine: Any = HfEngine(gguf, args) if args.engine == "hf" else ApiEngine(args.engine, gguf, args)
     except Exception as exc:  # report the failure on the protocol stream
         traceback.print_exc()
-        send({"ready": False, "error": _msg(exc, 2000)})
+        send({"ready": False, "error": error_text(exc, 2000)})
         return 1
     send({"ready": True, "pid": os.getpid(), "import_s": engine.import_s, "load_s": engine.load_s,
           "startup_s": perf() - t0, "info": engine.info(), "memory_mib": _rss()})
@@ -444,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             send({"ok": True, **_dispatch(engine, cmd)})
         except Exception as exc:  # keep the worker alive, report the error
             traceback.print_exc()
-            send({"ok": False, "error": _msg(exc, 2000)})
+            send({"ok": False, "error": error_text(exc, 2000)})
     try:
         engine.close()
     except Exception:  # shutting down anyway

@@ -167,6 +167,16 @@ class BlockManager:
         seq.num_hashed_blocks = 0
         seq.last_hash = b""
 
+    def drop_prefix_cache(self) -> int:
+        """Make every published block unreachable (the weights changed, so their KV is stale); blocks
+        of running sequences stay theirs. Returns how many cache entries were dropped."""
+        dropped = len(self.cached)
+        self.cached.clear()
+        self._finished.clear()
+        for block in self.blocks:
+            block.hash = block.token_ids = None
+        return dropped
+
     def _forget(self, block_ids: list[int]) -> None:
         for bid in block_ids:
             block = self.blocks[bid]

@@ -75,15 +75,15 @@ class SafetensorsSource:
         from safetensors import safe_open
 
         from agentkit.engine.loading.loader import (  # same key rules as loading
-            _normalise_keys,
-            _safetensors_files,
+            normalise_keys,
+            safetensors_files,
         )
 
         self._where: dict[str, tuple[str, str]] = {}
-        for path in _safetensors_files(model_dir):
+        for path in safetensors_files(model_dir):
             with safe_open(path, framework="pt", device="cpu") as fh:
                 names = list(fh.keys())
-            for hf_name, raw in _normalise_keys({n: n for n in names}).items():
+            for hf_name, raw in normalise_keys({n: n for n in names}).items():
                 self._where[hf_name] = (path, raw)
 
     def read(self, names: list[str]) -> dict[str, torch.Tensor]:

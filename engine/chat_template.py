@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from agentkit.engine import template_sandbox
 from agentkit.engine.loading.hub import read_json
+from agentkit.engine.template_sandbox import TemplateError
 from agentkit.engine.tokenizer import special_token_text
 
 __all__ = [
@@ -33,10 +35,6 @@ __all__ = [
 
 _TOKEN_KEYS = ("bos_token", "eos_token", "unk_token")
 _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
-
-
-class TemplateError(ValueError):
-    """A chat template failed: syntax error, `raise_exception(...)` in the template, or a render error."""
 
 
 class TemplateSecurityError(TemplateError):
@@ -109,9 +107,7 @@ def _environment() -> Any:
             _check_name(name)
             jinja2.utils.Namespace.__setitem__(self, name, value)
 
-    from agentkit.engine.template_sandbox import bounded_environment
-
-    env = bounded_environment(
+    env = template_sandbox.bounded_environment(
         ImmutableSandboxedEnvironment,
         filters={"tojson": tojson},
         globals={"raise_exception": raise_exception, "strftime_now": strftime_now, "dict": TemplateDict(),
@@ -202,8 +198,6 @@ class ChatTemplate:
         """
         import jinja2
 
-        from agentkit.engine.template_sandbox import render_bounded
-
         if tools is not None and not all(isinstance(t, dict) for t in tools):
             raise TypeError(f"tools must be a list of JSON-schema dicts, got {tools!r}")
         variables: dict[str, Any] = {"date_string": datetime.now().strftime("%d, %B, %Y")}
@@ -220,7 +214,7 @@ class ChatTemplate:
         template = self.compiled
         variables.update(messages=chat, tools=_plain(tools), add_generation_prompt=add_generation_prompt)
         try:
-            return render_bounded(template, variables, self.origin)
+            return template_sandbox.render_bounded(template, variables, self.origin)
         except TemplateError:
             raise
         except jinja2.exceptions.SecurityError as e:

@@ -22,7 +22,9 @@ class EngineConfig:
     `max_seq_len` defaults to the model's context length; `num_threads` pins torch's intra-op
     threads (None = `default_threads()`: one less than the available CPUs); `seed` seeds the engine RNG that gives unseeded
     sampled requests their per-sequence seeds, so a process is reproducible; `request_timeout_s` is
-    the default deadline of every request (None: no deadline).
+    the default deadline of every request (None: no deadline); `overlap_grammar_masks=False`
+    computes grammar masks before the forward instead of beside it (the baseline of
+    bench/grammar.py; read at each step).
     """
 
     max_seqs: int = 16
@@ -41,6 +43,7 @@ class EngineConfig:
     memory_goal: str | float | None = None
     paged_attn: bool | None = None
     request_timeout_s: float | None = None
+    overlap_grammar_masks: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_seqs, int) or self.max_seqs < 1:

@@ -148,6 +148,11 @@ class Engine:
         self._inbox.put(call)
         return call.future
 
+    def drop_prefix_cache(self) -> int:
+        """Forget the prefix cache (after a weight swap: cached KV was computed by the old weights).
+        Call it on the engine thread (`call(engine.drop_prefix_cache)`); returns the entries dropped."""
+        return self.scheduler.blocks.drop_prefix_cache()
+
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop the thread; pending requests end with an error event. Idempotent."""
         if self._stop.is_set():
@@ -161,14 +166,6 @@ class Engine:
     def num_active(self) -> int:
         """Requests admitted and not yet finished (for tests and status)."""
         return len(self._active)
-
-    @property
-    def _overlap_masks(self) -> bool:  # False: masks computed before the forward (bench/grammar.py)
-        return self._grammar.overlap
-
-    @_overlap_masks.setter
-    def _overlap_masks(self, value: bool) -> None:
-        self._grammar.overlap = value
 
     # ---- engine thread --------------------------------------------------------------------------
     def serve(self) -> None:
@@ -308,7 +305,7 @@ class Engine:
             if it.seq.t_start is None:
                 it.seq.t_start = now
         constrained = [it.seq for it in items if it.need_logits and it.seq.matcher is not None]
-        job = self._grammar.start(constrained) if constrained else None
+        job = self._grammar.start(constrained, self.config.overlap_grammar_masks) if constrained else None
         try:
             logits = self.runner.execute(items)  # [n_logit_rows, V]; the masks are computed meanwhile
         finally:

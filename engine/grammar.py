@@ -63,13 +63,25 @@ def grammar_tokenizer(tokenizer: Tokenizer) -> Any:
     ``tokenizer.eos_token_ids`` (the model's EOS ids). Raises ValueError for a tokenizer without
     a `tokenizers` backend or without an EOS token.
     """
-    cached = getattr(tokenizer, "_llg_tokenizer", None)
-    if cached is not None:
-        return cached
+    return _state(tokenizer).llt
+
+
+@dataclass(slots=True)
+class _TokenizerState:
+    """`Tokenizer.grammar_state`: llguidance's tokenizer, the added tokens' spellings, compiled grammars."""
+
+    llt: Any
+    added: _AddedTokens | None
+    compiled: OrderedDict = field(default_factory=OrderedDict)
+
+
+def _state(tokenizer: Tokenizer) -> _TokenizerState:
+    state = tokenizer.grammar_state
+    if state is not None:
+        return state
     with _lock:
-        cached = getattr(tokenizer, "_llg_tokenizer", None)
-        if cached is not None:
-            return cached
+        if tokenizer.grammar_state is not None:
+            return tokenizer.grammar_state
         _llguidance()
         import llguidance.hf
         from transformers import PreTrainedTokenizerFast
@@ -87,10 +99,8 @@ def grammar_tokenizer(tokenizer: Tokenizer) -> Any:
         if not eos:
             raise ValueError("constrained decoding needs the model's EOS token id, and this tokenizer has none")
         llt = llguidance.hf.from_tokenizer(hf, eos_token=eos)
-        tokenizer._llg_added = _added_tokens(tokenizer, llt)  # type: ignore[attr-defined]
-        tokenizer._llg_tokenizer = llt  # type: ignore[attr-defined]
-        tokenizer._llg_compiled = OrderedDict()  # type: ignore[attr-defined]
-        return llt
+        tokenizer.grammar_state = state = _TokenizerState(llt, _added_tokens(tokenizer, llt))
+        return state
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +194,7 @@ def compile_grammar(tokenizer: Tokenizer, grammar_type: str, grammar: str | dict
         key = (grammar_type, grammar if isinstance(grammar, str) else json.dumps(grammar))
     except (TypeError, ValueError):
         key = None  # not JSON-serialisable: _to_llguidance reports it
-    cache: OrderedDict = tokenizer._llg_compiled  # type: ignore[attr-defined]
+    cache = _state(tokenizer).compiled
     if key is not None:
         with _lock:
             hit = cache.get(key)
@@ -240,7 +250,7 @@ class GrammarMatcher:
     def __init__(self, matcher: Any, grammar: Grammar) -> None:
         self._m = matcher
         self.grammar = grammar
-        self._added: _AddedTokens | None = getattr(grammar.tokenizer, "_llg_added", None)
+        self._added: _AddedTokens | None = _state(grammar.tokenizer).added
         self._spans: list[int] = []  # llguidance tokens per consumed token (a text token may be several)
 
     @property

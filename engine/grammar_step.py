@@ -51,18 +51,17 @@ class _Done:
 
 
 class GrammarStep:
-    """The engine's constrained-decoding helper: one mask worker, counters (`stats`), and
-    `overlap` (False: masks computed before the forward, the benchmark baseline)."""
+    """The engine's constrained-decoding helper: one mask worker and counters (`stats`)."""
 
     def __init__(self) -> None:
         self.worker = MaskWorker()
-        self.overlap = True
         self.stats = GrammarStats()
 
-    def start(self, seqs: list[Sequence]) -> Any:
-        """Start the masks of `seqs` (constrained rows to sample); join them with `masks`."""
+    def start(self, seqs: list[Sequence], overlap: bool = True) -> Any:
+        """Start the masks of `seqs` (constrained rows to sample); join them with `masks`.
+        `overlap=False` computes them now, before the forward (the benchmark baseline)."""
         jobs = [(s.matcher, s.params.ignore_eos) for s in seqs]
-        return self.worker.submit(jobs) if self.overlap else _Done(compute_masks(jobs))
+        return self.worker.submit(jobs) if overlap else _Done(compute_masks(jobs))
 
     def masks(self, job: Any) -> MaskBatch:
         """Wait for a started job's masks (always, before anything touches the matchers again)."""

@@ -5,6 +5,11 @@ slots (`index_copy_`); attention gathers a sequence's whole blocks through its b
 `cache_type="f8e4m3"` K/V are stored as float8 (e4m3, a fixed scale, values clamped to its
 range) and converted back on read: half the bytes of bf16, a quarter of fp32.
 
+Side channel: `KVSpec.aux_layers`/`aux_width` (set by a plugin in `engine_prepare_model`, before
+the pool is sized) add an int64 tensor `aux` `[aux_layers, slots, aux_width]`, per-token state
+kept by slot like K/V (the AnyMoE plugin's running routing sums): it is counted in the budget,
+shared with prefix-cache hits and copied by swap-out/in, so it follows the KV exactly.
+
 Budget priority (runner-api.md §3.3): context tokens > fraction of memory > megabytes >
 `memory_goal` (0.9.5: `0.9`, `"4GiB"`, `"65536tokens"`) > the model's max sequence length.
 On CPU the fraction and megabytes refer to RAM.
@@ -29,10 +34,12 @@ class KVSpec:
     head_dim: int
     dtype: torch.dtype
     device: torch.device
+    aux_layers: int = 0
+    aux_width: int = 0
 
     def bytes_per_token(self, cache_type: str = "auto") -> int:
         elem = 1 if cache_type == "f8e4m3" else torch.tensor([], dtype=self.dtype).element_size()
-        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * elem
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * elem + 8 * self.aux_layers * self.aux_width
 
 
 def _available_bytes(device: torch.device) -> int:
@@ -104,9 +111,15 @@ class KVPool:
         if self._f8:  # one scale per (slot, kv head): amax / 448 of that head vector
             self.k_scale = torch.ones(shape[:3] + (1,), dtype=torch.float32, device=spec.device)
             self.v_scale = torch.ones(shape[:3] + (1,), dtype=torch.float32, device=spec.device)
+        self.aux: torch.Tensor | None = None
+        if spec.aux_layers > 0 and spec.aux_width > 0:
+            self.aux = torch.zeros(spec.aux_layers, num_blocks * block_size, spec.aux_width, dtype=torch.int64,
+                                   device=spec.device)
 
     def nbytes(self) -> int:
         extra = 2 * self.k_scale.numel() * 4 if self._f8 else 0
+        if self.aux is not None:
+            extra += self.aux.numel() * 8
         return 2 * self.k.numel() * self.k.element_size() + extra
 
     def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -120,7 +133,8 @@ class KVPool:
         self.v[layer].index_copy_(0, slots, v)
 
     def _stores(self) -> list[torch.Tensor]:
-        return [self.k, self.v, self.k_scale, self.v_scale] if self._f8 else [self.k, self.v]
+        stores = [self.k, self.v, self.k_scale, self.v_scale] if self._f8 else [self.k, self.v]
+        return stores if self.aux is None else stores + [self.aux]
 
     def copy_out(self, blocks: list[int]) -> list[torch.Tensor]:
         """Copies of the given blocks in every layer (K, V and f8 scales), for `copy_in` later."""

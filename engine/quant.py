@@ -28,6 +28,7 @@ __all__ = [
     "KEEP_QUANTIZED_TYPES",
     "MODES",
     "QuantTensor",
+    "dequant_int4",
     "quantize_int4_g32",
     "quantize_int8_per_channel",
 ]
@@ -172,7 +173,8 @@ def quantize_int4_g32(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
     return q.reshape(n, k), scale, lo + 8 * scale
 
 
-def _dequant_int4(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+def dequant_int4(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    """Dense [n, k] weights of int4 codes `q` with per-group (32) `scale` and `zero`: (q - 8) * scale + zero."""
     n, k = q.shape
     g = (q.reshape(n, k // GROUP, GROUP).float() - 8) * scale[..., None] + zero[..., None]
     return g.reshape(n, k)

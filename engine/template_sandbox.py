@@ -32,9 +32,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from agentkit.engine.chat_template import TemplateError
-
-__all__ = ["DEFAULT_LIMITS", "RenderLimits", "TemplateResourceError", "bounded_environment", "render_bounded"]
+__all__ = ["DEFAULT_LIMITS", "RenderLimits", "TemplateError", "TemplateResourceError", "bounded_environment",
+           "render_bounded"]
 
 _LOOP_FILTER = "agentkit_counted"
 _PRINTF_RE = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
@@ -42,6 +41,13 @@ _INT_BITS = 1 << 16
 _KNOWN_MAX = 256
 _Namespace: Any = type(None)  # jinja2.utils.Namespace once an environment is built (jinja2 loads lazily)
 _MAX_INDENT = 16
+
+
+class TemplateError(ValueError):
+    """A chat template failed: syntax error, `raise_exception(...)` in the template, or a render error.
+
+    Defined here, the lower module, and re-exported by `agentkit.engine.chat_template` (its usual
+    import path), so the two modules import one way only."""
 
 
 class TemplateResourceError(TemplateError):

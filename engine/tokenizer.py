@@ -44,6 +44,9 @@ class Tokenizer:
             if getattr(added, "special", False):
                 special.add(int(idx))
         self.special_ids: set[int] = special
+        self.grammar_state: Any = None
+        """What `agentkit.engine.grammar` builds once for this tokenizer (llguidance's tokenizer,
+        compiled grammars); None until the first constrained request. Lives and dies with it."""
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         """Token ids of `text` (no BOS/EOS unless `add_special_tokens`)."""

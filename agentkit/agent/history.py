@@ -19,11 +19,8 @@ the turn, and `classify_history` names the client style it recognised:
   dropped or overwritten. To rewrite or fork a history on purpose, delete the session first or
   use a new `session_id` (`import_session(new, export_session(old))` copies it).
 
-`merge_turn` keeps both turns when two requests continue the same session concurrently (the
-later save appends its new messages after the earlier one's instead of overwriting them).
-
-Non-goals: the `Session` value and its JSON format (`agentkit.sessions`), storing sessions
-(`agentkit.session_store`).
+Non-goals: the `Session` value, its JSON format and `merge_turn` (`agentkit.sessions`; this
+module works on message lists and never imports it), storing sessions (`agentkit.session_store`).
 """
 
 from __future__ import annotations
@@ -32,13 +29,10 @@ import copy
 import hashlib
 import json
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from agentkit.errors import SessionError
 from agentkit.tools import decode_arguments
-
-if TYPE_CHECKING:
-    from agentkit.sessions import Session
 
 __all__ = [
     "HistoryMode",
@@ -48,13 +42,19 @@ __all__ = [
     "history_digests",
     "is_hidden_message",
     "join_history",
-    "merge_turn",
     "messages_match",
     "splice_history",
     "visible_messages",
 ]
 
 HistoryMode = Literal["new", "resend", "continue", "conflict"]
+
+
+class _HasMessages(Protocol):
+    messages: list[dict[str, Any]]
+
+
+S = TypeVar("S", bound=_HasMessages)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,7 +127,7 @@ def history_digests(messages: Iterable[dict[str, Any]]) -> list[str]:
     return out
 
 
-def find_session_by_prefix(sessions: Iterable[Session], incoming: list[dict[str, Any]]) -> Session | None:
+def find_session_by_prefix(sessions: Iterable[S], incoming: list[dict[str, Any]]) -> S | None:
     """The first session whose visible messages are a prefix of the visible `incoming` messages.
 
     Needs at least 2 incoming messages (system/user + assistant); sessions with no visible
@@ -260,25 +260,3 @@ def join_history(session_id: str, stored: list[dict[str, Any]],
     raise SessionConflictError(
         session_id, index, stored_visible[index] if index < len(stored_visible) else None,
         incoming_visible[index] if index < len(incoming_visible) else None)
-
-
-def merge_turn(current: Session, ours: Session, base: list[dict[str, Any]]) -> Session:
-    """The session to store after a turn that started from the stored messages `base`.
-
-    `current` is the session stored now. If it changed since the turn started (a concurrent turn
-    on the same id was saved first), its messages are kept and this turn's new messages appended
-    after them; images, videos, files and approved tools are united and this turn's plugin state
-    wins. Otherwise (unchanged, deleted meanwhile, or this turn's messages do not start with
-    `base`) `ours` is stored as is.
-    """
-    if not current.messages or current.messages == base or ours.messages[: len(base)] != base:
-        return ours
-    merged = ours.copy()
-    merged.messages = copy.deepcopy(current.messages) + merged.messages[len(base):]
-    merged.images = current.images + [i for i in ours.images if i not in current.images]
-    merged.videos = current.videos + [v for v in merged.videos if v not in current.videos]
-    known = {f.get("id") for f in current.files}
-    merged.files = current.files + [f for f in merged.files if f.get("id") not in known]
-    merged.approved_tools |= current.approved_tools
-    merged.created_at = min(current.created_at, ours.created_at)
-    return merged

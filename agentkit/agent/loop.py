@@ -32,7 +32,8 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from agentkit.agent.history import join_history, merge_turn
+from agentkit.agent.context import ToolContext
+from agentkit.agent.history import join_history
 from agentkit.agent.tool_limits import ToolLimits, cap_tool_output, run_with_timeout
 from agentkit.api.agent_options import AgentToolApproval, AgentToolApprovalDecision, AgentToolMetadata
 from agentkit.api.enums import AgentPermission
@@ -50,8 +51,9 @@ from agentkit.chat.processing import ChatStream, collect_chat, prepare_chat
 from agentkit.chat.tool_parsing import looks_like_call
 from agentkit.engine.sequence import EngineRequest
 from agentkit.errors import PromptTooLongError, ToolOutputOverflowError
+from agentkit.file_store import FileStore
 from agentkit.session_store import check_session_id
-from agentkit.sessions import Session
+from agentkit.sessions import Session, merge_turn
 from agentkit.tools import Tool, ToolCall, ToolResult, decode_arguments
 
 log = logging.getLogger("agentkit.agent")
@@ -76,6 +78,7 @@ class _Turn:
     records: list[AgenticToolCallRecord] = field(default_factory=list)
     round: int = 0
     done_calls: set[tuple[str, str]] = field(default_factory=set)  # (name, canonical arguments) run so far
+    context: ToolContext | None = None
 
     def add_usage(self, usage: Usage | None) -> None:
         if usage is not None:
@@ -103,31 +106,57 @@ class AgentLoop:
     runs one call (None when no executor owns the name), `sessions` is the session store, and
     `save_plugins(session)` / `load_plugins(session)` let plugins store and restore their state.
     Engine requests go through `submit(ereq)` (the Runner's, which ties them to the model lease).
-    `limits` bound each tool call (timeout, result size).
+    `limits` bound each tool call (timeout, result size). `request_tools(context)` returns the
+    tools plugins offer to one turn (`agent_request_tools`); `files` stores uploads and outputs;
+    `config()` gives the Runner's options for the `ToolContext`.
     """
 
-    def __init__(self, tools: Callable[[], dict[str, Tool]], execute: Callable[[ToolCall, Session], ToolResult | None],
+    def __init__(self, tools: Callable[[], dict[str, Tool]],
+                 execute: Callable[[ToolCall, Session, Tool | None], ToolResult | None],
                  sessions: Any, save_plugins: Callable[[Session], None] | None = None,
-                 load_plugins: Callable[[Session], None] | None = None, limits: ToolLimits | None = None) -> None:
+                 load_plugins: Callable[[Session], None] | None = None, limits: ToolLimits | None = None,
+                 request_tools: Callable[[ToolContext], dict[str, Tool]] | None = None,
+                 files: FileStore | None = None, config: Callable[[], Any] | None = None) -> None:
         self._tools, self._execute, self.sessions = tools, execute, sessions
         self._save_plugins, self._load_plugins = save_plugins, load_plugins
         self.limits = limits or ToolLimits()
+        self._request_tools, self._config = request_tools, config
+        self.files = files if files is not None else FileStore()
 
     # ---- deciding ------------------------------------------------------------------------------
     def tools_for(self, req: ChatCompletionRequest) -> dict[str, Tool] | None:
         """The registered tools when `req` runs through the loop, else None.
 
-        The loop runs when tools are registered, `max_tool_rounds` is set (0 disables it), or a
-        `session_id` is given. Tool sources are listed once here and reused for the request.
+        The loop runs when tools are registered, `max_tool_rounds` is set (0 disables it), a
+        `session_id` is given, or the request asks for built-in tools or files (web search, code
+        execution, shell, input or output files; runner-api.md §2.1). Tool sources are listed once
+        here and reused for the request.
         """
         if req.max_tool_rounds == 0:
             return None
         tools = self._tools()
-        if tools or req.max_tool_rounds is not None or req.session_id is not None:
+        if (tools or req.max_tool_rounds is not None or req.session_id is not None or req.web_search_options
+                or req.enable_code_execution or req.enable_shell or req.input_files or req.files):
             return tools
         return None
 
-    def _start(self, req: ChatCompletionRequest, registered: dict[str, Tool]) -> _Turn:
+    def _context(self, req: ChatCompletionRequest, session: Session, messages: list[dict[str, Any]],
+                 host: Any, registered: dict[str, Tool]) -> tuple[ToolContext, dict[str, Tool]]:
+        """This turn's `ToolContext` (input files stored) and the tools plugins offer to it."""
+        tokenizer = host.tokenizer
+        context = ToolContext(
+            request=req, session=session, config=self._config() if self._config else None, files=self.files,
+            turn=sum(1 for m in messages if m.get("role") == "user"), max_seq_len=host.max_seq_len,
+            count_tokens=lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
+            output_tokens=self.limits.output_budget(host.max_seq_len))
+        context.store_uploads(list(req.input_files or []))
+        offered = self._request_tools(context) if self._request_tools is not None else {}
+        for name in [n for n in offered if n in registered]:
+            log.warning("request tool %r is hidden by a registered tool of the same name", name)
+            del offered[name]
+        return context, offered
+
+    def _start(self, req: ChatCompletionRequest, registered: dict[str, Tool], host: Any) -> _Turn:
         incoming = req.normalized_messages()
         session = None
         if req.session_id is not None:
@@ -138,12 +167,14 @@ class AgentLoop:
         messages = join_history(session.id, session.messages, incoming)  # resend, continue or conflict
         if session.messages and self._load_plugins is not None:
             self._load_plugins(session)
+        context, extra = self._context(req, session, messages, host, registered)
+        executors = {**registered, **extra}
         offered = req.parsed_tools()
         declared = {t["function"]["name"] for t in offered}
-        offered += [t.schema() for name, t in registered.items() if name not in declared]
+        offered += [t.schema() for name, t in executors.items() if name not in declared]
         cap = DEFAULT_MAX_TOOL_ROUNDS if req.max_tool_rounds is None else req.max_tool_rounds
-        return _Turn(session=session, messages=messages, offered=offered, executors=registered, cap=cap,
-                     base=list(session.messages))
+        return _Turn(session=session, messages=messages, offered=offered, executors=executors, cap=cap,
+                     base=list(session.messages), context=context)
 
     def _choice(self, req: ChatCompletionRequest, turn: _Turn) -> str | dict[str, Any]:
         choice = req.normalized_tool_choice()
@@ -173,7 +204,7 @@ class AgentLoop:
             return None
         if permission is AgentPermission.Deny:
             return _denied(f"{label} was denied by policy.")
-        callback = req.agent_approval_callback
+        callback = req.agent_approval_callback or tool.approve
         if callback is None:
             return _denied(f"{label} requires approval, but no approval handler is configured.")
         approval = AgentToolApproval.for_call(turn.session.id, turn.round, AgentToolMetadata(tool.source, tool.kind,
@@ -203,20 +234,25 @@ class AgentLoop:
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": _args(c.arguments)}}
             for c in parsed]})
         budget = self.limits.output_budget(host.max_seq_len)
+        context = turn.context
         for call in parsed:
             tool = turn.executors[call.name]
             turn.done_calls.add(_signature(call.name, call.arguments))
+            if context is not None:
+                context.round = turn.round
             result = self._approve(req, turn, tool, call)
             if result is None:
                 try:
                     call.parsed_arguments()
-                    result = run_with_timeout(partial(self._execute, call, turn.session), call,
+                    result = run_with_timeout(partial(self._execute, call, turn.session, tool), call,
                                               self.limits.timeout_secs)
                 except ValueError as exc:
                     result = ToolResult.failure(call, str(exc))
                 if result is None:
                     result = ToolResult.failure(call, f"no executor is registered for tool {call.name!r}", "not_found")
             content_seen = cap_tool_output(result.content, host.tokenizer, budget)
+            if content_seen != result.content and context is not None:
+                content_seen = self._spill(context, call, result, host.tokenizer, budget)
             turn.messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name,
                                   "content": content_seen})
             turn.records.append(AgenticToolCallRecord(round=turn.round, name=call.name, arguments=call.arguments,
@@ -225,9 +261,21 @@ class AgentLoop:
                                                       file_ids=list(result.file_ids)))
         turn.round += 1
 
+    @staticmethod
+    def _spill(context: ToolContext, call: ToolCall, result: ToolResult, tokenizer: Any, budget: int) -> str:
+        """A capped result that names the file holding its full text (the note fits in `budget`)."""
+        full = context.add_file(f"{call.name}_output_r{context.round}.txt", result.content, tool=call.name)
+        result.file_ids.append(full.id)
+        note = f"\n[The full output ({len(result.content)} characters) is in file {full.name!r} (id {full.id}).]"
+        room = max(16, budget - len(tokenizer.encode(note, add_special_tokens=False)))
+        return cap_tool_output(result.content, tokenizer, room) + note
+
     def _finish(self, turn: _Turn, final: dict[str, Any] | None) -> None:
         """Save the turn (with its final reply, or as far as it got when `final` is None)."""
         turn.session.messages = turn.messages + ([final] if final is not None else [])
+        if turn.context is not None:
+            known = {f.get("id") for f in turn.session.files}
+            turn.session.files = turn.session.files + [f for f in turn.context.to_session() if f["id"] not in known]
         turn.session.touch()
         if self._save_plugins is not None:
             self._save_plugins(turn.session)
@@ -243,8 +291,9 @@ class AgentLoop:
         The round after the last allowed tool round must answer in words (`answer_only`).
         """
         answer_only = answer_only or (turn.round >= turn.cap and req.normalized_tool_choice() != "none")
+        messages = turn.context.prompt_messages(turn.messages) if turn.context is not None else turn.messages
         try:
-            ereq, plan = prepare_chat(req, host, messages=turn.messages, tools=turn.offered,
+            ereq, plan = prepare_chat(req, host, messages=messages, tools=turn.offered,
                                       tool_choice=self._choice(req, turn), answer_only=answer_only)
         except PromptTooLongError as exc:
             if not turn.records:
@@ -257,13 +306,15 @@ class AgentLoop:
                 f"{len(biggest.result_content)} characters from {biggest.name!r}). Lower tool_output_max_tokens "
                 f"or max_tool_rounds, or return shorter results; the turn so far is saved in session "
                 f"{turn.session.id!r}") from exc
+        if turn.context is not None:
+            turn.context.prompt_tokens = len(ereq.prompt_ids)
         (submit or host.backend.submit)(ereq)
         return ereq, plan
 
     def run(self, req: ChatCompletionRequest, host: Any, tools: dict[str, Tool],
             submit: Callable[[EngineRequest], Any] | None = None) -> ChatCompletionResponse:
         """Run the loop to its final reply (non-streaming); `tools` from `tools_for(req)`."""
-        turn = self._start(req, tools)
+        turn = self._start(req, tools, host)
         answer_only = False
         while True:
             ereq, plan = self._submit_round(req, host, turn, submit, answer_only)
@@ -276,13 +327,13 @@ class AgentLoop:
             if not self._runnable(message.tool_calls, turn):
                 self._finish(turn, _assistant(message.content, message.tool_calls))
                 return replace(resp, usage=turn.usage, agentic_tool_calls=turn.records,
-                               session_id=turn.session.id)
+                               session_id=turn.session.id, files=_files(turn))
             self._run_calls(req, host, turn, message.content, message.tool_calls)
 
     def stream(self, req: ChatCompletionRequest, host: Any, tools: dict[str, Tool],
                submit: Callable[[EngineRequest], Any] | None = None) -> Iterator[ChatCompletionChunkResponse]:
         """Run the loop, streaming each round's text; the finish chunk comes once, for the final round."""
-        turn = self._start(req, tools)
+        turn = self._start(req, tools, host)
         answer_only = False
         while True:
             ereq, plan = self._submit_round(req, host, turn, submit, answer_only)
@@ -316,9 +367,16 @@ class AgentLoop:
                                             delta=Delta(content=None), logprobs=None)
                 yield ChatCompletionChunkResponse(
                     id=ereq.request_id, choices=[last],
-                    created=int(time.time()), model=host.model_id, usage=turn.usage, session_id=turn.session.id)
+                    created=int(time.time()), model=host.model_id, usage=turn.usage, session_id=turn.session.id,
+                    files=_files(turn))
                 return
             self._run_calls(req, host, turn, text or None, calls)
+
+
+def _files(turn: _Turn) -> list[Any] | None:
+    """The files this turn produced, as the response lists them; None when there are none."""
+    files = turn.context.response_files() if turn.context is not None else []
+    return files or None
 
 
 def _args(arguments: str) -> Any:

@@ -1,6 +1,6 @@
 """Agent-related value types of the mistralrs-compatible API (runner-api.md §1.8).
 
-Scope: web-search options, MCP configuration (`McpServerSourcePy` sum type), sandbox / code
+Scope: web-search options, MCP configuration (defined in `agentkit.api.mcp_options`, re-exported here), sandbox / code
 execution / shell configuration and approval objects, with the wheel's constructor signatures
 and defaults and construction-time checks (TypeError/ValueError naming the field). Permission and
 network arguments accept the enum or its string form. File types live in `agentkit.api.files`;
@@ -24,9 +24,7 @@ from agentkit.api.checks import (
     check_bool,
     check_instance,
     check_int,
-    check_list_of,
     check_str,
-    check_str_dict,
     check_str_list,
     variant_of,
 )
@@ -40,6 +38,7 @@ from agentkit.api.enums import (
     SearchContextSize,
     coerce_permission,
 )
+from agentkit.api.mcp_options import McpClientConfigPy, McpServerConfigPy, McpServerSourcePy
 
 __all__ = [
     "AgentToolApproval",
@@ -158,116 +157,6 @@ class WebSearchOptions:
             return 16384
         size = self.search_context_size
         return _BUDGETS[SearchContextSize.Medium if size is None else size]
-
-
-# --- MCP --------------------------------------------------------------------------------------
-
-
-class McpServerSourcePy:
-    """How to reach an MCP server: `.Http(url, timeout_secs, headers)`, `.Process(command, args,
-    work_dir, env)` or `.WebSocket(url, timeout_secs, headers)`; all arguments positional and
-    required (pass None explicitly)."""
-
-    Http: ClassVar[type[McpServerSourcePy_Http]]
-    Process: ClassVar[type[McpServerSourcePy_Process]]
-    WebSocket: ClassVar[type[McpServerSourcePy_WebSocket]]
-
-    @property
-    def kind(self) -> str:
-        """Variant name: "Http", "Process" or "WebSocket"."""
-        return type(self).__qualname__.rsplit(".", 1)[-1]
-
-
-def _check_url_source(self: Any) -> None:
-    owner = type(self).__qualname__
-    check_str(owner, "url", self.url)
-    check_int(owner, "timeout_secs", self.timeout_secs, optional=True)
-    object.__setattr__(self, "headers", check_str_dict(owner, "headers", self.headers))
-
-
-@variant_of(McpServerSourcePy, "Http")
-@dataclass(frozen=True)
-class McpServerSourcePy_Http(McpServerSourcePy):
-    """JSON-RPC over HTTP; `timeout_secs` per request, extra `headers`."""
-
-    url: str
-    timeout_secs: int | None
-    headers: dict[str, str] | None
-
-    def __post_init__(self) -> None:
-        _check_url_source(self)
-
-
-@variant_of(McpServerSourcePy, "Process")
-@dataclass(frozen=True)
-class McpServerSourcePy_Process(McpServerSourcePy):
-    """Spawn `command args` in `work_dir` with extra `env`, JSON-RPC over stdio."""
-
-    command: str
-    args: list[str] | None
-    work_dir: str | None
-    env: dict[str, str] | None
-
-    def __post_init__(self) -> None:
-        owner = "McpServerSourcePy.Process"
-        check_str(owner, "command", self.command)
-        object.__setattr__(self, "args", check_str_list(owner, "args", self.args, optional=True))
-        object.__setattr__(self, "work_dir", check_str(owner, "work_dir", self.work_dir, optional=True, path=True))
-        object.__setattr__(self, "env", check_str_dict(owner, "env", self.env))
-
-
-@variant_of(McpServerSourcePy, "WebSocket")
-@dataclass(frozen=True)
-class McpServerSourcePy_WebSocket(McpServerSourcePy):
-    """JSON-RPC over a WebSocket (`timeout_secs` currently unused, as upstream)."""
-
-    url: str
-    timeout_secs: int | None
-    headers: dict[str, str] | None
-
-    def __post_init__(self) -> None:
-        _check_url_source(self)
-
-
-@dataclass
-class McpServerConfigPy:
-    """One MCP server; its tools are registered as `f"{tool_prefix}_{tool}"` (bare name without prefix)."""
-
-    id: str
-    name: str
-    source: McpServerSourcePy
-    enabled: bool = True
-    tool_prefix: str | None = None
-    resources: list[str] | None = None
-    bearer_token: str | None = None
-
-    def __post_init__(self) -> None:
-        owner = "McpServerConfigPy"
-        check_str(owner, "id", self.id)
-        check_str(owner, "name", self.name)
-        check_instance(owner, "source", self.source, McpServerSourcePy, optional=False)
-        check_bool(owner, "enabled", self.enabled)
-        check_str(owner, "tool_prefix", self.tool_prefix, optional=True)
-        self.resources = check_str_list(owner, "resources", self.resources, optional=True)
-        check_str(owner, "bearer_token", self.bearer_token, optional=True)
-
-
-@dataclass
-class McpClientConfigPy:
-    """MCP client settings: servers, auto-registration, per-call timeout (None = 30 s) and the
-    global concurrent-call cap (None = 10)."""
-
-    servers: list[McpServerConfigPy]
-    auto_register_tools: bool = True
-    tool_timeout_secs: int | None = None
-    max_concurrent_calls: int | None = None
-
-    def __post_init__(self) -> None:
-        owner = "McpClientConfigPy"
-        self.servers = check_list_of(owner, "servers", self.servers, McpServerConfigPy, optional=False)
-        check_bool(owner, "auto_register_tools", self.auto_register_tools)
-        check_int(owner, "tool_timeout_secs", self.tool_timeout_secs, optional=True, minimum=1)
-        check_int(owner, "max_concurrent_calls", self.max_concurrent_calls, optional=True, minimum=1)
 
 
 # --- sandbox, code execution, shell -------------------------------------------------------------

@@ -84,6 +84,14 @@ class AnyMoeConfig:
     gate_model_id: str | None = None
     training: bool = True
     loss_csv_path: str | None = None
+    gate_init: str | None = None
+    """agentkit extension: "hidden" builds each gate from the mean hidden states of each expert's
+    prompts (no training needed; the start of training when `training=True`)."""
+    routing: str = "sequence"
+    """agentkit extension: "sequence" (mistralrs: top-1 of the sequence's mean gate distribution) or
+    "token" (per-token top-`top_k` of the non-base experts, the base expert always shared)."""
+    top_k: int = 1
+    """agentkit extension: experts mixed per token when `routing="token"`."""
 
     def __post_init__(self) -> None:
         owner = "AnyMoeConfig"
@@ -107,6 +115,11 @@ class AnyMoeConfig:
         if path is not None and not path.endswith(".csv"):
             raise ValueError(f"{owner}: `loss_csv_path` must end in .csv, got {path!r}")
         self.loss_csv_path = path
+        if self.gate_init not in (None, "hidden"):
+            raise ValueError(f"{owner}: `gate_init` must be None or 'hidden', got {self.gate_init!r}")
+        if self.routing not in ("sequence", "token"):
+            raise ValueError(f"{owner}: `routing` must be 'sequence' or 'token', got {self.routing!r}")
+        check_int(owner, "top_k", self.top_k, minimum=1)
 
 
 # --- dynamic LoRA -----------------------------------------------------------------------------

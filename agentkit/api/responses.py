@@ -338,7 +338,7 @@ class ChunkChoice:
 
 @dataclass(frozen=True, kw_only=True)
 class ChatCompletionChunkResponse:
-    """One streamed chunk; `usage` (and `session_id` of an agentic run) only on the final chunk."""
+    """One streamed chunk; `usage` (and `session_id` and `files` of an agentic run) only on the final chunk."""
 
     id: str
     choices: list[ChunkChoice]
@@ -349,13 +349,15 @@ class ChatCompletionChunkResponse:
     usage: Usage | None = None
     adapter_generation: str | None = None
     session_id: str | None = None
+    files: list[File] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """OpenAI `chat.completion.chunk` JSON."""
         out = {"id": self.id, "object": self.object, "created": self.created, "model": self.model,
                "system_fingerprint": self.system_fingerprint, "choices": [c.to_dict() for c in self.choices],
                "usage": None if self.usage is None else self.usage.to_dict()}
-        return _extras(out, adapter_generation=self.adapter_generation, session_id=self.session_id)
+        return _extras(out, adapter_generation=self.adapter_generation, session_id=self.session_id,
+                       files=self.files)
 
 
 @dataclass(frozen=True, kw_only=True)

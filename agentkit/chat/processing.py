@@ -261,6 +261,11 @@ class ChatStream(ClosingStream):
     def __iter__(self) -> ChatStream:
         return self
 
+    @property
+    def finished(self) -> bool:
+        """True once the final chunk was returned, the request failed, or the stream was closed."""
+        return self._done
+
     def __next__(self) -> ChatCompletionChunkResponse:
         if self._done:
             raise StopIteration

@@ -18,28 +18,15 @@ template's own output (`agentkit.engine.template_sandbox`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agentkit.errors import PromptTooLongError, RequestError
+from agentkit.models.served import PromptBound
 
 if TYPE_CHECKING:
     from agentkit.models.served import ServedModel
 
 __all__ = ["PromptBound", "check_message_size", "check_not_empty", "check_prompt_size", "prompt_bound"]
-
-
-@dataclass(frozen=True)
-class PromptBound:
-    """The longest prompt text (in characters) that can fit `context_tokens` tokens."""
-
-    max_chars: int
-    context_tokens: int
-    longest_token_chars: int
-
-    def describe(self) -> str:
-        return (f"{self.max_chars} characters (context {self.context_tokens} tokens × {self.longest_token_chars}"
-                " characters of its longest token)")
 
 
 def prompt_bound(host: ServedModel) -> PromptBound:

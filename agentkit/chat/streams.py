@@ -84,7 +84,7 @@ class LeasedStream(ClosingStream):
         except BaseException:
             self.close()
             raise
-        if getattr(stream, "_done", False):  # the final chunk: free the model now, not at the next call
+        if getattr(stream, "finished", False):  # the final chunk: free the model now, not at the next call
             self.close()
         return chunk
 

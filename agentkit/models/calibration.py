@@ -56,6 +56,13 @@ def _requantize_all(host: Any, cal: Any, mode: str, imatrix: dict[str, Any] | No
             host.backend.call(lambda i=i: cal.requantize_layer(i, mode, imatrix)).result()
     finally:
         cal.finish()
+        _drop_prefix_cache(host)
+
+
+def _drop_prefix_cache(host: Any) -> None:
+    """Cached KV was computed by the old weights: a later request must recompute its prefix."""
+    engine = host.backend.engine
+    host.backend.call(engine.drop_prefix_cache).result()
 
 
 def apply_calibration(host: Any, save_cimatrix: str | os.PathLike[str] | None = None) -> CalibrationStatus:
@@ -88,12 +95,14 @@ def send_re_isq(host: Any, dtype: str) -> None:
     """
     cal = _calibrator(host, "Runtime re-ISQ")
     mode = isq_mode(dtype)
+    engine = host.backend.engine
 
     def run() -> None:
         cal.stop()
         for i in range(cal.num_layers):
             cal.requantize_layer(i, mode, None)
         cal.finish()
+        engine.drop_prefix_cache()  # on the engine thread already
 
     future = host.backend.call(run)
     future.add_done_callback(lambda f: f.exception() and log.error("re-ISQ to %s failed: %s", dtype, f.exception()))

@@ -166,7 +166,7 @@ def _load(which: Which, *, engine_config: EngineConfig, token: str | None, chat_
                    mem_usage=ec.kv_mem_usage, mem_mb=ec.kv_mem_mb, memory_goal=ec.memory_goal)
     runner = build_runner(loaded.config, loaded.state_dict, dtype, dev, ctx, kv,
                           prefer_native=ec.paged_attn is not False, weight_mode=weight_mode,
-                          prepare=_prepare_hook(plugins))
+                          prepare=_prepare_hook(plugins, tokenizer, template))
     loaded.state_dict.clear()  # the runner holds its own (possibly fused) tensors now
     ctx = cap_context(ctx, runner.num_blocks * runner.block_size, explicit=engine_config.max_seq_len is not None)
     isq = None
@@ -239,12 +239,19 @@ def _placed_device(entries: tuple[DeviceLayers, ...], loaded: LoadedModel, main:
     return torch.device(plan.single_device) if plan.devices else main
 
 
-def _prepare_hook(plugins: PluginHost | None) -> PrepareModel | None:
-    """`engine_prepare_model` bound to the Runner's config, for the engine's load path."""
+def _prepare_hook(plugins: PluginHost | None, tokenizer: Any = None, template: Any = None) -> PrepareModel | None:
+    """`engine_prepare_model` bound to the Runner's config and a prompt encoder, for the engine's load path."""
     if plugins is None or plugins.config is None:
         return None
     config = plugins.config
-    return lambda model: plugins.prepare_model(model, config)
+
+    def encode_prompt(text: str) -> list[int]:
+        if template is None:
+            return tokenizer.encode(text, add_special_tokens=True)
+        rendered = template.render([{"role": "user", "content": text}], add_generation_prompt=True)
+        return tokenizer.encode(rendered, add_special_tokens=False)
+
+    return lambda model: plugins.prepare_model(model, config, encode_prompt if tokenizer is not None else None)
 
 
 def cap_context(ctx: int, pool_tokens: int, explicit: bool) -> int:

@@ -1,13 +1,16 @@
 """The Runner's model-management methods (mistralrs's multi-model API), over its `ModelTable`.
 
-Scope: aliases, the default model, listing, status, unload/reload and removal, each a thin,
-documented call into `agentkit.models.table.ModelTable`, mixed into `agentkit.runner.Runner`.
+Scope: aliases, the default model, listing, status, requests in flight, unload/reload and
+removal, and `served_model` (a loaded model's tokenizer, context and backend, for plugins and
+tools), each a thin, documented call into `agentkit.models.table.ModelTable`, mixed into
+`agentkit.runner.Runner`.
 
 Non-goals: loading a model (`Runner.add_model`, `agentkit.models.local`), routing requests.
 """
 
 from __future__ import annotations
 
+from agentkit.models.served import ServedModel
 from agentkit.models.table import ModelTable
 
 __all__ = ["ModelManagement"]
@@ -41,6 +44,26 @@ class ModelManagement:
     def is_model_loaded(self, model_id: str) -> bool:
         """Whether `model_id` is loaded (unknown ids give False)."""
         return self._models.is_loaded(model_id)
+
+    def requests_in_flight(self, model_id: str | None = None) -> int:
+        """How many requests hold the model now (a stream counts until it is exhausted or closed)."""
+        return self._models.in_flight(model_id)
+
+    def served_model(self, model_id: str | None = None) -> ServedModel:
+        """The loaded chat model: its tokenizer, chat template, `max_seq_len` and `Backend` (`.engine`
+        for a local one); reloads an unloaded model. It satisfies `agentkit.handles.ModelHandle`.
+
+        Hold no reference past an `unload_model`: the Runner then serves a new one. Raises
+        ValueError for an embedding model, ModelNotFoundError for an unknown id.
+        """
+        lease = self._models.acquire(model_id)
+        try:
+            host = lease.host
+        finally:
+            lease.release()
+        if not isinstance(host, ServedModel):
+            raise ValueError(f"model {host.model_id!r} is an embedding model: use send_embedding_request")
+        return host
 
     def unload_model(self, model_id: str, timeout: float | None = None) -> None:
         """Free a model's weights and KV cache, keeping its configuration so it can be reloaded.

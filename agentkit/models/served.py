@@ -3,7 +3,7 @@
 Scope: the record a request path works on: the model id, its tokenizer and chat template (the
 prompt is rendered and tokenized in the caller's process), the generation defaults and context,
 and the `Backend` that runs the tokenized requests. Facts derived from the model once (its tool
-family, whether its template renders tools, its added tokens, its prompt bound) are typed fields,
+family, whether its template renders tools, its added tokens, its `PromptBound`) are typed fields,
 None until the chat layer first computes them. Torch-free.
 
 Non-goals: loading (`agentkit.models.local.load_model` builds the local one), embedding models
@@ -18,13 +18,26 @@ from typing import TYPE_CHECKING, Any
 from agentkit.models.backend import Backend
 
 if TYPE_CHECKING:
-    from agentkit.chat.prompt_bounds import PromptBound
     from agentkit.engine.calibration import OnlineCalibrator
     from agentkit.engine.chat_template import ChatTemplate
     from agentkit.engine.engine import Engine
     from agentkit.engine.tokenizer import Tokenizer
 
-__all__ = ["ServedModel"]
+__all__ = ["PromptBound", "ServedModel"]
+
+
+@dataclass(frozen=True)
+class PromptBound:
+    """The longest prompt text (in characters) that can fit `context_tokens` tokens
+    (`agentkit.chat.prompt_bounds.prompt_bound` computes it)."""
+
+    max_chars: int
+    context_tokens: int
+    longest_token_chars: int
+
+    def describe(self) -> str:
+        return (f"{self.max_chars} characters (context {self.context_tokens} tokens × {self.longest_token_chars}"
+                " characters of its longest token)")
 
 
 @dataclass(eq=False)

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
     from agentkit.engine.quant import QuantTensor
 
-__all__ = ["NATIVE_GGUF_ARCHITECTURES", "GGUFContents", "gguf_tensor_to_hf_name", "read_gguf"]
+__all__ = ["NATIVE_GGUF_ARCHITECTURES", "GGUFContents", "gguf_tensor_to_hf_name", "open_reader", "read_gguf",
+           "tensor_to_quant"]
 
 #: ``general.architecture`` values loaded natively (llama-style metadata keys and tensor names).
 NATIVE_GGUF_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
@@ -98,7 +99,7 @@ def _permute_rows(w: torch.Tensor | QuantTensor, n_head: int) -> torch.Tensor | 
     return _reverse_permute(w, n_head)
 
 
-def _tensor_to_quant(t: Any) -> QuantTensor | None:
+def tensor_to_quant(t: Any) -> QuantTensor | None:
     """The raw blocks of a 2-D GGUF tensor of a kept type as a QuantTensor (copied out of the
     memory map), or None when it is 1-D or of another type."""
     import numpy as np
@@ -113,7 +114,7 @@ def _tensor_to_quant(t: Any) -> QuantTensor | None:
     return QuantTensor(data.reshape(shape[0], -1), t.tensor_type, shape)
 
 
-def _open_reader(path: str) -> Any:
+def open_reader(path: str) -> Any:
     """`GGUFReader` over `path`, parsed through plain ndarray views of its memory map.
 
     `GGUFReader` slices its `np.memmap` once per metadata item, and memmap slicing costs ~10 us
@@ -267,7 +268,7 @@ def read_gguf(
     for path in paths:
         check_gguf_file(path)  # declared sizes vs file size: the reader trusts them
         try:
-            readers.append(_open_reader(path))
+            readers.append(open_reader(path))
         except Exception as exc:
             raise ModelLoadError(
                 f"{path!r} is not a readable GGUF file ({type(exc).__name__}: {exc})"
@@ -327,7 +328,7 @@ def read_gguf(
         for gguf_name in names:
             w = None
             if keep_quantized and gguf_name != "token_embd.weight":
-                w = _tensor_to_quant(tensors[gguf_name])
+                w = tensor_to_quant(tensors[gguf_name])
             if w is None:
                 w = _tensor_to_torch(tensors[gguf_name], dtype)
             if gguf_arch in PERMUTED_ARCHS:

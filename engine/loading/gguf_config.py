@@ -19,7 +19,7 @@ from agentkit.errors import ModelLoadError
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
-__all__ = ["PERMUTED_ARCHS", "native_config", "scalar_metadata"]
+__all__ = ["PERMUTED_ARCHS", "llama3_rope_factors", "native_config", "scalar_metadata"]
 
 # llama.cpp's converter permutes q/k rows of these architectures for its rotary layout.
 PERMUTED_ARCHS = ("llama", "mistral")
@@ -60,8 +60,9 @@ def _uniform_int(value: Any, key: str) -> int:
     return int(value)
 
 
-def _llama3_factors(base: float, dim: int, factor: float, low: float, high: float, orig: int) -> list[float]:
-    # Same recipe as llama.cpp's convert_hf_to_gguf (LlamaModel.generate_extra_tensors).
+def llama3_rope_factors(base: float, dim: int, factor: float, low: float, high: float, orig: int) -> list[float]:
+    """The `rope_freqs` tensor llama.cpp writes for llama3 rope scaling (its convert_hf_to_gguf
+    `LlamaModel.generate_extra_tensors` recipe); the loader matches a file's tensor against it."""
     out = []
     for i in range(0, dim, 2):
         freq = 1.0 / (base ** (i / dim))
@@ -85,7 +86,7 @@ def _rope_from_freq_factors(factors: list[float], base: float, head_dim: int) ->
     factor = max(factors)
     for orig in (8192, 4096, 2048, 16384, 32768, 131072):
         for low, high in ((1.0, 4.0), (1.0, 2.0), (2.0, 4.0)):
-            expected = _llama3_factors(base, head_dim, factor, low, high, orig)
+            expected = llama3_rope_factors(base, head_dim, factor, low, high, orig)
             if all(math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6) for a, b in zip(factors, expected)):
                 return {
                     "rope_type": "llama3",

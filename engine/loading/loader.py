@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from agentkit.engine.quant import QuantTensor
 
-__all__ = ["LoadedModel", "load_gguf", "load_plain", "resolve_dtype"]
+__all__ = ["LoadedModel", "load_gguf", "load_plain", "normalise_keys", "resolve_dtype", "safetensors_files"]
 
 _DTYPE_NAMES = ("auto", "bf16", "f16", "f32")
 _PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.bin", "*.pt", "*.pth", "*.ckpt")
@@ -93,7 +93,8 @@ def _json_object(path: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _safetensors_files(model_dir: str) -> list[str]:
+def safetensors_files(model_dir: str) -> list[str]:
+    """The checkpoint's .safetensors files (from the index when there is one), in load order."""
     index = os.path.join(model_dir, "model.safetensors.index.json")
     if os.path.isfile(index):
         weight_map = (_json_object(index) or {}).get("weight_map")
@@ -156,7 +157,7 @@ def _checked(path: str, read: Callable[[], Any]) -> Any:
         ) from exc
 
 
-def _normalise_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def normalise_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop stale rotary buffers; prefix base-model checkpoints (``layers.0...``) with ``model.``."""
     state_dict = {k: v for k, v in state_dict.items() if not k.endswith("rotary_emb.inv_freq")}
     if (
@@ -201,7 +202,7 @@ def load_plain(
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"could not read the model config in {model_dir}: {exc}") from exc
 
-    files = _safetensors_files(model_dir)
+    files = safetensors_files(model_dir)
     if not files:
         raise _no_weights_error(model_dir)
 
@@ -222,7 +223,7 @@ def load_plain(
                 state_dict[key] = t
                 bar.update(1)
     del handles
-    state_dict = _normalise_keys(state_dict)
+    state_dict = normalise_keys(state_dict)
     return _loaded(model_id, config.model_type, config, state_dict, dtype, model_dir)
 
 

@@ -49,7 +49,7 @@ from agentkit.engine.quant import (
     INT4_EXACT_TYPES,
     MODES,
     QuantTensor,
-    _dequant_int4,
+    dequant_int4,
     quantize_int4_g32,
     quantize_int8_per_channel,
 )
@@ -120,7 +120,7 @@ def _probe(kind: str, device: torch.device) -> str | None:
         x = torch.randn(3, 256, generator=gen)
         if kind == "int4":
             q, s, z = quantize_int4_g32(w)
-            ref = x @ _dequant_int4(q, s, z).t()
+            ref = x @ dequant_int4(q, s, z).t()
             mod = _Int4Linear._pack(q, s, z, None, device, act)
         else:
             q8, s8 = quantize_int8_per_channel(w)
@@ -393,7 +393,7 @@ def linear_from_quantized(
                else _Int8Linear(q, scale, bias, device))
         if mod is not None:
             return mod
-    w = _dequant_int4(q, scale, zero) if kind == "int4" else q.float() * scale[:, None]
+    w = dequant_int4(q, scale, zero) if kind == "int4" else q.float() * scale[:, None]
     return _DenseLinear(w.to(device, dtype).contiguous(), bias)
 
 

@@ -121,9 +121,17 @@ def test_non_string_result_is_an_error_result(faulty_runner):
 
 def test_callback_without_schema_is_offered_with_derived_schema(faulty_runner):
     # no tool_schemas: each registered callback is offered, described by its docstring
-    req = _req(tool_schemas=None)
-    turn = faulty_runner._agent._start(req, faulty_runner._agent.tools_for(req))
-    offered = {t["function"]["name"]: t["function"] for t in turn.offered}
+    tok = faulty_runner.served_model().tokenizer
+    prompts: list[str] = []
+    encode = tok.encode
+    tok.encode = lambda text, **kw: (prompts.append(text), encode(text, **kw))[1]
+    try:
+        faulty_runner.send_chat_completion_request(_req(tool_schemas=None, max_tokens=1))
+    finally:
+        del tok.encode
+    # the template renders each offered tool as one JSON line between <tools> and </tools>
+    listing = next(p for p in prompts if "<tools>" in p).split("<tools>\n", 1)[1].split("\n</tools>", 1)[0]
+    offered = {t["function"]["name"]: t["function"] for t in map(json.loads, listing.splitlines())}
     assert offered["broken"]["description"] == "Always fails."
     assert offered["broken"]["parameters"] == {"type": "object", "properties": {"reason": {
         "type": "string", "description": "why it fails"}}, "required": ["reason"]}

@@ -85,8 +85,7 @@ def test_inputs_are_not_modified_and_results_are_copies():
 
 
 def test_merge_turn_keeps_a_concurrent_turn_saved_first():
-    from agentkit.agent.history import merge_turn
-    from agentkit.sessions import Session
+    from agentkit.sessions import Session, merge_turn
 
     base = [u("q1"), a("a1")]
     theirs = Session("s", base + [u("q2"), a("a2")], images=["AAAA"], files=[{"id": "f1", "name": "x"}],

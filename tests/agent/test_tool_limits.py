@@ -95,11 +95,10 @@ def _ask(r: Runner, **kw) -> object:
 
 def test_a_5mb_tool_result_is_capped_and_the_turn_finishes(tiny_llama):
     with Runner(Which.Plain(tiny_llama), progress=False, tool_callbacks={"lookup": lambda n, a: FIVE_MB}) as r:
-        with r._models.acquire() as lease:
-            tok = lease._host.tokenizer
-            seen: list[int] = []
-            encode = tok.encode
-            tok.encode = lambda text, **kw: (seen.append(len(text)), encode(text, **kw))[1]
+        tok = r.served_model().tokenizer
+        seen: list[int] = []
+        encode = tok.encode
+        tok.encode = lambda text, **kw: (seen.append(len(text)), encode(text, **kw))[1]
         try:
             resp = _ask(r)
         finally:

@@ -291,6 +291,25 @@ def test_json_schema_outputs_always_valid(host):
         check_schema(json.loads(o["text"][0]))
 
 
+def test_serial_masks_give_the_same_outputs_as_overlapped_ones(host):
+    # EngineConfig.overlap_grammar_masks=False (bench/grammar.py's baseline) is read at each step
+    g = compile_grammar(host.tokenizer, "json_schema", json.dumps(JSON_SCHEMA))
+    outs = {}
+    try:
+        for overlap in (True, False):
+            host.engine.config.overlap_grammar_masks = overlap
+            host.engine.grammar_stats.reset()
+            reqs = [submit(host, g, temperature=1.0, seed=s, max_tokens=120) for s in range(4)]
+            outs[overlap] = [collect(r)["text"][0] for r in reqs]
+            stats = host.engine.grammar_stats
+            assert stats.rows > 0 and (stats.wait_s == stats.mask_s) == (not overlap)  # serial: all mask time exposed
+    finally:
+        host.engine.config.overlap_grammar_masks = True
+    assert outs[True] == outs[False]
+    for text in outs[False]:
+        check_schema(json.loads(text))
+
+
 def test_lark_tool_call_grammar_end_to_end(host):
     g = compile_grammar(host.tokenizer, "lark", tool_lark("TEXT: /[A-Za-z ,.]{1,16}/"))
     reqs = [submit(host, g, temperature=1.0, seed=s, max_tokens=120) for s in range(12)]

@@ -338,9 +338,9 @@ def test_load_gguf_q8_0_matches_transformers(tiny_llama, tmp_path):
 
 
 def test_load_gguf_llama3_rope_freqs(tiny_llama, tmp_path):
-    from agentkit.engine.loading.gguf_config import _llama3_factors
+    from agentkit.engine.loading.gguf_config import llama3_rope_factors
 
-    factors = np.array(_llama3_factors(10000.0, 16, 8.0, 1.0, 4.0, 8192), dtype=np.float32)
+    factors = np.array(llama3_rope_factors(10000.0, 16, 8.0, 1.0, 4.0, 8192), dtype=np.float32)
     assert 1.0 < sorted(factors)[-2] < 8.0  # the smoothed band is exercised
     write_tiny_gguf(tiny_llama, str(tmp_path / "r.gguf"), "llama", extra_tensors={"rope_freqs.weight": factors})
     lm = load_gguf(str(tmp_path), "r.gguf", dtype=torch.float32, progress=False)

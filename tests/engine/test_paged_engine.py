@@ -61,12 +61,12 @@ def test_f8e4m3_cache_close_to_auto(tiny_llama):
     greedy text is not compared: the random tiny model is chaotic at near-ties.)"""
     ids = [5 + (i * 13) % 400 for i in range(120)]
     with Runner(Which.Plain(tiny_llama), progress=False, pa_cache_type=PagedCacheType.F8E4M3) as r:
-        runner = r._host(None).engine.runner
+        runner = r.served_model().engine.runner
         assert runner.pool.k.dtype == torch.uint8 and runner.pool.cache_type == "f8e4m3"
         f8 = runner.logits_for(ids)
         assert r.send_chat_completion_request(ask(PROMPTS[0])).usage.completion_tokens == 12
     with Runner(Which.Plain(tiny_llama), progress=False) as r:
-        ref = r._host(None).engine.runner.logits_for(ids)
+        ref = r.served_model().engine.runner.logits_for(ids)
     rel = (f8 - ref).abs().mean() / ref.abs().mean()
     assert rel < 0.1, rel
     differ = f8.argmax(-1) != ref.argmax(-1)
@@ -80,7 +80,7 @@ def test_small_pool_preempts_and_completes(tiny_llama, reference):
     # 3 blocks of 32 tokens: fewer than the 6 concurrent requests need, so some wait or get preempted
     with Runner(Which.Plain(tiny_llama), progress=False, pa_ctxt_len=96, max_seqs=6) as r:
         assert run_all(r, PROMPTS, concurrent=True) == reference
-        engine = r._host(None).engine
+        engine = r.served_model().engine
         assert engine.blocks.num_free == engine.blocks.num_blocks - sum(
             1 for b in engine.blocks.blocks if b.ref_count > 0)
         assert all(b.ref_count == 0 for b in engine.blocks.blocks)
@@ -101,7 +101,7 @@ def test_preemption_happens_and_outputs_unchanged(tiny_llama):
             t.start()
         for t in ts:
             t.join(120)
-        assert small._host(None).engine.scheduler.num_preemptions > 0
+        assert small.served_model().engine.scheduler.num_preemptions > 0
     assert got == expected
 
 

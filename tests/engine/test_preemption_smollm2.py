@@ -37,7 +37,7 @@ def test_preempted_requests_match_alone(smollm2):
             t.start()
         for t in ts:
             t.join(300)
-        scheduler = r._host(None).engine.scheduler
+        scheduler = r.served_model().engine.scheduler
     assert [[t for t, _ in g] for g in got] == [[t for t, _ in a] for a in alone]
     drift = max(abs(x[1] - y[1]) for g, a in zip(got, alone) for x, y in zip(g, a))
     assert drift < 1e-3, drift  # recomputing the generated tokens instead drifts by ~0.01-0.1

@@ -76,14 +76,14 @@ def test_int4_groups_reproduce_gguf_dequantize(qtype):
     q, s, z = qt.int4_groups()
     assert q.dtype == torch.uint8 and q.shape == (48, 512) and int(q.min()) >= 0 and int(q.max()) <= 15
     assert s.shape == z.shape == (48, 16)
-    _close(quant._dequant_int4(q, s, z), _ref(qt), 1e-6)
+    _close(quant.dequant_int4(q, s, z), _ref(qt), 1e-6)
     assert torch.equal(qt.dequantize(), _ref(qt))
 
 
 def test_int4_groups_of_gguf_quantized_q4_1():
     w = np.random.default_rng(1).standard_normal((32, 96)).astype(np.float32)
     qt = QuantTensor(torch.from_numpy(quantize(w, QT.Q4_1)), QT.Q4_1, (32, 96))
-    _close(quant._dequant_int4(*qt.int4_groups()), _ref(qt), 1e-6)
+    _close(quant.dequant_int4(*qt.int4_groups()), _ref(qt), 1e-6)
     _close(qt.dequantize(), torch.from_numpy(w), 0.1)  # it really is w, quantized
 
 
@@ -135,7 +135,7 @@ def test_quantize_int4_g32_round_trip_bound():
     w = torch.randn(32, 128, generator=torch.Generator().manual_seed(2))
     w[0, :32] = 0.25  # a constant group
     q, s, z = quantize_int4_g32(w)
-    back = quant._dequant_int4(q, s, z)
+    back = quant.dequant_int4(q, s, z)
     assert torch.allclose(back[0, :32], w[0, :32])
     assert ((back - w).abs().reshape(32, 4, 32) <= s[..., None] / 2 + 1e-6).all()
 
@@ -157,7 +157,7 @@ def test_fused_concatenation_order(mode):
     if mode == "int8":  # the weights the packed kernel really holds
         dense = [q.float() * s[:, None] for q, s in map(quantize_int8_per_channel, dense)]
     elif mode == "int4":  # the Q4_1 blocks exactly, the dense part quantized
-        dense[2] = quant._dequant_int4(*quantize_int4_g32(vw))
+        dense[2] = quant.dequant_int4(*quantize_int4_g32(vw))
     ref = torch.cat([x.double() @ w.double().t() + b for w, b in zip(dense, biases)], dim=-1)
     _close(fused(x), ref, 1e-6 if mode == "dense" else BF16_REL)
 
@@ -313,11 +313,11 @@ def test_load_gguf_keep_quantized_matches_dense(tiny_llama, tmp_path):
 
 @pytest.fixture(scope="module")
 def smollm2_blocks(smollm2):
-    from agentkit.engine.loading.gguf import _open_reader, _tensor_to_quant
+    from agentkit.engine.loading.gguf import open_reader, tensor_to_quant
 
-    reader = _open_reader(os.path.join(*smollm2))
+    reader = open_reader(os.path.join(*smollm2))
     wanted = ("blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_v.weight", "blk.3.ffn_down.weight")
-    return {t.name: _tensor_to_quant(t) for t in reader.tensors if t.name in wanted}
+    return {t.name: tensor_to_quant(t) for t in reader.tensors if t.name in wanted}
 
 
 @pytest.mark.slow
@@ -325,7 +325,7 @@ def test_smollm2_q4_1_blocks_int4(smollm2_blocks):
     down = smollm2_blocks["blk.3.ffn_down.weight"]
     assert down.qtype == QT.Q4_1 and down.shape == (576, 1536)
     w = down.dequantize()
-    _close(quant._dequant_int4(*down.int4_groups()), w, 1e-6)
+    _close(quant.dequant_int4(*down.int4_groups()), w, 1e-6)
     x = torch.randn(4, 1536, generator=torch.Generator().manual_seed(0))
     ref = x.double() @ w.double().t()
     _close(_int4_module([down], torch.float32)(x), ref, 1e-5)

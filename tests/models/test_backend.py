@@ -114,7 +114,7 @@ def test_local_engine_is_a_backend(tiny_llama):
     from agentkit.models.local import ModelHost
 
     with Runner(Which.Plain(tiny_llama), progress=False) as r:
-        host = r._host(None)
+        host = r.served_model()
         assert ModelHost is ServedModel and isinstance(host, ServedModel)
         assert isinstance(host.backend, Backend) and host.backend_kind in ("native", "transformers")
         assert host.backend.health() == BackendHealth(alive=True, active=0)

@@ -46,7 +46,7 @@ def test_status_counts_every_token_row(isq_runner):
 
 
 def test_apply_requantizes_swaps_and_still_serves(isq_runner, tmp_path):
-    host = isq_runner._host(None)
+    host = isq_runner.served_model()
     layer = host.engine.runner.model.layers[0]
     old = _weights(layer.mlp.gate_up, 64)
     isq_runner.begin_calibration()
@@ -70,7 +70,7 @@ def test_requantization_reads_the_source_weights(isq_runner, tiny_llama):
     """Re-quantizing Q4K -> Q4K from the source with the error-minimising search lands closer to
     the checkpoint than the load-time min/max quantization; from the resident int4 copy it could not."""
     src = _source(tiny_llama)["model.layers.1.mlp.down_proj.weight"].float()
-    model = isq_runner._host(None).engine.runner.model
+    model = isq_runner.served_model().engine.runner.model
     at_load = (_weights(model.layers[1].mlp.down, 128) - src).pow(2).sum()
     isq_runner.send_re_isq("Q4K")
     isq_runner.send_chat_completion_request(REQ)  # queued behind the re-ISQ: runs on the new weights
@@ -79,7 +79,7 @@ def test_requantization_reads_the_source_weights(isq_runner, tiny_llama):
 
 
 def test_send_re_isq_changes_the_type_in_place(isq_runner):
-    model = isq_runner._host(None).engine.runner.model
+    model = isq_runner.served_model().engine.runner.model
     assert model.layers[0].self_attn.qkv.kind == "int4"
     isq_runner.send_re_isq("Q8_0")
     res = isq_runner.send_chat_completion_request(REQ)
@@ -146,3 +146,26 @@ def test_isq_on_the_transformers_fallback_warns_and_calibration_says_why(tiny_mo
             runner.begin_calibration()
     finally:
         runner.shutdown()
+
+
+def _cached(resp) -> int:
+    details = resp.usage.prompt_tokens_details
+    return 0 if details is None else details.cached_tokens
+
+
+@pytest.mark.parametrize("swap", ["apply_calibration", "send_re_isq"])
+def test_a_weight_swap_drops_the_prefix_cache(tiny_llama, swap):
+    """KV cached before the swap was computed by the old weights: the next identical prompt must be
+    recomputed (0 cached tokens), and the one after it is served from the cache again."""
+    long = ChatCompletionRequest(model="default", max_tokens=2,
+                                 messages=[{"role": "user", "content": "tell me about the sea " * 20}])
+    with Runner(Which.Plain(tiny_llama), in_situ_quant="Q4K", progress=False) as r:
+        r.begin_calibration()
+        r.send_chat_completion_request(long)
+        assert _cached(r.send_chat_completion_request(long)) > 0
+        if swap == "apply_calibration":
+            r.apply_calibration()
+        else:
+            r.send_re_isq("Q8_0")
+        assert _cached(r.send_chat_completion_request(long)) == 0
+        assert _cached(r.send_chat_completion_request(long)) > 0

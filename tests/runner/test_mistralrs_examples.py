@@ -11,11 +11,16 @@ stand-ins under those ids:
   run it yet (the transformers fallback trips over its per-layer `head_dim`, and the real
   checkpoint is multimodal), and online calibration needs the native engine's ISQ layers;
 - `TheBloke/Mistral-7B-Instruct-v0.1-GGUF` / `mistral-7b-instruct-v0.1.Q4_K_M.gguf`: the SmolLM2
-  GGUF, with SmolLM2's tokenizer (from the GGUF) under `mistralai/Mistral-7B-Instruct-v0.1`.
+  GGUF, with SmolLM2's tokenizer (from the GGUF) under `mistralai/Mistral-7B-Instruct-v0.1`;
+- `HuggingFaceTB/SmolLM2-135M-Instruct-GGUF`: the SmolLM2 GGUF itself, for the code-execution and
+  shell scripts, which mistral.rs runs on `Qwen/Qwen3-4B` (their only other change is the import).
+- `NousResearch/Hermes-3-Llama-3.1-8B`: SmolLM2 (a Llama) as safetensors, its weights read from
+  the GGUF by agentkit's reader, with the GGUF's tokenizer.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -63,14 +68,32 @@ def _add_smollm2(hf_home: Path, smollm2: tuple[str, str]) -> None:
         load_tokenizer(None, gguf_path=os.path.join(*smollm2)).hf.save_pretrained(tok_dir)
 
 
-def _run(name: str, hf_home: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _add_smollm2_plain(hf_home: Path, smollm2: tuple[str, str], repo_id: str) -> None:
+    """SmolLM2 under `repo_id` as a plain safetensors checkpoint (config, weights, tokenizer)."""
+    snap = _cache_repo(hf_home / "hub", repo_id)
+    if (snap / "model.safetensors").exists():
+        return
+    import torch
+    from safetensors.torch import save_file
+
+    from agentkit.engine.loading.gguf import read_gguf
+    from agentkit.engine.tokenizer import load_tokenizer
+
+    gguf = os.path.join(*smollm2)
+    contents = read_gguf([gguf], dtype=torch.bfloat16, progress=False)
+    contents.config.save_pretrained(snap)
+    save_file({k: v.contiguous() for k, v in contents.state_dict.items()}, str(snap / "model.safetensors"))
+    load_tokenizer(None, gguf_path=gguf).hf.save_pretrained(snap)
+
+
+def _run(name: str, hf_home: Path, tmp_path: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     for script in SCRIPTS.glob("*.py"):  # all together, as in mistral.rs's examples/python
         shutil.copy(script, tmp_path / script.name)
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_CACHE": str(hf_home / "hub"), "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "AGENTKIT_LOAD_PLUGINS": "", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("PYTHONPATH", None)
     return subprocess.run([sys.executable, f"{name}.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=240)
+                          timeout=240, input=stdin)
 
 
 def _check(proc: subprocess.CompletedProcess[str]) -> list[str]:
@@ -102,3 +125,35 @@ def test_gguf_example_runs_to_the_end_despite_its_name(hf_home, tmp_path, smollm
     lines = _check(proc)
     assert "circular import" not in proc.stderr
     assert len(proc.stdout) > 100 and "completion_tokens=" in lines[-1]
+
+
+def _add_smollm2_gguf(hf_home: Path, smollm2: tuple[str, str]) -> None:
+    snapshot = _cache_repo(hf_home / "hub", "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF")
+    target = snapshot / smollm2[1]
+    if not target.exists():
+        target.symlink_to(os.path.join(*smollm2))
+    # these scripts set no max_tokens: like a hub repo, the stand-in has a generation_config.json,
+    # greedy and short, so an answer ends in seconds on a shared 2-core machine
+    (snapshot / "generation_config.json").write_text(json.dumps({"do_sample": False, "max_new_tokens": 48}))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["code_execution", "code_execution_approval", "shell", "shell_skills"])
+def test_code_execution_and_shell_examples_run_to_the_end(name, hf_home, tmp_path, smollm2):
+    _add_smollm2_gguf(hf_home, smollm2)
+    # the approval script asks on stdin: answer "always" to every question
+    proc = _run(name, hf_home, tmp_path, stdin="a\n" * 20)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip(), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_custom_search_example_runs_to_the_end_on_smollm2(hf_home, tmp_path, smollm2):
+    """examples/python/custom_search.py: enable_search + a search_callback over the local files."""
+    _add_smollm2_plain(hf_home, smollm2, "NousResearch/Hermes-3-Llama-3.1-8B")
+    (tmp_path / "Cargo.toml").write_text('[package]\nname = "demo"\n')
+    proc = _run("custom_search", hf_home, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip(), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr

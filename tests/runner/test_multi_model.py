@@ -15,8 +15,9 @@ import weakref
 
 import pytest
 
-from agentkit import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Runner, Which
+from agentkit import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Runner, Which, hookimpl
 from agentkit.errors import EngineError, ModelLoadError, ModelNotFoundError
+from agentkit.handles import ModelHandle, RunnerHandle
 from agentkit.models.table import ModelTable
 
 
@@ -76,6 +77,32 @@ def pair(paths):
     r.shutdown()
 
 
+class LoadHook:
+    """`engine_prepare_model` runs at every load, reloads included: a gate to hold a load, a
+    failure to raise from it (the public way to slow down or break a reload)."""
+
+    def __init__(self) -> None:
+        self.gate: threading.Event | None = None
+        self.error: BaseException | None = None
+
+    @hookimpl
+    def engine_prepare_model(self, model, config) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.gate is not None:
+            self.gate.wait(10)
+
+
+@pytest.fixture
+def hooked_pair(paths):
+    """`pair` with a `LoadHook` plugin."""
+    hook = LoadHook()
+    r = Runner(Which.Plain(paths[0]), progress=False, plugins=[hook])
+    r.add_model(Which.Plain(paths[1]), alias="second")
+    yield r, hook
+    r.shutdown()
+
+
 def test_concurrent_requests_go_to_the_right_model(pair, paths, refs):
     a, b = paths
     results: list[tuple[str, str, str, str]] = []
@@ -114,22 +141,29 @@ def test_a_busy_model_does_not_block_another(pair, paths, refs):
     t0 = time.monotonic()
     resp = pair.send_chat_completion_request(chat(PROMPTS[1]), "second")
     assert text_of(resp) == refs[paths[1]][PROMPTS[1]]
-    assert pair._models.in_flight(None) == 1  # the llama stream is still running meanwhile
+    assert pair.requests_in_flight(None) == 1  # the llama stream is still running meanwhile
     assert time.monotonic() - t0 < 10
     stream.close()
-    assert pair._models.in_flight(None) == 0
+    assert pair.requests_in_flight(None) == 0
     # a stream holds its model until the final chunk is read, or until it is dropped
     stream = pair.send_chat_completion_request(chat(max_tokens=3, stream=True), "second")
     while not (chunk := next(stream)).choices or chunk.choices[0].finish_reason is None:
-        assert pair._models.in_flight("second") == 1
-    assert pair._models.in_flight("second") == 0
+        assert pair.requests_in_flight("second") == 1
+    assert pair.requests_in_flight("second") == 0
     pair.send_chat_completion_request(chat(max_tokens=300, stream=True), "second")  # dropped at once
     gc.collect()
-    assert pair._models.in_flight("second") == 0
+    assert pair.requests_in_flight("second") == 0
 
 
 def test_aliases_resolve_everywhere(pair, paths, refs):
     a, b = paths
+    second = pair.served_model("second")
+    assert isinstance(pair, RunnerHandle) and isinstance(second, ModelHandle)
+    assert (second.model_id, second.arch, second.max_seq_len) == (b, "qwen2", pair.max_sequence_length(b))
+    assert second.tokenizer.encode("hello") == pair.tokenize_text("hello", False, None, b)
+    assert pair.served_model().model_id == a and pair.requests_in_flight("second") == 0
+    with pytest.raises(ModelNotFoundError):
+        pair.served_model("nope")
     assert pair.list_models() == [a, b]
     assert pair.get_default_model_id() == a
     assert pair.tokenize_text("hello", False, None, model_id="second") == pair.tokenize_text("hello", False, None, b)
@@ -208,7 +242,7 @@ def test_unload_frees_memory_and_reload_answers_the_same(paths):
         before = rss_bytes()
         r.add_model(Which.Plain(a), model_id="big", pa_ctxt_len=262144)
         loaded = rss_bytes()
-        pool = weakref.ref(r._host("big").engine.runner.pool)
+        pool = weakref.ref(r.served_model("big").engine.runner.pool)
         ref = text_of(r.send_chat_completion_request(chat(PROMPTS[0]), "big"))
         added = loaded - before
         assert added > 100 * 2**20, f"loading added only {added / 2**20:.1f} MiB"
@@ -221,7 +255,7 @@ def test_unload_frees_memory_and_reload_answers_the_same(paths):
         assert r.list_models() == [a] and r.list_unloaded_models() == ["big"]
         # the next request reloads it with the same configuration and the same greedy reply
         assert text_of(r.send_chat_completion_request(chat(PROMPTS[0]), "big")) == ref
-        assert r._host("big").engine.runner.pool.num_blocks * 32 == 262144
+        assert r.served_model("big").engine.runner.pool.num_blocks * 32 == 262144
         assert rss_bytes() - after > 100 * 2**20
 
 
@@ -255,7 +289,7 @@ def test_unload_waits_for_a_stream_and_new_requests_wait_then_reload(pair, paths
 
 def test_unload_timeout_cancels_in_flight_requests(pair, paths):
     a = paths[0]
-    model_runner = pair._host(a).engine.runner
+    model_runner = pair.served_model(a).engine.runner
     execute = model_runner.execute
 
     def slow_execute(items):  # 400 tokens now take > 8 s: the request is surely running at unload
@@ -274,21 +308,14 @@ def test_unload_timeout_cancels_in_flight_requests(pair, paths):
         for _ in stream:
             pass
     assert isinstance(err.value, EngineError)  # an engine failure, still a ValueError
-    assert pair._models.in_flight(a) == 0
+    assert pair.requests_in_flight(a) == 0
 
 
-def test_requests_during_reload_wait(pair, paths, refs):
+def test_requests_during_reload_wait(hooked_pair, paths, refs):
+    pair, hook = hooked_pair
     b = paths[1]
     pair.unload_model("second")
-    entry = pair._models._entries[b]
-    gate = threading.Event()
-    real = entry.loader
-
-    def slow_loader():
-        gate.wait(10)
-        return real()
-
-    entry.loader = slow_loader
+    gate = hook.gate = threading.Event()
     out: dict[int, str] = {}
 
     def ask(i: int) -> None:
@@ -310,20 +337,15 @@ def test_requests_during_reload_wait(pair, paths, refs):
     assert pair.get_model_status(b) == "loaded"
 
 
-def test_failed_reload_reports_and_can_be_retried(pair, paths, refs):
+def test_failed_reload_reports_and_can_be_retried(hooked_pair, paths, refs):
+    pair, hook = hooked_pair
     b = paths[1]
     pair.unload_model(b)
-    entry = pair._models._entries[b]
-    real = entry.loader
-
-    def broken():
-        raise ModelLoadError("disk on fire")
-
-    entry.loader = broken
+    hook.error = ModelLoadError("disk on fire")
     with pytest.raises(ModelLoadError, match="disk on fire"):
         pair.send_chat_completion_request(chat(), b)
     assert pair.get_model_status(b) == "unloaded"
-    entry.loader = real
+    hook.error = None
     assert text_of(pair.send_chat_completion_request(chat(PROMPTS[0]), b)) == refs[b][PROMPTS[0]]
 
 
@@ -340,6 +362,8 @@ def test_embedding_model_in_the_table(pair, paths):
         pair.send_chat_completion_request(chat(), "emb")
     with pytest.raises(ValueError, match="not an embedding model"):
         pair.send_embedding_request(EmbeddingRequest("x"))  # the default is a chat model
+    with pytest.raises(ValueError, match="'minilm' is an embedding model"):
+        pair.served_model("emb")
     pair.unload_model("emb")
     assert pair.get_model_status(mid) == "unloaded"
     again = pair.send_embedding_request(EmbeddingRequest("Bananas are yellow."), "emb")

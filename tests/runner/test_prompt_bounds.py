@@ -27,7 +27,7 @@ def _chat(content: str, **kw) -> ChatCompletionRequest:
 
 
 def test_bound_is_context_times_longest_token_and_sound(runner):
-    host = runner._host(None)
+    host = runner.served_model()
     bound = prompt_bound(host)
     longest = max(len(t) for t in host.tokenizer.hf.get_vocab())
     assert bound.longest_token_chars == longest and bound.max_chars == host.max_seq_len * longest
@@ -37,7 +37,7 @@ def test_bound_is_context_times_longest_token_and_sound(runner):
 
 
 def test_too_long_prompts_rejected_before_tokenizing(runner, monkeypatch):
-    host = runner._host(None)
+    host = runner.served_model()
     bound = prompt_bound(host)
     encode = host.tokenizer.encode
 

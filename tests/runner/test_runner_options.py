@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from agentkit import Runner, Which
+from agentkit import ChatCompletionRequest, Runner, Which
 from agentkit.api.agent_options import CodeExecutionConfig, McpClientConfigPy, ShellConfig
 from agentkit.config import PLUGIN_OPTIONS, RunnerConfig, check_plugin_options, given_plugin_options
 from agentkit.errors import NotSupportedError, PluginError
@@ -67,8 +67,10 @@ def test_every_plugin_option_is_a_runner_config_field_and_a_runner_argument():
     assert set(PLUGIN_OPTIONS) <= fields and set(PLUGIN_OPTIONS) <= params
 
 
-@pytest.mark.parametrize("name", [n for n in PLUGIN_OPTIONS if n != "tool_callbacks"])
+@pytest.mark.parametrize("name", list(PLUGIN_OPTIONS))
 def test_an_option_no_plugin_serves_raises_naming_it_and_its_provider(name, monkeypatch):
+    builtins = [spec.partition(":")[0].rsplit(".", 1)[-1] for spec in DEFAULT_PLUGINS]
+    monkeypatch.setenv("AGENTKIT_DISABLE_PLUGINS", ",".join(builtins))
     with pytest.raises(NotSupportedError) as err:
         Runner(MISSING, progress=False, **{name: VALUES[name]})
     msg = str(err.value)
@@ -76,7 +78,8 @@ def test_an_option_no_plugin_serves_raises_naming_it_and_its_provider(name, monk
     assert f"runner_options() hook returns {name!r}" in msg
 
 
-def test_mcp_without_a_plugin_names_the_extra_to_install():
+def test_mcp_without_a_plugin_names_the_extra_to_install(monkeypatch):
+    monkeypatch.setenv("AGENTKIT_DISABLE_PLUGINS", "mcp")
     with pytest.raises(NotSupportedError, match=re.escape("pip install 'agentkit[mcp]'")) as err:
         Runner(MISSING, progress=False, mcp_client_config=McpClientConfigPy(servers=[]))
     assert "mcp_client_config" in str(err.value)
@@ -95,15 +98,16 @@ def test_a_plugin_that_declares_mcp_receives_it_in_runner_config(tiny_llama):
 def test_a_declared_option_does_not_excuse_another():
     with pytest.raises(NotSupportedError) as err:
         Runner(MISSING, progress=False, plugins=[McpLike()], mcp_client_config=McpClientConfigPy(servers=[]),
-               shell_config=ShellConfig(), enable_search=True)
+               mtp_model="mtp", enable_search=True)  # enable_search: the built-in web_search
     msg = str(err.value)
-    assert "shell_config=" in msg and "enable_search=" in msg and "mcp_client_config=" not in msg
+    assert "mtp_model=" in msg and "enable_search=" not in msg and "mcp_client_config=" not in msg
 
 
 def test_tool_callbacks_is_served_by_the_default_builtin_and_disabling_it_raises(monkeypatch):
     assert "agentkit.plugins.tool_callbacks:ToolCallbacksPlugin" in DEFAULT_PLUGINS
     host = PluginHost.create(entry_points=False)
-    assert host.handled_options() == {"tool_callbacks": ["agentkit.plugins.tool_callbacks"]}
+    assert host.handled_options()["tool_callbacks"] == ["agentkit.plugins.tool_callbacks"]
+    assert host.handled_options()["anymoe_config"] == ["agentkit.plugins.anymoe"]
     monkeypatch.setenv("AGENTKIT_DISABLE_PLUGINS", "tool_callbacks")
     with pytest.raises(NotSupportedError, match="tool_callbacks=.*AGENTKIT_DISABLE_PLUGINS"):
         Runner(MISSING, progress=False, tool_callbacks={"t": lambda name, args: "x"})
@@ -179,13 +183,32 @@ def test_which_must_be_a_which_variant_in_both(runner):
     assert str(a.value) == str(b.value)
 
 
+class SeesConfig:
+    """Records the `RunnerConfig` a per-turn hook receives."""
+
+    def __init__(self) -> None:
+        self.configs: list[RunnerConfig | None] = []
+
+    @hookimpl
+    def agent_request_tools(self, context) -> None:
+        self.configs.append(context.config)
+
+
 def test_model_ids_follow_add_remove_and_default(tiny_llama):
-    with Runner(Which.Plain(tiny_llama), progress=False) as r:
-        plugins = r._plugins  # no public accessor: the config later hooks receive
-        assert plugins.config.model_ids == (tiny_llama,)
+    seen = SeesConfig()
+    with Runner(Which.Plain(tiny_llama), progress=False, plugins=[seen]) as r:
+        def config() -> RunnerConfig:  # the config a hook called now receives (max_tool_rounds: one agent turn)
+            r.send_chat_completion_request(ChatCompletionRequest(model="x", messages="Hi", max_tokens=1,
+                                                                 max_tool_rounds=1))
+            return seen.configs[-1]
+
+        assert config().model_ids == (tiny_llama,)
         r.add_model(Which.Plain(tiny_llama), model_id="second")
-        assert plugins.config.model_ids == (tiny_llama, "second")
+        assert config().model_ids == (tiny_llama, "second")
         r.set_default_model_id("second")
-        assert plugins.config.model_id == "second" and plugins.config.model_ids == ("second", tiny_llama)
+        now = config()
+        assert now.model_id == "second" and now.model_ids == ("second", tiny_llama)
         r.remove_model("second")
-        assert plugins.config.model_id == tiny_llama and plugins.config.model_ids == (tiny_llama,)
+        now = config()
+        assert now.model_id == tiny_llama and now.model_ids == (tiny_llama,)
+    assert len(seen.configs) == 4  # one turn per check

@@ -131,7 +131,7 @@ def test_logprobs(runner):
 
 
 def test_breaking_out_of_a_stream_cancels(runner):
-    engine = runner._host(None).engine
+    engine = runner.served_model().engine
     stream = runner.send_chat_completion_request(chat(max_tokens=400, ignore_eos=True, stream=True))
     for _ in stream:
         break
@@ -145,7 +145,7 @@ def test_breaking_out_of_a_stream_cancels(runner):
 
 def test_break_cancels_while_the_stream_is_still_referenced(runner):
     """`break` alone (no close, no del, the stream kept in a list) stops generation at once."""
-    engine = runner._host(None).engine
+    engine = runner.served_model().engine
     kept = [runner.send_chat_completion_request(chat(max_tokens=400, ignore_eos=True, stream=True))]
     req = kept[0]._stream._req
     for i, _ in enumerate(kept[0]):
@@ -251,7 +251,7 @@ def test_in_situ_quant_int8_and_int4(tiny_llama, runner):
     ref = runner.send_chat_completion_request(chat(max_tokens=6, ignore_eos=True, logprobs=True))
     for isq, kind in [("Q8_0", "int8"), ("q4k", "int4"), ("4", "int4")]:
         with Runner(Which.Plain(tiny_llama), in_situ_quant=isq, progress=False) as r:
-            model = r._host(None).engine.runner.model
+            model = r.served_model().engine.runner.model
             assert model.layers[0].mlp.gate_up.kind == kind
             resp = r.send_chat_completion_request(chat(max_tokens=6, ignore_eos=True, logprobs=True))
             assert resp.usage.completion_tokens == 6

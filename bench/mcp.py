@@ -1,0 +1,188 @@
+"""MCP client plugin: start time with 3 servers (one broken), call latency, respawn time after kill -9.
+
+Servers: `@modelcontextprotocol/server-everything` (node, from `.ci/npm`), the in-repo toy server
+(Python, `tests/plugins/mcp/toy_server.py`) and a broken one (a toy server that exits at start).
+Each figure comes with a reference measured in the same run:
+- start: the plugin connects all three in parallel (`PluginHost.configure`); reference: the two
+  working servers connected one after the other (the sum a sequential client pays);
+- call latency: `echo` through the plugin (`PluginHost.execute_tool`: thread hop, semaphore,
+  result conversion); reference: the same call with a bare `mcp.Client` in asyncio;
+- respawn: the child is killed with SIGKILL, then one call is timed at once (it waits for the
+  respawn the kill set off, then runs; goal <= 2 s); reference: a fresh start of that server alone
+  (spawn + initialize + tools/list), which is what a respawn has to pay.
+Run: .venv/bin/python bench/mcp.py [--reps 5] [--calls 50]  (needs `bash .ci/mcp-servers.sh`)
+Prints a table, writes bench/results/mcp.json and bench/results/mcp.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# this file is named mcp.py: keep its folder off the path, or it would shadow the mcp SDK
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(ROOT))
+
+from agentkit.api.agent_options import McpClientConfigPy, McpServerConfigPy, McpServerSourcePy  # noqa: E402
+from agentkit.config import RunnerConfig  # noqa: E402
+from agentkit.plugin_host import PluginHost  # noqa: E402
+from agentkit.tools import ToolCall  # noqa: E402
+
+TOY = str(ROOT / "tests" / "plugins" / "mcp" / "toy_server.py")
+EVERYTHING = ROOT / ".ci" / "npm" / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+
+
+def servers() -> list[McpServerConfigPy]:
+    if not EVERYTHING.exists():
+        sys.exit(f"{EVERYTHING} is missing: run `bash .ci/mcp-servers.sh` first")
+    return [
+        McpServerConfigPy("ev", "everything", McpServerSourcePy.Process("node", [str(EVERYTHING), "stdio"], None, None)),
+        McpServerConfigPy("toy", "toy", McpServerSourcePy.Process(sys.executable, [TOY, "--name", "toy"], None, None)),
+        McpServerConfigPy("broken", "broken", McpServerSourcePy.Process(
+            sys.executable, [TOY, "--crash-on-start"], None, None)),
+    ]
+
+
+def children() -> dict[int, str]:
+    """{pid: cmdline} of this process's live children."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                state, ppid = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+                if int(ppid) == os.getpid() and state != "Z":
+                    out[int(entry)] = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, ValueError):
+                pass
+    return out
+
+
+def kill9(marker: str) -> None:
+    [pid] = [p for p, cmd in children().items() if marker in cmd]
+    os.kill(pid, signal.SIGKILL)
+    while True:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return
+        except OSError:
+            return
+        time.sleep(0.005)
+
+
+def start_host(configs: list[McpServerConfigPy]) -> tuple[PluginHost, float]:
+    host = PluginHost.create(entry_points=False)
+    t = time.perf_counter()
+    host.configure(RunnerConfig(mcp_client_config=McpClientConfigPy(configs, retry_interval_secs=3600)))
+    return host, time.perf_counter() - t
+
+
+def call(host: PluginHost, name: str, args: dict) -> float:
+    t = time.perf_counter()
+    result = host.execute_tool(ToolCall(name, json.dumps(args)))
+    took = time.perf_counter() - t
+    assert result is not None and result.status == "ok", result
+    return took
+
+
+async def bare_latency(config: McpServerConfigPy, name: str, args: dict, n: int) -> list[float]:
+    from mcp import Client, StdioServerParameters
+
+    src = config.source
+    params = StdioServerParameters(command=src.command, args=list(src.args or []))
+    out = []
+    async with Client(params, mode="legacy", cache=None) as client:
+        await client.call_tool(name, args)
+        for _ in range(n):
+            t = time.perf_counter()
+            await client.call_tool(name, args)
+            out.append(time.perf_counter() - t)
+    return out
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=50)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = parser.parse_args()
+    ev, toy, broken = servers()
+    calls = {"ev": ("echo", {"message": "hi"}), "toy": ("echo", {"text": "hi"})}
+    r: dict[str, list[float]] = {k: [] for k in (
+        "start_parallel_3", "start_seq_ref", "latency_ev", "latency_toy", "bare_ev", "bare_toy",
+        "respawn_ev", "respawn_toy", "alone_ev", "alone_toy")}
+    for rep in range(args.reps):
+        host, took = start_host([ev, toy, broken])
+        r["start_parallel_3"].append(took)
+        states = {s.id: s.state for s in host.pm.get_plugin("agentkit.plugins.mcp").mcp_status()}
+        assert states == {"ev": "connected", "toy": "connected", "broken": "failed"}, states
+        for sid, key in (("ev", "latency_ev"), ("toy", "latency_toy")):
+            name, a = calls[sid]
+            tool = "ev_echo" if sid == "ev" else "toy_echo"
+            call(host, tool, a)
+            r[key] += [call(host, tool, a) for _ in range(args.calls // args.reps)]
+        for sid, marker in (("ev", "server-everything"), ("toy", "--name toy")):
+            kill9(marker)
+            r[f"respawn_{sid}"].append(call(host, f"{sid}_echo", calls[sid][1]))
+        host.shutdown(None)
+        seq = 0.0
+        for sid, cfg in (("ev", ev), ("toy", toy)):
+            h, t = start_host([cfg])
+            r[f"alone_{sid}"].append(t)
+            seq += t
+            h.shutdown(None)
+        r["start_seq_ref"].append(seq)
+        for sid, cfg in (("ev", ev), ("toy", toy)):
+            r[f"bare_{sid}"] += asyncio.run(bare_latency(cfg, calls[sid][0], calls[sid][1], args.calls // args.reps))
+        print(f"rep {rep + 1}/{args.reps}: start {took:.2f} s (sequential reference {seq:.2f} s), "
+              f"respawn ev {r['respawn_ev'][-1]:.3f} s, toy {r['respawn_toy'][-1]:.3f} s", flush=True)
+        assert not children(), children()
+
+    rows = [
+        ("start: 3 servers in parallel, one broken", med(r["start_parallel_3"]),
+         "the 2 working ones one after the other", med(r["start_seq_ref"]), "s"),
+        ("call latency: echo, server-everything (node)", med(r["latency_ev"]) * 1e3,
+         "bare mcp.Client, same call", med(r["bare_ev"]) * 1e3, "ms"),
+        ("call latency: echo, toy server (Python)", med(r["latency_toy"]) * 1e3,
+         "bare mcp.Client, same call", med(r["bare_toy"]) * 1e3, "ms"),
+        ("respawn after kill -9 + call: server-everything", med(r["respawn_ev"]),
+         "fresh start of that server alone", med(r["alone_ev"]), "s"),
+        ("respawn after kill -9 + call: toy server (Python)", med(r["respawn_toy"]),
+         "fresh start of that server alone", med(r["alone_toy"]), "s"),
+    ]
+    lines = ["| measurement (median) | agentkit | reference (same run) | reference value |",
+             "|---|---|---|---|"]
+    for what, value, ref, ref_value, unit in rows:
+        fmt = "{:.1f} ms" if unit == "ms" else "{:.3f} s"
+        lines.append(f"| {what} | {fmt.format(value)} | {ref} | {fmt.format(ref_value)} |")
+    worst = max(max(r["respawn_ev"]), max(r["respawn_toy"]))
+    lines.append(f"\nRespawn goal <= 2 s: worst of {2 * args.reps} respawns {worst:.3f} s "
+                 f"({'met' if worst <= 2 else 'missed'}). {args.reps} reps, {args.calls // args.reps} calls "
+                 f"per server per rep; load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.")
+    table = "\n".join(lines)
+    print(table)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "mcp.md").write_text(table + "\n")
+    (out / "mcp.json").write_text(json.dumps({
+        "samples_s": r, "reps": args.reps, "calls": args.calls,
+        "summary": [{"what": w, "value": v, "reference": ref, "reference_value": rv, "unit": u}
+                    for w, v, ref, rv, u in rows],
+        "env": {"python": platform.python_version(), "cpus": os.cpu_count(), "loadavg": os.getloadavg()},
+    }, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
