@@ -30,8 +30,8 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from compare import Worker, own_cpu_s, process_cpu_s, system_busy_s  # noqa: E402
 from spec_prompts import CASES, COPY_CASES  # noqa: E402
+from worker_client import Worker, own_cpu_s, process_cpu_s, system_busy_s  # noqa: E402
 
 LABEL = {"spec": "agentkit (speculation on)", "plain": "agentkit (speculation off)", "mistralrs": "mistral.rs 0.9.5"}
 
