@@ -127,7 +127,8 @@ class PluginOption:
 
 _SEARCH = "the web-search plugin: pip install 'agentkit[search]'"
 _CODE = "the code-execution plugin: pip install 'agentkit[code]'"
-_SPECULATIVE = "a speculative-decoding plugin (agentkit has no built-in one yet)"
+_SPECULATIVE = "the built-in speculative plugin (remove it from AGENTKIT_DISABLE_PLUGINS)"
+_MTP = "a multi-token-prediction plugin (agentkit has no built-in one yet)"
 
 PLUGIN_OPTIONS: Mapping[str, PluginOption] = MappingProxyType({
     "tool_callbacks": PluginOption("Python tool callbacks",
@@ -142,8 +143,8 @@ PLUGIN_OPTIONS: Mapping[str, PluginOption] = MappingProxyType({
     "anymoe_config": PluginOption("AnyMoE", "the built-in anymoe plugin (remove it from AGENTKIT_DISABLE_PLUGINS)"),
     "which_draft": PluginOption("draft-model speculative decoding", _SPECULATIVE),
     "speculative_gamma": PluginOption("draft-model speculative decoding", _SPECULATIVE),
-    "mtp_model": PluginOption("multi-token-prediction speculative decoding", _SPECULATIVE),
-    "mtp_n_predict": PluginOption("multi-token-prediction speculative decoding", _SPECULATIVE),
+    "mtp_model": PluginOption("multi-token-prediction speculative decoding", _MTP),
+    "mtp_n_predict": PluginOption("multi-token-prediction speculative decoding", _MTP),
 })
 """Every `RunnerConfig` field a plugin serves; a plugin declares the ones it handles in `runner_options()`."""
 

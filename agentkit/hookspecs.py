@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from agentkit.agent.context import ToolContext
     from agentkit.config import RunnerConfig
-    from agentkit.engine.speculative import DraftProposer
+    from agentkit.engine.speculative import DraftProposer, DraftTarget
     from agentkit.handles import RunnerHandle
     from agentkit.sessions import PluginStateStore, Session
     from agentkit.tools import Tool, ToolCall, ToolResult
@@ -146,13 +146,16 @@ def engine_prepare_model(model: nn.Module, config: RunnerConfig,
 
 
 @hookspec(firstresult=True)
-def engine_draft_proposer(runner: RunnerHandle, config: RunnerConfig) -> DraftProposer | None:
-    """Return a speculative-decoding proposer (draft model, n-gram lookup) for this Runner.
+def engine_draft_proposer(target: DraftTarget, config: RunnerConfig) -> DraftProposer | None:
+    """Return a speculative-decoding proposer (draft model, n-gram lookup) for one loaded model.
 
-    When: once per loaded model, after the KV cache is sized. firstresult: the first non-None
-    return wins and later implementations are not called. Return None when this plugin does
-    not provide speculation for `config` (e.g. `config.which_draft` is unset); if every
-    implementation returns None the Runner decodes without speculation.
+    `target` holds the loaded model's engine-side facts (its runner, tokenizer, vocabulary size,
+    context length, device) and `load_model(which)` to load a draft model the same way.
+    When: once per loaded model, after the KV cache is sized, on the thread that will serve it.
+    firstresult: the first non-None return wins and later implementations are not called. The
+    built-in speculative plugin answers last (n-gram drafts by default, a draft model with
+    `which_draft`); a proposer whose `max_draft` is 0 switches speculation off. Return None when
+    this plugin does not provide speculation for `config`.
     """
 
 

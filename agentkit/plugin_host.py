@@ -340,9 +340,9 @@ class PluginHost:
         """Call `engine_prepare_model(model, config, encode_prompt)` (every implementation, in pluggy order)."""
         self.pm.hook.engine_prepare_model(model=model, config=config, encode_prompt=encode_prompt)
 
-    def draft_proposer(self, runner: Any, config: RunnerConfig) -> Any | None:
-        """The first non-None `engine_draft_proposer(runner, config)`, or None (no speculation)."""
-        return self.pm.hook.engine_draft_proposer(runner=runner, config=config)
+    def draft_proposer(self, target: Any, config: RunnerConfig) -> Any | None:
+        """The first non-None `engine_draft_proposer(target, config)`, or None (no speculation)."""
+        return self.pm.hook.engine_draft_proposer(target=target, config=config)
 
     # ---- agent loop --------------------------------------------------------------------------
 

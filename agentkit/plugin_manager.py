@@ -46,7 +46,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = ("agentkit.plugins.tool_callbacks:ToolCallbac
                                     "agentkit.plugins.code_exec:CodeExecPlugin",
                                     "agentkit.plugins.mcp:McpPlugin",
                                     "agentkit.plugins.files:FilesPlugin",
-                                    "agentkit.plugins.anymoe:AnyMoePlugin")
+                                    "agentkit.plugins.anymoe:AnyMoePlugin",
+                                    "agentkit.plugins.speculative:SpeculativePlugin")
 """Built-in plugins, by import spec: "package.module" registers the module itself;
 "package.module:Name" registers `Name()` (a fresh instance per manager) when `Name` is a class,
 else the object. Registered under the module name, disabled by it or its last component. A

@@ -133,6 +133,9 @@ class ApiEngine:
             "completion_tokens": n, "cached_tokens": cached, "finish_reason": finish,
             "total_s": end - t0, "text": "".join(text),
         }
+        spec = getattr(usage, "speculative", None) if usage is not None else None
+        if spec is not None:
+            res["speculative"] = spec.to_dict()
         if first is not None:
             res["ttft_s"] = first - t0
             res["decode_tok_s"] = (n - 1) / (last - first) if n > 1 and last > first else None

@@ -111,6 +111,28 @@ class BlockManager:
         if len(seq.block_table) * self.block_size < seq.num_tokens:
             seq.block_table.append(self.take_fresh())
 
+    def reserve(self, seq: Sequence, num_tokens: int) -> bool:
+        """Give `seq` blocks for positions up to `num_tokens` (speculative draft slots) if the pool
+        has them; False (nothing taken) when it does not."""
+        extra = self.blocks_needed(num_tokens) - len(seq.block_table)
+        if extra > self.num_free:
+            return False
+        for _ in range(extra):
+            seq.block_table.append(self.take_fresh())
+        return True
+
+    def truncate(self, seq: Sequence, num_tokens: int) -> None:
+        """Return the blocks past position `num_tokens` (rejected draft slots) to the pool. They were
+        never hashed (only computed blocks are), so the prefix cache cannot hold their tokens."""
+        keep = max(self.blocks_needed(num_tokens), seq.num_hashed_blocks)
+        while len(seq.block_table) > keep:
+            bid = seq.block_table.pop()
+            block = self.blocks[bid]
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                self.free[bid] = None
+                self.free.move_to_end(bid, last=False)  # holds nothing worth keeping: reused first
+
     def register_computed(self, seq: Sequence) -> None:
         """Hash and publish the sequence's full blocks whose KV is now computed."""
         if self.prefix_cache_n == 0:

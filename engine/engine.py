@@ -13,6 +13,11 @@ and applied to those rows only; the sampled token is then consumed (`agentkit.en
 whose outcomes the loop applies). EOS is masked until the grammar accepts; a completed grammar
 ends its sequence with "stop". Unconstrained batches skip all of it.
 
+Speculative decoding (`enable_speculation`, agentkit.engine.speculative): after scheduling, the
+`Speculation` controller attaches draft tokens to decode items; after the forward it verifies
+them and hands the remaining rows back to the plain sampling path. Without a proposer nothing
+changes.
+
 Not covered: chat templates, tool calls and response objects (the Runner's job).
 """
 
@@ -37,6 +42,8 @@ from agentkit.engine.model_runner import BatchItem, ModelRunner
 from agentkit.engine.sampling import SampleRow, dry_breaker_ids, make_generator, sample
 from agentkit.engine.scheduler import Scheduler
 from agentkit.engine.sequence import EngineRequest, RequestOutput, SeqDelta, Sequence
+from agentkit.engine.speculative.protocol import DraftProposer
+from agentkit.engine.speculative.verify import Speculation
 from agentkit.engine.swap import SwapSpace
 from agentkit.engine.tokenizer import IncrementalDetokenizer, Tokenizer
 
@@ -97,11 +104,25 @@ class Engine:
         self._grammar = GrammarStep()
         self.grammar_stats = self._grammar.stats
         self.num_steps = 0  # forward passes run (tests count steps instead of timing)
+        self.speculation: Speculation | None = None  # set by enable_speculation
         self._clock = time.monotonic  # deadlines; tests substitute a step-driven clock
         _live_engines.add(self)
         if start:
             self._thread = threading.Thread(target=self.serve, name=f"agentkit-engine-{name}", daemon=True)
             self._thread.start()
+
+    def enable_speculation(self, proposer: DraftProposer, calibrate: bool = True) -> bool:
+        """Verify `proposer`'s drafts from now on (call before serving, on the serving thread);
+        False when this engine cannot speculate (transformers fallback runner, no KV cache)."""
+        if self.runner.kind != "native" or self.config.no_kv_cache:
+            log.info("speculative decoding is off for %r: it needs the native runner and a KV cache", self.name)
+            return False
+        self.speculation = Speculation(proposer, self.runner, self.blocks, max_batch_tokens=self.config.max_batch_tokens,
+                                       max_seq_len=self.max_seq_len, make_row=self._sample_row,
+                                       postprocess=self.scheduler.postprocess)
+        if calibrate:
+            self.speculation.calibrate()
+        return True
 
     # ---- public, any thread -------------------------------------------------------------------
     def submit(self, req: EngineRequest) -> EngineRequest:
@@ -260,6 +281,8 @@ class Engine:
         self.scheduler.overflowed.clear()
         if not items:
             return
+        if self.speculation is not None:
+            self.speculation.draft(items)
         try:
             self._step(items)
         except Exception as exc:  # isolate the failing request(s); the engine keeps serving
@@ -289,7 +312,10 @@ class Engine:
             masks = self._grammar.masks(job) if job is not None else None  # before any retry touches matchers
         self.scheduler.computed(items)
         sampled = [it.seq for it in items if it.need_logits]
-        if not sampled:
+        verified: list[Sequence] = []
+        if self.speculation is not None:
+            logits, sampled, verified = self.speculation.verify(items, logits, sampled)
+        if not sampled and not verified and not (self.speculation and self.speculation.failed):
             return
         pre = GrammarOutcome() if masks is None else self._grammar.outcome(constrained, masks)
         for s in pre.stopped:
@@ -305,8 +331,10 @@ class Engine:
         for s in post.stopped:
             s.finish_reason = "stop"
         failed = pre.failed | {rid: f for rid, f in post.failed.items() if rid not in pre.failed}
+        if self.speculation is not None:
+            failed |= {rid: f for rid, f in self.speculation.failed.items() if rid not in failed}
         by_req: dict[str, list[Sequence]] = {}
-        for s in pre.stopped + sampled:
+        for s in pre.stopped + sampled + verified:
             by_req.setdefault(s.request.request_id, []).append(s)
         for rid, (req, message) in failed.items():
             by_req.pop(rid, None)
@@ -318,6 +346,11 @@ class Engine:
             for s in sampled:
                 if s.finish_reason is None:
                     self.scheduler.preempt(s, swap=False)
+
+    def _sample_row(self, s: Sequence, token_ids: list[int]) -> SampleRow:
+        """The sample row of `s` at the position after `token_ids` (a speculative verify row)."""
+        return SampleRow(params=s.params, token_ids=token_ids, generator=s.generator,
+                         dry_breakers=self._dry_breakers(s))
 
     def _dry_breakers(self, s: Sequence) -> frozenset[int]:
         if s.params.dry_multiplier is None:
@@ -346,6 +379,10 @@ class Engine:
         out.prompt_tokens = len(req.prompt_ids)
         out.cached_tokens = max((s.num_cached_tokens for s in req.seqs), default=0)
         out.completion_tokens = sum(s.num_generated for s in req.seqs)
+        specs = [s.spec for s in req.seqs if s.spec is not None]
+        out.drafted_tokens = sum(a.drafted for a in specs)
+        out.accepted_tokens = sum(a.accepted for a in specs)
+        out.verify_steps = sum(a.steps for a in specs)
         firsts = [s.t_first_token for s in req.seqs if s.t_first_token is not None]
         ends = [s.t_finish for s in req.seqs if s.t_finish is not None]
         if firsts:
@@ -353,6 +390,8 @@ class Engine:
             out.completion_time_s = max(max(ends, default=min(firsts)) - min(firsts), 0.0)
 
     def _release(self, s: Sequence) -> None:
+        if self.speculation is not None:
+            self.speculation.release(s)
         self.scheduler.remove(s)
         self.runner.free(s)
 

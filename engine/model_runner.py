@@ -41,12 +41,16 @@ class KVOptions:
 
 @dataclass(slots=True)
 class BatchItem:
-    """Feed `seq.token_ids[start:start+count]`; `need_logits` if this chunk ends the known tokens."""
+    """Feed `seq.token_ids[start:start+count]`; `need_logits` if this chunk ends the known tokens.
+
+    `draft` (speculative decoding, decode items only): tokens fed after the decode token at the
+    next positions; each is scored as a decode row and returns its own logits row."""
 
     seq: Sequence
     start: int
     count: int
     need_logits: bool
+    draft: tuple[int, ...] = ()
 
 
 class ModelRunner(Protocol):
@@ -61,7 +65,8 @@ class ModelRunner(Protocol):
     supports_prefix_cache: bool
 
     def execute(self, items: list[BatchItem]) -> torch.Tensor:
-        """Run the batch; return logits `[sum(need_logits), V]` in item order."""
+        """Run the batch; return logits `[sum(need_logits) + drafts, V]` in item order (an item
+        with a draft gets 1 + len(draft) rows)."""
         ...
 
     def free(self, seq: Sequence) -> None:
@@ -127,6 +132,16 @@ class NativeRunner:
             s, bt = it.seq, it.seq.block_table
             begin = len(ids)
             end = it.start + it.count
+            if it.draft:  # decode rows, so every row's logits are a plain decode step's
+                for p, tok in enumerate((s.token_ids[it.start], *it.draft), it.start):
+                    dec_rows.append(len(ids))
+                    rows.append(len(ids))
+                    ids.append(tok)
+                    pos.append(p)
+                    slots.append(bt[p // bs] * bs + p % bs)
+                    dec_tables.append(bt[: p // bs + 1])
+                    dec_lens.append(p + 1)
+                continue
             ids.extend(s.token_ids[it.start : end])
             pos.extend(range(it.start, end))
             slots.extend(bt[p // bs] * bs + p % bs for p in range(it.start, end))
@@ -140,7 +155,9 @@ class NativeRunner:
                                                   torch.tensor(bt[:nb], dtype=torch.long, device=dev)))
             if it.need_logits:
                 rows.append(len(ids) - 1)
-        if dec_rows:
+        if dec_rows and any(it.draft for it in items):
+            meta.decode_groups = self._decode_groups(dec_rows, dec_tables, dec_lens)
+        elif dec_rows:
             width = max(len(t) for t in dec_tables)
             meta.decode_rows = torch.tensor(dec_rows, device=dev)
             meta.decode_blocks = torch.tensor([t + [0] * (width - len(t)) for t in dec_tables], dtype=torch.long,
@@ -151,6 +168,25 @@ class NativeRunner:
         meta.slots = torch.tensor(slots, dtype=torch.long, device=dev)
         return self.model.forward_batch(torch.tensor(ids, device=dev), torch.tensor(pos, device=dev), self.pool, meta,
                                         torch.tensor(rows, dtype=torch.long, device=dev))
+
+    def _decode_groups(self, rows: list[int], tables: list[list[int]],
+                       lens: list[int]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """Decode rows grouped by attention width (blocks), so each row attends over exactly the keys
+        a lone decode step at its position would: padding to a wider table changes SDPA's blocking
+        and the logits' last bits, which would break greedy equality with plain decoding."""
+        by_width: dict[int, list[int]] = {}
+        for i, t in enumerate(tables):
+            by_width.setdefault(len(t), []).append(i)
+        dev, bs = self.device, self.block_size
+        groups = []
+        for width, idx in by_width.items():
+            mask = None
+            if any(lens[i] != width * bs for i in idx):
+                n = torch.tensor([lens[i] for i in idx], device=dev)
+                mask = (torch.arange(width * bs, device=dev) < n.unsqueeze(1))[:, None, None, :]
+            groups.append((torch.tensor([rows[i] for i in idx], device=dev),
+                           torch.tensor([tables[i] for i in idx], dtype=torch.long, device=dev), mask))
+        return groups
 
     def free(self, seq: Sequence) -> None:
         seq.kv = None

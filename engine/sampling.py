@@ -8,7 +8,8 @@ gives the same tokens whatever else is in the batch. A call costs one host sync 
 *tensor* history that DRY must read or that needs out-of-range filtering; pass lists to avoid it).
 
 Non-goals: the parameter values themselves (`agentkit.engine.params`, re-exported here), stop strings, EOS/max_tokens handling and grammars (the runner owns them; grammars
-only reach here as ``SampleRow.allowed_token_mask``), speculative decoding, beam search.
+only reach here as ``SampleRow.allowed_token_mask``), the speculative acceptance rule
+(`agentkit.engine.speculative.acceptance`, which reuses `process_logits` and `kept_probs`), beam search.
 """
 
 from __future__ import annotations
@@ -170,6 +171,18 @@ def _draw(x: torch.Tensor, rows: Sequence[SampleRow]) -> torch.Tensor:
     an inverse-CDF lookup in vocabulary order with one uniform from the row's own generator, so
     a row's token never depends on the other rows of the batch.
     """
+    kept = kept_probs(x, rows)
+    cdf = torch.cumsum(kept, dim=-1)
+    total = cdf[:, -1:]
+    u = torch.cat([_uniform(r.generator, x.device) for r in rows])[:, None]
+    target = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, target, right=True)[:, 0].clamp_(max=x.shape[1] - 1)
+
+
+def kept_probs(x: torch.Tensor, rows: Sequence[SampleRow]) -> torch.Tensor:
+    """The unnormalised distribution `_draw` samples from: softmax(x / temperature) with the tokens
+    below each row's top-k / top-p / min-p threshold zeroed ([S, V] float32; speculative
+    verification normalises it to get the target distribution)."""
     S, V = x.shape
     dev = x.device
     ps = [r.params for r in rows]
@@ -201,12 +214,7 @@ def _draw(x: torch.Tensor, rows: Sequence[SampleRow]) -> torch.Tensor:
             thr = torch.where(_t([tp > 0 for tp in tps], dev, torch.bool), torch.maximum(thr, last), thr)
     if any(mps):
         thr = torch.maximum(thr, probs.amax(-1) * _t(mps, dev))
-    kept = torch.where(probs >= thr[:, None], probs, torch.zeros((), device=dev))
-    cdf = torch.cumsum(kept, dim=-1)
-    total = cdf[:, -1:]
-    u = torch.cat([_uniform(r.generator, dev) for r in rows])[:, None]
-    target = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
-    return torch.searchsorted(cdf, target, right=True)[:, 0].clamp_(max=V - 1)
+    return torch.where(probs >= thr[:, None], probs, torch.zeros((), device=dev))
 
 
 def _masked_logsumexp(x: torch.Tensor) -> torch.Tensor:
@@ -230,6 +238,15 @@ def _logsumexp(x: torch.Tensor, rows: Sequence[SampleRow]) -> torch.Tensor:
     return lse.index_copy_(0, on, _masked_logsumexp(x.index_select(0, on)))
 
 
+def process_logits(logits: torch.Tensor, rows: Sequence[SampleRow]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A float32 copy of ``logits`` [B, V] with each row's mask, penalties and logit bias applied,
+    and its row-wise logsumexp (reported logprobs are ``x - lse``)."""
+    x = logits.to(torch.float32, copy=True)
+    for i, row in enumerate(rows):
+        _process_(x[i], row)
+    return x, _logsumexp(x, rows)
+
+
 def sample(logits: torch.Tensor, rows: Sequence[SampleRow]) -> list[SampleResult]:
     """Pick the next token of every row of ``logits`` [B, V] (any float dtype; float32 maths).
 
@@ -247,10 +264,7 @@ def sample(logits: torch.Tensor, rows: Sequence[SampleRow]) -> list[SampleResult
         lp = x.gather(1, tokens[:, None])[:, 0] - torch.logsumexp(x, -1)
         packed = torch.stack([tokens.double(), lp.double()], 1).tolist()
         return [SampleResult(int(t), lp_, None) for t, lp_ in packed]
-    x = logits.to(torch.float32, copy=True)
-    for i, row in enumerate(rows):
-        _process_(x[i], row)
-    lse = _logsumexp(x, rows)
+    x, lse = process_logits(logits, rows)
     greedy = [r.params.is_greedy for r in rows]
     if not any(greedy):
         tokens = _draw(x, rows)

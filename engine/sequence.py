@@ -56,6 +56,9 @@ class RequestOutput:
     completion_time_s: float = 0.0
     cached_tokens: int = 0
     timed_out: bool = False  # the error is the request's deadline
+    drafted_tokens: int = 0  # speculative decoding: draft tokens verified, accepted, verify steps
+    accepted_tokens: int = 0
+    verify_steps: int = 0
 
 
 @dataclass(eq=False)
@@ -114,6 +117,7 @@ class Sequence:
     pending_ids: list[int] = field(default_factory=list)
     matcher: GrammarMatcher | None = None  # grammar state; advances only on sampled tokens
     swapped: Any = None  # agentkit.engine.swap.Swapped while preempted with its KV saved
+    spec: Any = None  # agentkit.engine.speculative.adaptive.Acceptance once it may speculate
 
     @property
     def params(self) -> SamplingParams:

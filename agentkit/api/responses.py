@@ -35,6 +35,7 @@ __all__ = [
     "PromptTokensDetails",
     "ResponseLogprob",
     "ResponseMessage",
+    "SpeculativeUsage",
     "SpeechGenerationResponse",
     "ToolCallResponse",
     "TopLogprob",
@@ -49,6 +50,38 @@ class PromptTokensDetails:
 
     def to_dict(self) -> dict[str, Any]:
         return {"cached_tokens": self.cached_tokens}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeculativeUsage:
+    """agentkit extension: what speculative decoding did for a request (all choices, all rounds).
+
+    `drafted_tokens` draft tokens were verified, `accepted_tokens` of them kept, in
+    `verify_steps` forward passes; `mean_acceptance_length` is the tokens emitted per verify step
+    (accepted drafts + the target's own token), 1.0 when no draft was ever kept.
+    """
+
+    drafted_tokens: int
+    accepted_tokens: int
+    verify_steps: int
+
+    @property
+    def mean_acceptance_length(self) -> float:
+        return (self.accepted_tokens + self.verify_steps) / self.verify_steps if self.verify_steps else 0.0
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Fraction of draft tokens kept."""
+        return self.accepted_tokens / self.drafted_tokens if self.drafted_tokens else 0.0
+
+    def __add__(self, other: SpeculativeUsage) -> SpeculativeUsage:
+        return SpeculativeUsage(drafted_tokens=self.drafted_tokens + other.drafted_tokens,
+                                accepted_tokens=self.accepted_tokens + other.accepted_tokens,
+                                verify_steps=self.verify_steps + other.verify_steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"drafted_tokens": self.drafted_tokens, "accepted_tokens": self.accepted_tokens,
+                "verify_steps": self.verify_steps, "mean_acceptance_length": self.mean_acceptance_length}
 
 
 def _rate(tokens: int, seconds: float) -> float:
@@ -69,10 +102,11 @@ class Usage:
     total_prompt_time_sec: float
     total_completion_time_sec: float
     prompt_tokens_details: PromptTokensDetails | None = None
+    speculative: SpeculativeUsage | None = None  # agentkit extension; None when nothing speculated
 
     @classmethod
     def from_counts(cls, prompt_tokens: int, completion_tokens: int, prompt_time_s: float, completion_time_s: float,
-                    cached_tokens: int | None = None) -> Usage:
+                    cached_tokens: int | None = None, speculative: SpeculativeUsage | None = None) -> Usage:
         """Usage with totals and rates derived as the engine does (a rate is 0.0 when its time is 0).
 
         `total_tokens` = prompt + completion, `total_time_sec` = prompt + completion time,
@@ -86,6 +120,7 @@ class Usage:
             avg_compl_tok_per_sec=_rate(completion_tokens, completion_time_s), total_time_sec=total_time,
             total_prompt_time_sec=prompt_time_s, total_completion_time_sec=completion_time_s,
             prompt_tokens_details=None if cached_tokens is None else PromptTokensDetails(cached_tokens=cached_tokens),
+            speculative=speculative,
         )
 
     def __add__(self, other: Usage) -> Usage:
@@ -93,11 +128,13 @@ class Usage:
         if not isinstance(other, Usage):
             return NotImplemented
         cached = [u.prompt_tokens_details.cached_tokens for u in (self, other) if u.prompt_tokens_details]
+        specs = [u.speculative for u in (self, other) if u.speculative is not None]
         return Usage.from_counts(self.prompt_tokens + other.prompt_tokens,
                                  self.completion_tokens + other.completion_tokens,
                                  self.total_prompt_time_sec + other.total_prompt_time_sec,
                                  self.total_completion_time_sec + other.total_completion_time_sec,
-                                 cached_tokens=sum(cached) if cached else None)
+                                 cached_tokens=sum(cached) if cached else None,
+                                 speculative=specs[0] + specs[1] if len(specs) == 2 else (specs or [None])[0])
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -110,6 +147,8 @@ class Usage:
         }
         if self.prompt_tokens_details is not None:
             out["prompt_tokens_details"] = self.prompt_tokens_details.to_dict()
+        if self.speculative is not None:
+            out["speculative"] = self.speculative.to_dict()
         return out
 
 

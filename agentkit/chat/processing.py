@@ -32,6 +32,7 @@ from agentkit.api.responses import (
     Logprobs,
     ResponseLogprob,
     ResponseMessage,
+    SpeculativeUsage,
     TopLogprob,
     Usage,
 )
@@ -184,8 +185,12 @@ def _events(req: EngineRequest) -> Iterator[RequestOutput]:
 
 
 def _usage(out: RequestOutput) -> Usage:
+    spec = None
+    if out.verify_steps:
+        spec = SpeculativeUsage(drafted_tokens=out.drafted_tokens, accepted_tokens=out.accepted_tokens,
+                                verify_steps=out.verify_steps)
     return Usage.from_counts(out.prompt_tokens, out.completion_tokens, out.prompt_time_s, out.completion_time_s,
-                             cached_tokens=out.cached_tokens or None)
+                             cached_tokens=out.cached_tokens or None, speculative=spec)
 
 
 def _logprobs(host: ServedModel, samples: list[SampleResult]) -> list[ResponseLogprob]:

@@ -15,6 +15,7 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +28,9 @@ from agentkit.engine.engine import Engine
 from agentkit.engine.loading.device_map import DeviceLayers, available_devices, check_ordinals, plan_layers
 from agentkit.engine.loading.hub import read_json, resolve_model_dir
 from agentkit.engine.loading.loader import LoadedModel, load_gguf, load_plain, resolve_dtype
-from agentkit.engine.model_runner import KVOptions, PrepareModel, build_runner
-from agentkit.engine.tokenizer import load_tokenizer
+from agentkit.engine.model_runner import KVOptions, ModelRunner, PrepareModel, build_runner
+from agentkit.engine.speculative.protocol import DraftTarget
+from agentkit.engine.tokenizer import Tokenizer, load_tokenizer
 from agentkit.errors import ModelLoadError, NotSupportedError
 from agentkit.models.local_backend import LocalBackend
 from agentkit.models.served import ServedModel
@@ -177,9 +179,35 @@ def _load(which: Which, *, engine_config: EngineConfig, token: str | None, chat_
     name = model_name(which)
     engine = Engine(runner, tokenizer, engine_config, eos_token_ids=tokenizer.eos_token_ids | _eos_ids(loaded),
                     name=name, start=False)
+    if plugins is not None and plugins.config is not None:
+        target = DraftTarget(model_id=name, runner=runner, tokenizer=tokenizer, vocab_size=runner.vocab_size,
+                             max_seq_len=ctx, max_seqs=engine_config.max_seqs, device=dev,
+                             load_model=_draft_loader(engine_config, token, dev, progress))
+        proposer = plugins.draft_proposer(target, plugins.config)
+        if proposer is not None and getattr(proposer, "max_draft", 1) != 0:
+            engine.enable_speculation(proposer)
     return ServedModel(model_id=name, backend=LocalBackend(engine, runner.kind), tokenizer=tokenizer,
                        template=template, generation_config=loaded.generation_config, max_seq_len=ctx,
                        arch=loaded.arch, load_time_s=time.perf_counter() - t0, isq=isq)
+
+
+def _draft_loader(target: EngineConfig, token: str | None, dev: torch.device,
+                  progress: bool) -> Callable[[Which], tuple[ModelRunner, Tokenizer]]:
+    """`DraftTarget.load_model`: a draft model on the target's device with a KV pool for two of the
+    target's contexts (no plugins, no engine thread)."""
+    def load(which: Which) -> tuple[ModelRunner, Tokenizer]:
+        if not isinstance(which, Which):
+            raise TypeError(f"which_draft must be a Which variant, got {type(which).__name__}")
+        ctx = target.max_seq_len or 4096
+        config = EngineConfig(max_seq_len=ctx, kv_ctxt_len=2 * ctx, num_threads=target.num_threads)
+        host = _load(which, engine_config=config, token=token, chat_template=None, jinja_explicit=None,
+                     device=str(dev), progress=progress, weight_mode="auto")
+        if not isinstance(host, ServedModel):
+            raise TypeError(f"which_draft must be a text-generation model, got Which.{which.kind}")
+        engine = host.backend.engine
+        engine.shutdown()
+        return engine.runner, host.tokenizer
+    return load
 
 
 def _calibrator(which: Which, loaded: LoadedModel, runner: Any, weight_mode: str) -> Any:

@@ -1,24 +1,18 @@
-"""Speculative decoding: the proposer contract the engine will verify drafts from.
+"""Speculative decoding: a proposer drafts tokens, the target model verifies them in one batched
+forward, and an exact acceptance rule keeps the output distribution that of plain decoding.
 
-Scope: `DraftProposer`, the protocol a proposer (prompt lookup, a suffix cache, a draft model, or a
-third-party plugin's) implements and `engine_draft_proposer` returns. Only the contract exists so
-far; the verify step and the built-in proposers come with speculative decoding.
+Scope (one concept per module, vLLM v1's spec_decode/ layout):
+- `protocol`: the `DraftProposer` contract, `Draft`, `DraftContext`, `DraftTarget`.
+- `acceptance`: the one acceptance rule (greedy argmax match; sampled min(1, p/q) with the
+  residual normalize(max(0, p - q)) and a bonus token), applied after the request's transforms.
+- `adaptive`: per-sequence draft length from observed acceptance and a measured step-cost model.
+- `verify`: the engine-side controller: attach drafts to decode items, verify, roll back.
+- `prompt_lookup`, `suffix_cache`, `draft_model`: the built-in proposers.
 
-Non-goals: choosing a proposer (the built-in speculative plugin), sampling and acceptance.
+Non-goals: selecting a proposer for a Runner (agentkit.plugins.speculative, through the
+`engine_draft_proposer` hook).
 """
 
-from __future__ import annotations
+from agentkit.engine.speculative.protocol import Draft, DraftContext, DraftProposer, DraftTarget
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
-
-__all__ = ["DraftProposer"]
-
-
-@runtime_checkable
-class DraftProposer(Protocol):
-    """Proposes up to `k` draft tokens to follow a sequence's `token_ids` (prompt + generated)."""
-
-    def propose(self, token_ids: Sequence[int], k: int) -> list[int]:
-        """Draft token ids (possibly fewer than `k`, or none) the target model then verifies."""
-        ...
+__all__ = ["Draft", "DraftContext", "DraftProposer", "DraftTarget"]

@@ -313,13 +313,13 @@ def test_engine_draft_proposer_is_firstresult():
 
     class Ngram:
         @hookimpl
-        def engine_draft_proposer(self, runner, config):
+        def engine_draft_proposer(self, target, config):
             asked.append("ngram")
-            return ("ngram", runner, config.speculative_gamma)
+            return ("ngram", target, config.speculative_gamma)
 
     class Never:
         @hookimpl(trylast=True)
-        def engine_draft_proposer(self, runner):
+        def engine_draft_proposer(self, target):
             asked.append("never")
             return "unreachable"
 

@@ -98,6 +98,7 @@ def test_each_call_builds_a_fresh_manager():
     assert "agentkit.plugins.code_exec:CodeExecPlugin" in plugin_manager.DEFAULT_PLUGINS
     assert "agentkit.plugins.mcp:McpPlugin" in plugin_manager.DEFAULT_PLUGINS
     assert "agentkit.plugins.anymoe:AnyMoePlugin" in plugin_manager.DEFAULT_PLUGINS
+    assert "agentkit.plugins.speculative:SpeculativePlugin" in plugin_manager.DEFAULT_PLUGINS
 
 
 def test_modules_classes_and_instances_are_plugins():

@@ -16,6 +16,7 @@ from agentkit import ChatCompletionRequest, Runner, Which, hookimpl
 from agentkit.config import RunnerConfig
 from agentkit.engine.models.linear import LoadedLinear
 from agentkit.engine.quant import QuantTensor
+from agentkit.plugins.speculative import SpeculativePlugin
 
 
 class Wrap(nn.Module):
@@ -75,7 +76,9 @@ def last_hidden(model: nn.Module, ids: list[int]) -> torch.Tensor:
 
 def check_seam(which: Which, tol: float) -> tuple[WrapMLPs, torch.Tensor]:
     rec, wrap = Record(), WrapMLPs()
-    with Runner(which, progress=False, plugins=[rec]) as plain, Runner(which, progress=False, plugins=[wrap]) as r:
+    off = SpeculativePlugin(mode="off")  # counts decode steps: one MLP call per step, no calibration passes
+    with Runner(which, progress=False, plugins=[rec, off]) as plain, \
+            Runner(which, progress=False, plugins=[wrap, SpeculativePlugin(mode="off")]) as r:
         assert isinstance(wrap.config, RunnerConfig) and wrap.config.model_id == plain.list_models()[0]
         assert wrap.seen_linears and all(t is LoadedLinear for t in wrap.seen_linears)  # before quantization
         wrappers = [layer.mlp for layer in wrap.model.layers]
