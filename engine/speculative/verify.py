@@ -117,6 +117,8 @@ class Speculation:
                     continue
             if s.spec is None:
                 s.spec = Acceptance()
+            if s.params.seed is not None and not s.params.is_greedy:
+                continue  # k follows measured timings: drafting would make a seeded sample irreproducible
             cap = min(self.proposer.max_draft, s.max_tokens - s.num_generated - 1,
                       self.max_seq_len - s.num_tokens - 1)
             if cap > 0:

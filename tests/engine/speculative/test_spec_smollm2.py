@@ -44,7 +44,8 @@ def test_smollm2_greedy_equals_plain(smollm2, monkeypatch):
             with Runner(which, progress=False, num_threads=2, plugins=[SpeculativePlugin(mode="ngram")]) as spec:
                 got = _ids(run_all(spec, requests, concurrent=False))
                 stats = spec._host(None).engine.speculation.stats
-            assert stats.accepted > 0, stats
+            # adaptive k may measure that drafting does not pay on this machine right now; forced must draft
+            assert stats.accepted > 0 or not forced, stats
             for i, (g, e) in enumerate(zip(got, expected)):
                 if g == e:
                     continue
