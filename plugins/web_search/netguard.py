@@ -39,26 +39,29 @@ def _check_host(host: str, port: int) -> None:
         check_address(str(sockaddr[0]))
 
 
-class _GuardedHTTPConnection(http.client.HTTPConnection):
+class _GuardedConnect:
+    """Checks the resolved host before connecting and the connected peer after (DNS rebinding)."""
+
+    host: str
+    port: int
+    sock: Any
+
     def connect(self) -> None:
         _check_host(self.host, self.port)
-        super().connect()
+        super().connect()  # type: ignore[misc]
         try:
             check_address(self.sock.getpeername()[0])
         except BlockedAddress:
-            self.close()
+            self.close()  # type: ignore[attr-defined]
             raise
 
 
-class _GuardedHTTPSConnection(http.client.HTTPSConnection):
-    def connect(self) -> None:
-        _check_host(self.host, self.port)
-        super().connect()
-        try:
-            check_address(self.sock.getpeername()[0])
-        except BlockedAddress:
-            self.close()
-            raise
+class _GuardedHTTPConnection(_GuardedConnect, http.client.HTTPConnection):
+    pass
+
+
+class _GuardedHTTPSConnection(_GuardedConnect, http.client.HTTPSConnection):
+    pass
 
 
 class GuardedHTTPHandler(urllib.request.HTTPHandler):

@@ -9,39 +9,12 @@ import logging
 import types
 
 import pytest
+from plugin_fixtures import AddPlugin, add, host_of
 
 from agentkit.config import RunnerConfig
 from agentkit.errors import ConfigError, PluginError
 from agentkit.hookspecs import hookimpl
-from agentkit.plugin_host import PluginHost
 from agentkit.tools import Tool, ToolCall
-
-
-def host_of(*plugins: object) -> PluginHost:
-    return PluginHost.create(plugins, builtins=False, entry_points=False)
-
-
-
-def add(a: int, b: int = 2) -> str:
-    """Add two integers.
-
-    Args:
-        a: The first number.
-        b: The second number.
-    """
-    return str(a + b)
-
-
-class AddPlugin:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    @hookimpl
-    def register_tools(self, register):
-        self.calls += 1
-        register(add)
-
-
 
 # ---- PluginHost: registrations ---------------------------------------------------------------
 

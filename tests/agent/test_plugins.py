@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from plugin_fixtures import AddPlugin, host_of
 
 from agentkit import hookspecs, plugin_manager
 from agentkit import testing as plugin_utils
@@ -33,29 +34,6 @@ HOOKS = ["runner_options", "runner_configure", "runner_shutdown", "register_tool
          "engine_draft_proposer", "agent_request_tools", "agent_execute_tool", "session_dump", "session_load"]
 
 
-def host_of(*plugins: object) -> PluginHost:
-    return PluginHost.create(plugins, builtins=False, entry_points=False)
-
-
-
-def add(a: int, b: int = 2) -> str:
-    """Add two integers.
-
-    Args:
-        a: The first number.
-        b: The second number.
-    """
-    return str(a + b)
-
-
-class AddPlugin:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    @hookimpl
-    def register_tools(self, register):
-        self.calls += 1
-        register(add)
 
 
 

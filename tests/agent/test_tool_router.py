@@ -7,6 +7,7 @@ import json
 
 import pluggy
 import pytest
+from plugin_fixtures import AddPlugin, host_of
 
 from agentkit.errors import CancelToolCall, PluginError
 from agentkit.hookspecs import hookimpl
@@ -14,33 +15,6 @@ from agentkit.plugin_host import PluginHost, run_tool
 from agentkit.plugin_manager import CORE_ROUTER_NAME, make_plugin_manager
 from agentkit.plugins.tool_callbacks import ToolCallbacksPlugin
 from agentkit.tools import Tool, ToolCall, ToolResult
-
-
-def host_of(*plugins: object) -> PluginHost:
-    return PluginHost.create(plugins, builtins=False, entry_points=False)
-
-
-
-def add(a: int, b: int = 2) -> str:
-    """Add two integers.
-
-    Args:
-        a: The first number.
-        b: The second number.
-    """
-    return str(a + b)
-
-
-class AddPlugin:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    @hookimpl
-    def register_tools(self, register):
-        self.calls += 1
-        register(add)
-
-
 
 # ---- the core router and agent_execute_tool --------------------------------------------------
 
