@@ -141,7 +141,9 @@ def test_deny_reading_roots_home(escape_executor):
 
 def test_deny_reading_the_project_checkout(escape_executor):
     verdict = attempt(escape_executor, f"open({str(ROOT / 'pyproject.toml')!r}).read()")
-    assert verdict.startswith("denied: PermissionError"), verdict
+    # a checkout under /tmp is hidden by the sandbox's private /tmp (not found) instead of refused
+    hidden = str(ROOT).startswith(("/tmp/", "/var/tmp/"))
+    assert verdict.startswith("denied: FileNotFoundError" if hidden else "denied: PermissionError"), verdict
 
 
 def test_deny_reading_proc_environ_of_host_processes(escape_executor):
