@@ -59,7 +59,8 @@ from agentkit.models.management import ModelManagement
 from agentkit.models.served import ServedModel
 from agentkit.models.table import Lease, ModelTable
 from agentkit.plugin_host import PluginHost
-from agentkit.session_store import MemorySessionStore, SessionStore, open_session_store
+from agentkit.session_directory import open_session_store
+from agentkit.session_store import MemorySessionStore, SessionStore
 
 log = logging.getLogger("agentkit")
 

@@ -1,6 +1,6 @@
 """`DirectorySessionStore`: agentic sessions as one JSON file each in a shared directory.
 
-Scope: `<dir>/<id>.json` files shared safely between threads and processes: atomic writes (temp
+Scope: `open_session_store(spec)` (None / path / store → store) and `<dir>/<id>.json` files shared safely between threads and processes: atomic writes (temp
 file + fsync + `os.replace` + directory fsync), a `filelock` lock per session for writes and
 read-modify-write (`update`), corrupt files moved to `<dir>/quarantine/` (never deleted) with
 `SessionCorruptError`, files of a newer format left in place with `SessionVersionError`,
@@ -28,10 +28,17 @@ import filelock
 
 from agentkit.agent.history import find_session_by_prefix, history_digests
 from agentkit.errors import SessionError
-from agentkit.session_store import SessionCorruptError, SessionStore, UpdateFn, apply_update, check_session_id
+from agentkit.session_store import (
+    MemorySessionStore,
+    SessionCorruptError,
+    SessionStore,
+    UpdateFn,
+    apply_update,
+    check_session_id,
+)
 from agentkit.sessions import Session, SessionVersionError
 
-__all__ = ["DEFAULT_STALE_TEMP_S", "DirectorySessionStore"]
+__all__ = ["DEFAULT_STALE_TEMP_S", "DirectorySessionStore", "open_session_store"]
 
 logger = logging.getLogger("agentkit.session_store")
 
@@ -331,3 +338,15 @@ class DirectorySessionStore(SessionStore):
 
     def __repr__(self) -> str:
         return f"DirectorySessionStore({self.path!r})"
+
+
+def open_session_store(spec: SessionStore | str | os.PathLike[str] | None) -> SessionStore:
+    """None → `MemorySessionStore()`; a path → `DirectorySessionStore(path)`; a store → itself."""
+    if spec is None:
+        return MemorySessionStore()
+    if isinstance(spec, SessionStore):
+        return spec
+    if isinstance(spec, (str, os.PathLike)):
+        return DirectorySessionStore(spec)
+    raise TypeError(f"session_store must be None, a directory path or a SessionStore, got {type(spec).__name__} "
+                    f"{spec!r}")

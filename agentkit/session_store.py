@@ -7,9 +7,9 @@ Scope:
   `import_json`, `find_by_prefix`).
 * `MemorySessionStore` — mistral.rs' behaviour: in memory, at most `max_sessions` (LRU by last
   access), `idle_ttl_s` idle expiry checked on access, thread-safe, deep copies in and out.
-* `DirectorySessionStore` — one JSON file per session, shared between processes; it lives in
-  `agentkit.session_directory` and is importable from here too.
-* `open_session_store(spec)` — None / path / store → store.
+
+The directory store (`DirectorySessionStore`) and `open_session_store(spec)` live in
+`agentkit.session_directory`, which builds on this module (never the other way round).
 
 Non-goals: expiry of persisted sessions (a directory store keeps them until deleted), the agent
 loop's lookup policy, encryption, and remote/database backends (subclass `SessionStore`).
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import abc
 import logging
-import os
 import re
 import threading
 import time
@@ -36,7 +35,6 @@ __all__ = [
     "SessionCorruptError",
     "SessionStore",
     "check_session_id",
-    "open_session_store",
 ]
 
 logger = logging.getLogger(__name__)
@@ -260,27 +258,3 @@ class MemorySessionStore(SessionStore):
         """Drop every session."""
         with self._lock:
             self._items.clear()
-
-
-def open_session_store(spec: SessionStore | str | os.PathLike[str] | None) -> SessionStore:
-    """None → `MemorySessionStore()`; a path → `DirectorySessionStore(path)`; a store → itself."""
-    if spec is None:
-        return MemorySessionStore()
-    if isinstance(spec, SessionStore):
-        return spec
-    if isinstance(spec, (str, os.PathLike)):
-        from agentkit.session_directory import DirectorySessionStore
-
-        return DirectorySessionStore(spec)
-    raise TypeError(f"session_store must be None, a directory path or a SessionStore, got {type(spec).__name__} "
-                    f"{spec!r}")
-
-
-def __getattr__(name: str) -> Any:
-    # `from agentkit.session_store import DirectorySessionStore` keeps working (the class moved to
-    # agentkit.session_directory, which imports this module).
-    if name == "DirectorySessionStore":
-        from agentkit.session_directory import DirectorySessionStore
-
-        return DirectorySessionStore
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -79,7 +79,7 @@ def burst(runner: Any, n: int, tokens: int) -> dict[str, float]:
 
 def mode_max_seqs(args: argparse.Namespace) -> dict[str, Any]:
     runner = _runner(args.num_threads)
-    engine = runner._host(None).engine
+    engine = runner.served_model().engine
     burst(runner, 4, 8)  # warm-up
     values = [int(x) for x in args.max_seqs.split(",")]
     samples: list[dict[str, Any]] = []

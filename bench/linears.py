@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from agentkit.engine.models.kernels import _DenseLinear, _Int4Linear, _Int8Linear
+from agentkit.engine.models.kernels import DenseLinear, Int4Linear, Int8Linear
 from agentkit.engine.quant import quantize_int4_g32, quantize_int8_per_channel
 
 HIDDEN, HEADS, KV_HEADS, HEAD_DIM, INTERMEDIATE, VOCAB, LAYERS = 576, 9, 3, 64, 1536, 49152, 30
@@ -44,13 +44,13 @@ KINDS = ("dense-fp32", "dense-bf16", "int8", "int4")
 def make(kind: str, w: torch.Tensor) -> torch.nn.Module:
     """The module of `kind` for fp32 weight `w` (random, so only the speed means anything)."""
     if kind == "dense-fp32":
-        return _DenseLinear(w, None)
+        return DenseLinear(w, None)
     if kind == "dense-bf16":
-        return _DenseLinear(w.to(torch.bfloat16), None)
+        return DenseLinear(w.to(torch.bfloat16), None)
     if kind == "int8":
         q, s = quantize_int8_per_channel(w)
-        return _Int8Linear(q, s, None, torch.device("cpu"))
-    mod = _Int4Linear._pack(*quantize_int4_g32(w), None, torch.device("cpu"))
+        return Int8Linear(q, s, None, torch.device("cpu"))
+    mod = Int4Linear.pack(*quantize_int4_g32(w), None, torch.device("cpu"))
     assert mod is not None, "int4 packing unavailable"
     return mod
 

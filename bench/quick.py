@@ -85,8 +85,8 @@ def main() -> None:
         "ttft_s": statistics.median(s["ttft_s"] for s in singles),
         "decode_tok_s": statistics.median(s["decode_tok_s"] for s in singles),
         "batch8_aggregate_tok_s": statistics.median(aggs),
-        "threads": runner._engine_config.resolved_threads(),
-        "runner": runner._host(None).runner_kind,
+        "threads": runner.served_model().engine.config.resolved_threads(),
+        "runner": runner.served_model().runner_kind,
     }
     runner.shutdown()
     print("| figure | agentkit |\n|---|---|")

@@ -30,6 +30,7 @@ __all__ = [
     "TemplateError",
     "TemplateSecurityError",
     "resolve_chat_template",
+    "template_environment",
     "tools_rendered",
 ]
 
@@ -44,7 +45,7 @@ class TemplateSecurityError(TemplateError):
 _ENV: Any = None
 
 
-def _environment() -> Any:
+def template_environment() -> Any:
     """The shared sandboxed Jinja environment, configured as transformers 5.x configures its own."""
     global _ENV
     if _ENV is not None:
@@ -173,7 +174,7 @@ class ChatTemplate:
             import jinja2
 
             try:
-                self._compiled = _environment().from_string(self.source)
+                self._compiled = template_environment().from_string(self.source)
             except jinja2.TemplateSyntaxError as e:
                 raise TemplateError(
                     f"chat template from {self.origin} has a syntax error at line {e.lineno}: {e.message}"

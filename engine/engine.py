@@ -105,7 +105,7 @@ class Engine:
         self.grammar_stats = self._grammar.stats
         self.num_steps = 0  # forward passes run (tests count steps instead of timing)
         self.speculation: Speculation | None = None  # set by enable_speculation
-        self._clock = time.monotonic  # deadlines; tests substitute a step-driven clock
+        self.clock: Callable[[], float] = time.monotonic  # deadlines; replaceable (tests drive it by step)
         _live_engines.add(self)
         if start:
             self._thread = threading.Thread(target=self.serve, name=f"agentkit-engine-{name}", daemon=True)
@@ -135,7 +135,7 @@ class Engine:
         if req.timeout_s is None:
             req.timeout_s = self.config.request_timeout_s
         if req.timeout_s is not None:
-            req.deadline = self._clock() + req.timeout_s
+            req.deadline = self.clock() + req.timeout_s
         self._inbox.put(req)
         return req
 
@@ -261,7 +261,7 @@ class Engine:
 
     def _reap(self) -> None:
         """End cancelled requests (finish_reason "canceled") and those past their deadline (an error)."""
-        now = self._clock()
+        now = self.clock()
         for req in list(self._active.values()):
             if req.cancelled:
                 for s in req.seqs:

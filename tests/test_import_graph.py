@@ -55,12 +55,6 @@ def path_to(graph: dict[str, set[str]], start: str, goal: str) -> list[str] | No
     return None
 
 
-# The one cycle left on purpose: `open_session_store` (a function-level import, the factory that
-# knows both store kinds) and the `agentkit.session_store.DirectorySessionStore` compatibility
-# name (a module `__getattr__`); neither runs at import time.
-ALLOWED_CYCLES = [{"agentkit.session_store", "agentkit.session_directory"}]
-
-
 def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
     """The strongly connected components of more than one module (Tarjan)."""
     index: dict[str, int] = {}
@@ -94,9 +88,7 @@ def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
 
 
 def test_no_import_cycles_not_even_type_only_or_lazy_ones():
-    found = cycles(import_graph())
-    assert [c for c in found if c not in ALLOWED_CYCLES] == []
-    assert found == ALLOWED_CYCLES  # the allowed one still exists: drop it from the list when it goes
+    assert cycles(import_graph()) == []
 
 
 def test_the_cycle_check_sees_a_type_only_cycle():

@@ -87,7 +87,7 @@ def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, 
     blocks until loading finished and re-raises its error.
     """
     if which.kind == "Embedding":
-        return _load(which, engine_config=engine_config, token=token, chat_template=chat_template,
+        return load_unserved(which, engine_config=engine_config, token=token, chat_template=chat_template,
                      jinja_explicit=jinja_explicit, device=device, progress=progress, weight_mode=weight_mode,
                      device_layers=device_layers, plugins=plugins)
     box: dict[str, Any] = {}
@@ -96,7 +96,7 @@ def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, 
     def boot() -> None:
         try:
             torch.set_num_threads(engine_config.resolved_threads())
-            box["host"] = _load(which, engine_config=engine_config, token=token, chat_template=chat_template,
+            box["host"] = load_unserved(which, engine_config=engine_config, token=token, chat_template=chat_template,
                                 jinja_explicit=jinja_explicit, device=device, progress=progress,
                                 weight_mode=weight_mode, device_layers=device_layers, plugins=plugins)
         except BaseException as exc:  # re-raised in the caller
@@ -113,10 +113,15 @@ def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, 
     return box["host"]
 
 
-def _load(which: Which, *, engine_config: EngineConfig, token: str | None, chat_template: str | None,
-          jinja_explicit: str | None, device: str | None, progress: bool,
-          weight_mode: str, device_layers: tuple[DeviceLayers, ...] | None = None,
-          plugins: PluginHost | None = None) -> ServedModel | EmbeddingHost:
+def load_unserved(which: Which, *, engine_config: EngineConfig, token: str | None, chat_template: str | None,
+                  jinja_explicit: str | None, device: str | None, progress: bool,
+                  weight_mode: str, device_layers: tuple[DeviceLayers, ...] | None = None,
+                  plugins: PluginHost | None = None) -> ServedModel | EmbeddingHost:
+    """Load `which` on the calling thread without starting its engine thread.
+
+    For callers that drive `engine.step()` themselves (step-level tests, benchmarks); a Runner
+    uses `load_model`, which serves the engine on its own thread.
+    """
     t0 = time.perf_counter()
     dev = pick_device(device)
     if device_layers is not None:
@@ -200,7 +205,7 @@ def _draft_loader(target: EngineConfig, token: str | None, dev: torch.device,
             raise TypeError(f"which_draft must be a Which variant, got {type(which).__name__}")
         ctx = target.max_seq_len or 4096
         config = EngineConfig(max_seq_len=ctx, kv_ctxt_len=2 * ctx, num_threads=target.num_threads)
-        host = _load(which, engine_config=config, token=token, chat_template=None, jinja_explicit=None,
+        host = load_unserved(which, engine_config=config, token=token, chat_template=None, jinja_explicit=None,
                      device=str(dev), progress=progress, weight_mode="auto")
         if not isinstance(host, ServedModel):
             raise TypeError(f"which_draft must be a text-generation model, got Which.{which.kind}")

@@ -56,6 +56,11 @@ from agentkit.engine.quant import (
 
 __all__ = [
     "PACKED_ACT_DTYPE",
+    "AutoLinear",
+    "DenseLinear",
+    "EngineLinear",
+    "Int4Linear",
+    "Int8Linear",
     "build_linear",
     "build_lm_head",
     "cpu_batch_dtype",
@@ -121,11 +126,11 @@ def _probe(kind: str, device: torch.device) -> str | None:
         if kind == "int4":
             q, s, z = quantize_int4_g32(w)
             ref = x @ dequant_int4(q, s, z).t()
-            mod = _Int4Linear._pack(q, s, z, None, device, act)
+            mod = Int4Linear.pack(q, s, z, None, device, act)
         else:
             q8, s8 = quantize_int8_per_channel(w)
             ref = x @ (q8.float() * s8[:, None]).t()
-            mod = _Int8Linear(q8, s8, None, device, act)
+            mod = Int8Linear(q8, s8, None, device, act)
         if mod is None:
             reason: str | None = "the op is missing from this torch build or device"
         else:
@@ -142,7 +147,7 @@ def _probe(kind: str, device: torch.device) -> str | None:
 # --------------------------------------------------------------------------- modules
 
 
-class _Linear(nn.Module):
+class EngineLinear(nn.Module):
     """Base: flattens leading dims, adds the bias, returns ``x.dtype``."""
 
     kind = "dense"
@@ -170,7 +175,9 @@ class _Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, kind={self.kind}"
 
 
-class _DenseLinear(_Linear):
+class DenseLinear(EngineLinear):
+    """A float weight multiplied as is (fp32/bf16/fp16)."""
+
     kind = "dense"
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
@@ -184,7 +191,9 @@ class _DenseLinear(_Linear):
         return F.linear(x.to(w.dtype), w).to(x.dtype)
 
 
-class _Int8Linear(_Linear):
+class Int8Linear(EngineLinear):
+    """Int8 weights with one scale per output channel."""
+
     kind = "int8"
 
     def __init__(
@@ -205,7 +214,9 @@ class _Int8Linear(_Linear):
         return self._op(x.to(act).contiguous(), self.weight_int8, self.scale).to(x.dtype)
 
 
-class _Int4Linear(_Linear):
+class Int4Linear(EngineLinear):
+    """Int4 weights in groups of 32 (scale and zero per group), packed for torch's int4 kernels."""
+
     kind = "int4"
 
     def __init__(
@@ -218,10 +229,10 @@ class _Int4Linear(_Linear):
         self._op = op
 
     @classmethod
-    def _pack(
+    def pack(
         cls, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bias: torch.Tensor | None,
         device: torch.device, act: torch.dtype = PACKED_ACT_DTYPE,
-    ) -> _Int4Linear | None:
+    ) -> Int4Linear | None:
         """Pack `(q, scale, zero)` for `device` with `act` activations (float32 is exact but slow
         on CPU; CUDA takes bf16 only); None when the shape or op does not fit."""
         n, k = q.shape
@@ -249,12 +260,12 @@ class _Int4Linear(_Linear):
         return self._op(x.to(act).contiguous(), self.packed, GROUP, self.scales_and_zeros).to(x.dtype)
 
 
-class _AutoLinear(_Linear):
+class AutoLinear(EngineLinear):
     """A packed module for ``M < threshold`` rows and a dense one for larger batches."""
 
     kind = "auto"
 
-    def __init__(self, small: _Linear, large: _Linear, threshold: int) -> None:
+    def __init__(self, small: EngineLinear, large: EngineLinear, threshold: int) -> None:
         super().__init__(small.in_features, small.out_features, None)
         self.small, self.large, self.threshold = small, large, int(threshold)
 
@@ -307,7 +318,7 @@ def _int4_parts(weights: list[torch.Tensor | QuantTensor]) -> tuple[torch.Tensor
 def _packed(
     kind: str, weights: list[torch.Tensor | QuantTensor], bias: torch.Tensor | None, device: torch.device,
     dense_f32: torch.Tensor | None = None,
-) -> _Linear | None:
+) -> EngineLinear | None:
     """The packed module of `kind`, or None (with a one-time warning) when it cannot run here."""
     reason = _probe(kind, device)
     if reason is not None:
@@ -320,14 +331,14 @@ def _packed(
     if kind == "int4":
         if int(weights[0].shape[1]) % GROUP:
             return None
-        mod = _Int4Linear._pack(*_int4_parts(weights), bias, device)
+        mod = Int4Linear.pack(*_int4_parts(weights), bias, device)
         if mod is None:
             n, k = sum(int(w.shape[0]) for w in weights), int(weights[0].shape[1])
             _warn_once(f"shape-int4-{n}x{k}", f"int4 packing does not support a {n}x{k} weight on {device.type}; using dense")
         return mod
     w = dense_f32 if dense_f32 is not None else _dense(weights, torch.float32, torch.device("cpu"))
     q, s = quantize_int8_per_channel(w)
-    return _Int8Linear(q, s, bias, device)
+    return Int8Linear(q, s, bias, device)
 
 
 def build_linear(
@@ -355,7 +366,7 @@ def build_linear(
 
     if mode == "auto":
         if device.type != "cpu":
-            return _DenseLinear(_dense(weights, dtype, device), bias)
+            return DenseLinear(_dense(weights, dtype, device), bias)
         if all(isinstance(w, QuantTensor) and w.qtype in INT4_EXACT_TYPES for w in weights):
             kind: str | None = "int4"
         elif any(isinstance(w, QuantTensor) for w in weights):
@@ -364,18 +375,18 @@ def build_linear(
             kind = None
         large_dtype = cpu_batch_dtype(dtype)
         dense_w = _dense(weights, large_dtype, device)
-        large = _DenseLinear(dense_w, bias)
+        large = DenseLinear(dense_w, bias)
         if kind is None:
             return large
         small = _packed(kind, weights, bias, device, dense_w if dense_w.dtype == torch.float32 else None)
         if small is None:
             return large
-        return _AutoLinear(small, large, AUTO_SWITCH_M[kind] if threshold is None else threshold)
+        return AutoLinear(small, large, AUTO_SWITCH_M[kind] if threshold is None else threshold)
     if mode in ("int4", "int8"):
         mod = _packed(mode, weights, bias, device)
         if mod is not None:
             return mod
-    return _DenseLinear(_dense(weights, dtype, device), bias)
+    return DenseLinear(_dense(weights, dtype, device), bias)
 
 
 def linear_from_quantized(
@@ -389,12 +400,12 @@ def linear_from_quantized(
     if kind not in ("int4", "int8"):
         raise ValueError(f"kind must be 'int4' or 'int8', got {kind!r}")
     if _probe(kind, device) is None:
-        mod = (_Int4Linear._pack(q, scale, zero, bias, device) if kind == "int4"
-               else _Int8Linear(q, scale, bias, device))
+        mod = (Int4Linear.pack(q, scale, zero, bias, device) if kind == "int4"
+               else Int8Linear(q, scale, bias, device))
         if mod is not None:
             return mod
     w = dequant_int4(q, scale, zero) if kind == "int4" else q.float() * scale[:, None]
-    return _DenseLinear(w.to(device, dtype).contiguous(), bias)
+    return DenseLinear(w.to(device, dtype).contiguous(), bias)
 
 
 def dequantize_state_dict(
@@ -426,8 +437,8 @@ def build_lm_head(
         return build_linear([weight], None, dtype=dtype, device=device, mode="dense" if mode == "auto" else mode)
     large_dtype = cpu_batch_dtype(dtype)
     dense_w = _dense([weight], large_dtype, device)
-    large = _DenseLinear(dense_w, None)
+    large = DenseLinear(dense_w, None)
     small = _packed("int8", [weight], None, device, dense_w if dense_w.dtype == torch.float32 else None)
     if small is None:
         return large
-    return _AutoLinear(small, large, AUTO_SWITCH_M["head"] if threshold is None else threshold)
+    return AutoLinear(small, large, AUTO_SWITCH_M["head"] if threshold is None else threshold)

@@ -18,13 +18,8 @@ from pathlib import Path
 import pytest
 
 from agentkit.errors import SessionError
-from agentkit.session_store import (
-    DirectorySessionStore,
-    MemorySessionStore,
-    SessionCorruptError,
-    SessionStore,
-    open_session_store,
-)
+from agentkit.session_directory import DirectorySessionStore, open_session_store
+from agentkit.session_store import MemorySessionStore, SessionCorruptError, SessionStore
 from agentkit.sessions import Session
 
 SYS = {"role": "system", "content": "sys"}
@@ -288,7 +283,7 @@ def test_directory_store_update_refuses_corrupt_session(tmp_path):
 
 WORKER = r"""
 import os, sys, time
-from agentkit.session_store import DirectorySessionStore
+from agentkit.session_directory import DirectorySessionStore
 from agentkit.sessions import Session
 
 root, go, name, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])

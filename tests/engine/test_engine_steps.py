@@ -11,14 +11,14 @@ from agentkit.api.which import Which
 from agentkit.engine.config import EngineConfig
 from agentkit.engine.sampling import SamplingParams
 from agentkit.engine.sequence import EngineRequest
-from agentkit.models.local import _load
+from agentkit.models.local import load_unserved
 
 _ids = itertools.count()
 
 
 def hand_driven(model_dir: str, **cfg):
     """A host whose engine has no thread: the test calls `engine.step()`."""
-    return _load(Which.Plain(model_dir), engine_config=EngineConfig(**cfg), token=None, chat_template=None,
+    return load_unserved(Which.Plain(model_dir), engine_config=EngineConfig(**cfg), token=None, chat_template=None,
                  jinja_explicit=None, device=None, progress=False, weight_mode="auto")
 
 
@@ -129,7 +129,7 @@ def test_deadline_ends_request_with_timeout_error(tiny_llama):
     host = hand_driven(tiny_llama, max_seqs=4, request_timeout_s=30.0)
     engine = host.engine
     clock = [0.0]
-    engine._clock = lambda: clock[0]
+    engine.clock = lambda: clock[0]
     try:
         slow = submit(host, 500, timeout_s=5.0)
         default = submit(host, 500)  # the engine's default deadline: 30 s

@@ -49,7 +49,7 @@ def _ref(qt: QuantTensor) -> torch.Tensor:
 
 def _int4_module(weights, act: torch.dtype):
     q, s, z = kernels._int4_parts(weights)
-    mod = kernels._Int4Linear._pack(q, s, z, None, CPU, act)
+    mod = kernels.Int4Linear.pack(q, s, z, None, CPU, act)
     assert mod is not None
     return mod
 
@@ -122,7 +122,7 @@ def test_int8_within_per_channel_bound():
     q, s = quantize_int8_per_channel(w)
     assert ((q.float() * s[:, None] - w).abs() <= s[:, None] / 2 + 1e-7).all()
     bound = x.abs() @ (s[:, None] / 2).expand_as(w).t()  # sum_k |x_k| * scale_n / 2
-    exact = kernels._Int8Linear(q, s, None, CPU, torch.float32)(x)
+    exact = kernels.Int8Linear(q, s, None, CPU, torch.float32)(x)
     assert ((exact - x @ w.t()).abs() <= bound + 1e-4).all()
     y = build_linear([w], None, dtype=torch.float32, device=CPU, mode="int8")(x)
     slack = BF16_REL * (x.abs() @ w.abs().t())  # bf16 activations

@@ -112,9 +112,9 @@ def test_memory_error_becomes_template_error(monkeypatch):
 
 
 def test_step_and_time_limits_are_exact():
-    from agentkit.engine.chat_template import _environment
+    from agentkit.engine.chat_template import template_environment
 
-    loop = _environment().from_string("{% for i in range(n) %}.{% endfor %}")
+    loop = template_environment().from_string("{% for i in range(n) %}.{% endfor %}")
     assert render_bounded(loop, {"n": 500}, "t", RenderLimits(max_steps=2000)) == "." * 500
     with pytest.raises(TemplateResourceError, match="more than 2000 steps"):
         render_bounded(loop, {"n": 5000}, "t", RenderLimits(max_steps=2000))
@@ -153,9 +153,9 @@ def test_bounded_rendering_is_identical_to_the_plain_sandbox(index):
     import jinja2.ext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    from agentkit.engine.chat_template import _environment
+    from agentkit.engine.chat_template import template_environment
 
-    bounded = _environment()
+    bounded = template_environment()
     plain = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
     plain.filters["tojson"] = lambda x, ensure_ascii=False, indent=None: json.dumps(x, ensure_ascii=ensure_ascii, indent=indent)
     plain.globals["dict"] = dict

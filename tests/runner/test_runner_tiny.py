@@ -146,8 +146,14 @@ def test_breaking_out_of_a_stream_cancels(runner):
 def test_break_cancels_while_the_stream_is_still_referenced(runner):
     """`break` alone (no close, no del, the stream kept in a list) stops generation at once."""
     engine = runner.served_model().engine
-    kept = [runner.send_chat_completion_request(chat(max_tokens=400, ignore_eos=True, stream=True))]
-    req = kept[0]._stream._req
+    submitted = []
+    submit = engine.submit
+    engine.submit = lambda r: submitted.append(r) or submit(r)  # see the request the stream feeds on
+    try:
+        kept = [runner.send_chat_completion_request(chat(max_tokens=400, ignore_eos=True, stream=True))]
+    finally:
+        del engine.submit
+    (req,) = submitted
     for i, _ in enumerate(kept[0]):
         if i == 2:
             at_break = req.seqs[0].num_generated

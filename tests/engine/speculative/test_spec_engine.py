@@ -30,7 +30,7 @@ def reference(model_dir: str, requests, **kw) -> tuple[list[str], list[list[int]
     rec = Recorder()
     with Runner(Which.Plain(model_dir), progress=False, plugins=[ProposerPlugin(lambda t: rec)], **kw) as r:
         out = texts(run_all(r, requests, concurrent=False))
-        vocab = r._host(None).engine.runner.vocab_size
+        vocab = r.served_model().engine.runner.vocab_size
     return out, rec.finals, vocab
 
 
@@ -53,7 +53,7 @@ def test_greedy_equals_plain_with_ngram_and_oracle_drafts(tiny_models, refs, arc
         plugin = ProposerPlugin(factory)
         with Runner(Which.Plain(tiny_models(arch)), progress=False, plugins=[plugin]) as r:
             assert texts(run_all(r, [ask(p) for p in PROMPTS])) == expected
-            stats = r._host(None).engine.speculation.stats
+            stats = r.served_model().engine.speculation.stats
             assert stats.verify_steps > 0 and stats.accepted > 0, stats
 
 
@@ -77,7 +77,7 @@ def test_garbage_drafts_change_nothing_and_every_token_is_the_verified_argmax(ti
     garbage = Garbage(vocab)
     with Runner(Which.Plain(tiny_llama), progress=False, plugins=[ProposerPlugin(lambda t: garbage)]) as r:
         assert texts(run_all(r, [ask(p) for p in PROMPTS])) == expected
-        stats = r._host(None).engine.speculation.stats
+        stats = r.served_model().engine.speculation.stats
     assert len(checked) == stats.verify_steps > 50
     assert stats.drafted > 5 * stats.accepted  # garbage is (nearly) always rejected
 
@@ -88,7 +88,7 @@ def test_rejected_tokens_never_reach_the_prefix_cache(tiny_llama, refs, always_s
     with Runner(Which.Plain(tiny_llama), progress=False, prefix_cache_n=16, pa_blk_size=8,
                 plugins=[ProposerPlugin(lambda t: garbage)]) as r:
         assert texts(run_all(r, [ask(p) for p in PROMPTS])) == expected
-        blocks = r._host(None).engine.blocks
+        blocks = r.served_model().engine.blocks
         bs = blocks.block_size
         aligned = {tuple(seq[i : i + bs]) for seq in garbage.finals for i in range(0, len(seq) - bs + 1, bs)}
         cached = [tuple(blocks.blocks[bid].token_ids) for bid in blocks.cached.values()]
@@ -108,7 +108,7 @@ def test_preemption_during_speculation_loses_nothing(tiny_llama, always_speculat
     with Runner(Which.Plain(tiny_llama), progress=False, pa_ctxt_len=160, max_seqs=4, prefix_cache_n=0,
                 plugins=[ProposerPlugin(lambda t: oracle)]) as small:
         got = texts(run_all(small, long))
-        engine = small._host(None).engine
+        engine = small.served_model().engine
         assert engine.scheduler.num_preemptions > 0
         assert engine.speculation.stats.accepted > 0
     assert got == expected
@@ -124,7 +124,7 @@ def test_stop_strings_max_tokens_and_penalties_match_plain(tiny_llama, always_sp
     oracle = Oracle(finals, vocab)
     with Runner(Which.Plain(tiny_llama), progress=False, plugins=[ProposerPlugin(lambda t: oracle)]) as r:
         got = run_all(r, requests)
-        assert r._host(None).engine.speculation.stats.accepted > 0
+        assert r.served_model().engine.speculation.stats.accepted > 0
     assert texts(got) == expected
     assert [x.usage.completion_tokens for x in got][1] == 13
 
@@ -134,7 +134,7 @@ def test_usage_reports_drafts_and_engine_totals(tiny_llama, refs, always_specula
     oracle = Oracle(finals, vocab)
     with Runner(Which.Plain(tiny_llama), progress=False, plugins=[ProposerPlugin(lambda t: oracle)]) as r:
         got = run_all(r, [ask(p) for p in PROMPTS], concurrent=False)
-        stats = r._host(None).engine.speculation.stats
+        stats = r.served_model().engine.speculation.stats
     specs = [x.usage.speculative for x in got]
     assert all(s is not None and s.verify_steps > 0 for s in specs)
     assert sum(s.drafted_tokens for s in specs) == stats.drafted
@@ -150,7 +150,7 @@ def test_sampled_requests_speculate_and_stay_valid(tiny_llama, refs, always_spec
     oracle = Oracle(finals, vocab)
     with Runner(Which.Plain(tiny_llama), progress=False, plugins=[ProposerPlugin(lambda t: oracle)]) as r:
         got = run_all(r, [ask(p, temperature=0.7, top_k=1, logprobs=True) for p in PROMPTS])
-        assert r._host(None).engine.speculation.stats.verify_steps > 0
+        assert r.served_model().engine.speculation.stats.verify_steps > 0
     for x in got:
         assert x.usage.completion_tokens == 24
         assert all(lp.logprob <= 0.0 for lp in x.choices[0].logprobs.content)
@@ -158,11 +158,11 @@ def test_sampled_requests_speculate_and_stay_valid(tiny_llama, refs, always_spec
 
 def test_off_switch_and_fallback_runner(tiny_llama, tiny_models):
     with Runner(Which.Plain(tiny_llama), progress=False, plugins=[SpeculativePlugin(mode="off")]) as r:
-        assert r._host(None).engine.speculation is None
+        assert r.served_model().engine.speculation is None
     with Runner(Which.Plain(tiny_llama), progress=False) as r:  # the default: n-gram drafts on
-        assert isinstance(r._host(None).engine.speculation, verify.Speculation)
+        assert isinstance(r.served_model().engine.speculation, verify.Speculation)
     with Runner(Which.Plain(tiny_models("phi3")), progress=False) as r:  # transformers fallback: off
-        assert r._host(None).engine.speculation is None
+        assert r.served_model().engine.speculation is None
     with pytest.raises(ValueError, match="mode must be one of"):
         SpeculativePlugin(mode="fast")
 
@@ -189,7 +189,7 @@ def test_verify_rows_score_like_decode_steps(tiny_llama):
     from agentkit.engine.sequence import EngineRequest, Sequence
 
     with Runner(Which.Plain(tiny_llama), progress=False, plugins=[SpeculativePlugin(mode="off")]) as r:
-        engine = r._host(None).engine
+        engine = r.served_model().engine
 
         def run():
             ids = [5 + (i * 13) % 300 for i in range(40)]
@@ -213,7 +213,7 @@ def test_draft_model_greedy_equals_plain(tiny_llama, tiny_models, refs, always_s
     expected, _, _ = refs("llama")
     draft_dir = tiny_models("qwen2")  # another native architecture with the same tokenizer
     with Runner(Which.Plain(tiny_llama), progress=False, which_draft=Which.Plain(draft_dir), speculative_gamma=3) as r:
-        spec = r._host(None).engine.speculation
+        spec = r.served_model().engine.speculation
         assert type(spec.proposer).__name__ == "DraftModelProposer" and spec.proposer.max_draft == 3
         assert texts(run_all(r, [ask(p) for p in PROMPTS])) == expected
         assert spec.stats.verify_steps > 0
@@ -240,7 +240,7 @@ def test_constrained_requests_speculate_and_match_plain(tiny_llama, always_specu
     for proposer in (Oracle(finals, vocab), Garbage(vocab, seed=2)):
         with Runner(Which.Plain(tiny_llama), progress=False, plugins=[ProposerPlugin(lambda t, p=proposer: p)]) as r:
             got = run_all(r, requests)
-            stats = r._host(None).engine.speculation.stats
+            stats = r.served_model().engine.speculation.stats
         assert texts(got) == expected
         if isinstance(proposer, Oracle):
             assert stats.accepted > 0, stats

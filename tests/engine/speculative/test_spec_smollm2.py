@@ -43,7 +43,7 @@ def test_smollm2_greedy_equals_plain(smollm2, monkeypatch):
                 monkeypatch.setattr(verify, "plan_lengths", lambda rates, caps, *a, **k: list(caps))
             with Runner(which, progress=False, num_threads=2, plugins=[SpeculativePlugin(mode="ngram")]) as spec:
                 got = _ids(run_all(spec, requests, concurrent=False))
-                stats = spec._host(None).engine.speculation.stats
+                stats = spec.served_model().engine.speculation.stats
             # adaptive k may measure that drafting does not pay on this machine right now; forced must draft
             assert stats.accepted > 0 or not forced, stats
             for i, (g, e) in enumerate(zip(got, expected)):
@@ -53,8 +53,8 @@ def test_smollm2_greedy_equals_plain(smollm2, monkeypatch):
                 j = next(n for n, (a, b) in enumerate(zip(g, e)) if a != b)
                 final = next(f for f in rec.finals if f[len(f) - len(e):] == e)
                 prefix = final[: len(final) - len(e) + j]
-                logits = plain._host(None).engine.call(
-                    lambda prefix=prefix: plain._host(None).engine.runner.logits_for(prefix, last=1)).result(120)
+                logits = plain.served_model().engine.call(
+                    lambda prefix=prefix: plain.served_model().engine.runner.logits_for(prefix, last=1)).result(120)
                 top2 = logits[0].float().topk(2).values
                 gap = float(top2[0] - top2[1])
                 assert gap < 1e-3, f"prompt {i} differs at token {j} (forced={forced}) with a logit gap of {gap}"
@@ -67,7 +67,7 @@ def test_smollm2_verify_rows_are_bit_identical_to_decode_steps(smollm2):
 
     with Runner(Which.GGUF(*smollm2, None), progress=False, num_threads=2,
                 plugins=[SpeculativePlugin(mode="off")]) as r:
-        engine = r._host(None).engine
+        engine = r.served_model().engine
         ids = engine.tokenizer.encode("The quick brown fox jumps over the lazy dog. " * 12)[:120]
 
         def run():

@@ -17,7 +17,7 @@ LORA = AnyMoeExpertType.LoraAdapter(rank=4, alpha=8.0, target_modules=["gate_pro
 
 
 def logits(runner: Runner) -> torch.Tensor:
-    return runner._host(None).backend.logits(IDS, last=len(IDS))
+    return runner.served_model().backend.logits(IDS, last=len(IDS))
 
 
 def greedy(runner: Runner) -> str:
@@ -93,6 +93,6 @@ def test_quantized_base_weights_stay_the_served_base(moe_models, dataset, forced
     cfg = moe_config(moe_models, dataset, training=False, gate_model_id=forced_gate(0))
     with Runner(Which.Plain(model_id=moe_models["base"]), progress=False, in_situ_quant="Q8_0",
                 anymoe_config=cfg) as r:
-        assert type(r._host(None).engine.runner.model.layers[0].mlp.gate_up).__name__ != "LoadedLinear"
+        assert type(r.served_model().engine.runner.model.layers[0].mlp.gate_up).__name__ != "LoadedLinear"
         got = logits(r)
     assert torch.equal(got, want)

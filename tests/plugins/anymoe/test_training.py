@@ -23,7 +23,7 @@ def config(moe_models, dataset, **kw) -> AnyMoeConfig:
 
 
 def gate_tensors(r: Runner) -> dict[str, torch.Tensor]:
-    state = r._host(None).engine.runner.model.anymoe
+    state = r.served_model().engine.runner.model.anymoe
     return {f"moe_gate.{m.layer}.{k}": getattr(m.gate, k).detach().clone() for m in state.layers
             for k in ("weight", "bias")}
 
@@ -35,7 +35,7 @@ def trained(moe_models, dataset, tmp_path_factory):
                  loss_csv_path=str(out / "loss.csv"))
     with Runner(Which.Plain(model_id=moe_models["base"]), progress=False, anymoe_config=cfg, seed=1) as r:
         yield {"eval": r.anymoe_evaluate(dataset), "gates": gate_tensors(r), "dir": out,
-               "state": r._host(None).engine.runner.model.anymoe}
+               "state": r.served_model().engine.runner.model.anymoe}
 
 
 def test_training_learns_a_separable_dataset_to_full_accuracy(trained):
