@@ -107,26 +107,23 @@ class AnyMoeMLP(nn.Module):
         return self.down(F.silu(gate) * up)
 
     def _lora_delta(self, stack: tuple[torch.Tensor, torch.Tensor], per_expert: int, v: torch.Tensor,
-                    route: torch.Tensor, single: int | None) -> torch.Tensor:
-        """`[T, out]`: each row's expert's low-rank delta for input `v` (zero for expert 0). With one
-        expert for every row (`single`) its own factor rows are used directly, without a mask."""
+                    route: torch.Tensor) -> torch.Tensor:
+        """`[T, out]`: each row's expert's low-rank delta for input `v` (exactly zero for expert 0).
+        All experts' factors run on every row and a one-hot mask keeps the row's own: no host sync,
+        and a row's result does not depend on how the other rows are routed."""
         a, b = stack
-        if single is not None:
-            rows = slice((single - 1) * per_expert, single * per_expert)
-            return (v @ a[rows].t()) @ b[rows]
         mask = F.one_hot(route, self.n_experts)[:, 1:].repeat_interleave(per_expert, dim=1).to(v.dtype)
         return ((v @ a.t()) * mask) @ b
 
-    def _lora_expert(self, x: torch.Tensor, route: torch.Tensor, gu: torch.Tensor,
-                     single: int | None = None) -> torch.Tensor:
+    def _lora_expert(self, x: torch.Tensor, route: torch.Tensor, gu: torch.Tensor) -> torch.Tensor:
         """Output of each row's expert (LoRA kind), given the base `gate_up(x)` `gu`."""
         if self.lora_gu is not None:
-            gu = gu + self._lora_delta(self.lora_gu, 2 * self.rank, x, route, single)
+            gu = gu + self._lora_delta(self.lora_gu, 2 * self.rank, x, route)
         gate, up = gu.chunk(2, dim=-1)
         h = F.silu(gate) * up
         out = self.down(h)
         if self.lora_down is not None:
-            out = out + self._lora_delta(self.lora_down, self.rank, h, route, single)
+            out = out + self._lora_delta(self.lora_down, self.rank, h, route)
         return out
 
     def _finetuned(self, j: int, x: torch.Tensor) -> torch.Tensor:
@@ -135,12 +132,12 @@ class AnyMoeMLP(nn.Module):
         return e.down(F.silu(gate) * up)
 
     def _routed(self, x: torch.Tensor, route: torch.Tensor) -> torch.Tensor:
-        """Each row through its one expert."""
+        """Each row through its one expert (FineTuned experts: each used expert on its rows)."""
+        if self.lora_gu is not None or self.lora_down is not None:
+            return self._lora_expert(x, route, self.gate_up(x))
         used = sorted(set(route.tolist()))
         if used == [0]:
             return self._base(x)
-        if self.lora_gu is not None or self.lora_down is not None:
-            return self._lora_expert(x, route, self.gate_up(x), used[0] if len(used) == 1 else None)
         if len(used) == 1:
             return self._finetuned(used[0], x)
         out = torch.empty_like(x)
