@@ -238,7 +238,8 @@ def main() -> None:
         (f"decode tok/s AnyMoE / dense, default n-gram speculation on both sides ({args.spec_reps} pairs; "
          "tokens per decode step AnyMoE, dense: the texts differ, so drafts pay differently)",
          f"{rng(auto['ratio'])}; {auto['anymoe']['tokens_per_step']:.2f}, {auto['dense']['tokens_per_step']:.2f}", "-"),
-        ("time to first token (prefill) AnyMoE / dense, speculation off (median pair ratio (range))",
+        ("time to first token (prefill) AnyMoE / dense, speculation off (time ratio: lower is faster; "
+         "median pair ratio (range))",
          rng(off["ttft_ratio"]), "-"),
     ]
     for b, t in out["step_s"].items():

@@ -70,3 +70,11 @@ def test_load_counts_every_scored_row_including_rejected_drafts(moe_models, data
     assert spec.drafted > spec.accepted
     n = resp.usage.prompt_tokens + resp.usage.completion_tokens - 1 + spec.drafted - spec.accepted
     assert all(s.tokens == n for s in layers), ([s.tokens for s in layers], n)
+
+
+def test_speculation_calibration_at_load_is_not_counted(moe_models, dataset, sharp_gate):
+    """The engine times a few scratch verify steps at load (speculation's cost model): no request
+    was served, so the routing statistics start empty."""
+    with moe_runner(moe_models, dataset, sharp_gate, lambda t: NgramProposer()) as r:
+        assert r._host(None).engine.speculation.cost.points  # calibration ran
+        assert all(s.tokens == 0 for s in r.anymoe_routing_stats().layers)
