@@ -96,6 +96,14 @@ def sharp_gate(moe_models, tmp_path_factory) -> str:
 
 
 @pytest.fixture
+def always_speculate(monkeypatch):
+    """Draft the most tokens every step (the adaptive planner is tested on its own)."""
+    import agentkit.engine.speculative.verify as verify
+
+    monkeypatch.setattr(verify, "plan_lengths", lambda rates, caps, *a, **k: list(caps))
+
+
+@pytest.fixture
 def forced_gate(tmp_path, moe_models):
     """forced_gate(j) -> a gate_model_id directory whose gates route every token to expert j."""
 

@@ -16,14 +16,6 @@ PROMPTS = ["def add(a, b): return a + b " * 3, "1234567890 12 34 56 7890 1234", 
            "What is the weather in Paris today? It is sunny and warm."]
 
 
-@pytest.fixture
-def always_speculate(monkeypatch):
-    """Draft the most tokens every step (the adaptive planner is tested on its own)."""
-    import agentkit.engine.speculative.verify as verify
-
-    monkeypatch.setattr(verify, "plan_lengths", lambda rates, caps, *a, **k: list(caps))
-
-
 def moe_runner(moe_models, dataset, gate, proposer_factory, routing: str = "sequence") -> Runner:
     cfg = AnyMoeConfig(hidden_size=moe_models["hidden"], dataset_json=dataset, prefix="model.layers", mlp="mlp",
                        model_ids=moe_models["adapters"], expert_type=LORA, training=False, gate_model_id=gate,
