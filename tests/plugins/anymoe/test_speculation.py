@@ -16,32 +16,34 @@ PROMPTS = ["def add(a, b): return a + b " * 3, "1234567890 12 34 56 7890 1234", 
            "What is the weather in Paris today? It is sunny and warm."]
 
 
-def moe_runner(moe_models, dataset, gate, proposer_factory, routing: str = "sequence") -> Runner:
+def moe_runner(moe_models, dataset, gate, proposer_factory, routing: str = "sequence",
+               experts: str = "lora") -> Runner:
+    ids, kind = (moe_models["adapters"], LORA) if experts == "lora" else (moe_models["merged"], AnyMoeExpertType.FineTuned())
     cfg = AnyMoeConfig(hidden_size=moe_models["hidden"], dataset_json=dataset, prefix="model.layers", mlp="mlp",
-                       model_ids=moe_models["adapters"], expert_type=LORA, training=False, gate_model_id=gate,
-                       routing=routing)
+                       model_ids=ids, expert_type=kind, training=False, gate_model_id=gate, routing=routing)
     return Runner(Which.Plain(model_id=moe_models["base"]), progress=False, anymoe_config=cfg, pa_blk_size=8,
                   prefix_cache_n=0, plugins=[ProposerPlugin(proposer_factory)])
 
 
-def plain(moe_models, dataset, gate, routing: str = "sequence") -> tuple[list[str], list[list[int]], int, list]:
+def plain(moe_models, dataset, gate, routing: str = "sequence",
+          experts: str = "lora") -> tuple[list[str], list[list[int]], int, list]:
     """Greedy texts without drafts, every sequence's final ids, the vocabulary and the routes."""
     rec = Recorder()
-    with moe_runner(moe_models, dataset, gate, lambda t: rec, routing) as r:
+    with moe_runner(moe_models, dataset, gate, lambda t: rec, routing, experts) as r:
         out = texts(run_all(r, [ask(p) for p in PROMPTS], concurrent=False))
         vocab = r._host(None).engine.runner.vocab_size
         routes = r.anymoe_evaluate([(p, 0) for p in PROMPTS]).routes
     return out, rec.finals, vocab, routes
 
 
-@pytest.mark.parametrize("routing", ["sequence", "token"])
+@pytest.mark.parametrize(("routing", "experts"), [("sequence", "lora"), ("token", "lora"), ("sequence", "finetuned")])
 def test_greedy_output_with_drafts_equals_plain_decoding(moe_models, dataset, sharp_gate, always_speculate,
-                                                         routing):
-    expected, finals, vocab, routes = plain(moe_models, dataset, sharp_gate, routing)
+                                                         routing, experts):
+    expected, finals, vocab, routes = plain(moe_models, dataset, sharp_gate, routing, experts)
     assert len({tuple(r) for r in routes}) > 1, routes  # the prompts really go to different experts
     factories = [lambda t: Oracle(finals, vocab), lambda t: Garbage(vocab), lambda t: NgramProposer(min_n=1)]
     for factory in factories:
-        with moe_runner(moe_models, dataset, sharp_gate, factory, routing) as r:
+        with moe_runner(moe_models, dataset, sharp_gate, factory, routing, experts) as r:
             got = texts(run_all(r, [ask(p) for p in PROMPTS]))  # concurrent: verify rows of several sequences
             stats = r._host(None).engine.speculation.stats
         assert got == expected
