@@ -67,7 +67,7 @@ class RequestSpeed:
 
 
 def measure(runner: Runner, prompt: str, max_tokens: int) -> RequestSpeed:
-    host = runner._host(None)
+    host = runner.served_model()
     engine = host.engine
     spec = engine.speculation.stats if engine.speculation is not None else None
 
@@ -129,7 +129,7 @@ def step_times(dense: Runner, moe: Runner, batch: int, reps: int = 200) -> dict[
 
     models = {}
     for name, r in (("dense", dense), ("anymoe", moe)):
-        m = r._host(None).engine.runner.model
+        m = r.served_model().engine.runner.model
         models[name] = (m, KVPool(m.kv_spec, batch, 32))
     meta = AttnMeta(slots=torch.arange(batch) * 32 + 31, prefills=[], decode_rows=torch.arange(batch),
                     decode_blocks=torch.arange(batch).unsqueeze(1), decode_mask=None)
@@ -173,7 +173,7 @@ def main() -> None:
     t0 = time.perf_counter()
     with Runner(which, progress=False, num_threads=args.threads, seed=0,
                 anymoe_config=config(training=True, gate_model_id=gates)) as r:
-        state = r._host(None).engine.runner.model.anymoe
+        state = r.served_model().engine.runner.model.anymoe
         out["load_and_train_s"] = time.perf_counter() - t0
         out["train_s"] = state.training_seconds
         out["train_cpu_s"] = state.training_cpu_seconds
@@ -184,7 +184,7 @@ def main() -> None:
               f"training {state.training_seconds:.1f} s", flush=True)
     with Runner(which, progress=False, num_threads=args.threads,
                 anymoe_config=config(training=False, gate_init="hidden")) as r:
-        state = r._host(None).engine.runner.model.anymoe
+        state = r.served_model().engine.runner.model.anymoe
         ev = r.anymoe_evaluate(held_pairs)
         out["hidden_init"] = {"accuracy": ev.accuracy, "prompt_accuracy": ev.prompt_accuracy,
                               "per_layer": ev.per_layer, "confusion": ev.confusion, "init_s": state.training_seconds}

@@ -62,7 +62,7 @@ def test_decode_keeps_extending_the_prompts_running_mean(moe_models, dataset, sh
         r.anymoe_reset_stats()
         resp = ask(r, PREFIX + SUFFIXES[0])
         stats = r.anymoe_routing_stats()
-        spec = r._host(None).engine.speculation.stats  # rejected drafts were scored too (test_speculation)
+        spec = r.served_model().engine.speculation.stats  # rejected drafts were scored too (test_speculation)
     n = resp.usage.prompt_tokens + resp.usage.completion_tokens - 1  # the last token is never fed back
     n += spec.drafted - spec.accepted
     assert all(s.tokens == n for s in stats.layers)

@@ -61,10 +61,10 @@ def test_smollm2_greedy_output_with_drafts_equals_plain(smollm2, tmp_path, alway
     rec = Recorder()
     with Runner(which, progress=False, anymoe_config=cfg, plugins=[ProposerPlugin(lambda t: rec)]) as r:
         expected = texts(run_all(r, requests, concurrent=False))
-        vocab = r._host(None).engine.runner.vocab_size
+        vocab = r.served_model().engine.runner.vocab_size
     with Runner(which, progress=False, anymoe_config=cfg,
                 plugins=[ProposerPlugin(lambda t: Oracle(rec.finals, vocab))]) as r:
         got = texts(run_all(r, requests))
-        stats = r._host(None).engine.speculation.stats
+        stats = r.served_model().engine.speculation.stats
     assert got == expected
     assert 0 < stats.accepted < stats.drafted, stats

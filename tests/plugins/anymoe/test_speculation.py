@@ -31,7 +31,7 @@ def plain(moe_models, dataset, gate, routing: str = "sequence",
     rec = Recorder()
     with moe_runner(moe_models, dataset, gate, lambda t: rec, routing, experts) as r:
         out = texts(run_all(r, [ask(p) for p in PROMPTS], concurrent=False))
-        vocab = r._host(None).engine.runner.vocab_size
+        vocab = r.served_model().engine.runner.vocab_size
         routes = r.anymoe_evaluate([(p, 0) for p in PROMPTS]).routes
     return out, rec.finals, vocab, routes
 
@@ -45,7 +45,7 @@ def test_greedy_output_with_drafts_equals_plain_decoding(moe_models, dataset, sh
     for factory in factories:
         with moe_runner(moe_models, dataset, sharp_gate, factory, routing, experts) as r:
             got = texts(run_all(r, [ask(p) for p in PROMPTS]))  # concurrent: verify rows of several sequences
-            stats = r._host(None).engine.speculation.stats
+            stats = r.served_model().engine.speculation.stats
         assert got == expected
         assert stats.verify_steps > 0, stats
         if factory is factories[0]:
@@ -60,7 +60,7 @@ def test_load_counts_every_scored_row_including_rejected_drafts(moe_models, data
         r.anymoe_reset_stats()
         resp = r.send_chat_completion_request(ask(PROMPTS[0]))
         layers = r.anymoe_routing_stats().layers
-        spec = r._host(None).engine.speculation.stats
+        spec = r.served_model().engine.speculation.stats
     assert spec.drafted > spec.accepted
     n = resp.usage.prompt_tokens + resp.usage.completion_tokens - 1 + spec.drafted - spec.accepted
     assert all(s.tokens == n for s in layers), ([s.tokens for s in layers], n)
@@ -70,5 +70,5 @@ def test_speculation_calibration_at_load_is_not_counted(moe_models, dataset, sha
     """The engine times a few scratch verify steps at load (speculation's cost model): no request
     was served, so the routing statistics start empty."""
     with moe_runner(moe_models, dataset, sharp_gate, lambda t: NgramProposer()) as r:
-        assert r._host(None).engine.speculation.cost.points  # calibration ran
+        assert r.served_model().engine.speculation.cost.points  # calibration ran
         assert all(s.tokens == 0 for s in r.anymoe_routing_stats().layers)
