@@ -12,11 +12,20 @@ Figures (goals from issue 14):
 - gate training time for the chosen layers (<= 60 s on 2 threads): the Runner's one pass over
   the 60 training prompts plus AdamW (`AnyMoeState.training_seconds`);
 - per-expert load while serving the held-out prompts (`Runner.anymoe_routing_stats`);
-- single-stream decode tok/s of the AnyMoE model vs the dense one (>= 0.9x), A/B interleaved
-  (the CPU is shared: the ratio is the figure, not the absolute tok/s), and the same as the time
-  of one decode forward of each model run in-process, 200 interleaved steps (less jitter).
+- single-stream decode tok/s of the AnyMoE model vs the dense one (>= 0.9x) through requests,
+  like for like: both sides run with speculation off (`SpeculativePlugin(mode="off")`: the pure
+  decode cost), then both with the default n-gram speculation (the experts change the text, so
+  drafts pay differently: the tokens per decode step of each side are reported). Each figure is
+  `--reps` A/B interleaved pairs (the order alternates) of `--max-tokens` greedy tokens on the
+  same prompt; the ratio of each pair is taken, and the median and range of those ratios are
+  reported (the CPU is shared: ratios, not absolute tok/s). Decode tok/s excludes the prefill
+  (first to last token); with speculation off, the rate from the median inter-token interval is
+  given too (robust to bursts of other load). Time to first token (prefill) is reported apart;
+- the time of one decode forward of each model run in-process, 200 interleaved steps (the MoE
+  layers' own cost, without the request path's jitter).
 
-Usage: python bench/anymoe.py [--layers 2,4,6,8] [--reps 10] [--json bench/results/anymoe.json]
+Usage: flock /tmp/bench.lock python bench/anymoe.py [--layers 2,4,6,8] [--reps 10] [--spec-reps 6]
+       [--max-tokens 128] [--json bench/results/anymoe.json]
 """
 
 from __future__ import annotations
@@ -28,30 +37,87 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
 from agentkit import AnyMoeConfig, AnyMoeExpertType, ChatCompletionRequest, Runner, Which
+from agentkit.plugins.speculative import SpeculativePlugin
 from agentkit.testing import smollm2_gguf
 from agentkit.testing.anymoe import split_rows, write_random_lora
 
 LORA = AnyMoeExpertType.LoraAdapter(rank=8, alpha=16.0, target_modules=["gate_proj", "up_proj", "down_proj"])
 
 
-def decode_tok_s(runner: Runner, prompt: str, max_tokens: int) -> float:
+@dataclass
+class RequestSpeed:
+    """One streamed greedy request: decode rate (first to last token), the rate from the median
+    inter-token interval, time to first token, and what the engine did meanwhile."""
+
+    tok_s: float
+    itl_tok_s: float
+    ttft_s: float
+    tokens: int
+    steps: int
+    verify_steps: int
+    drafted: int
+    accepted: int
+
+
+def measure(runner: Runner, prompt: str, max_tokens: int) -> RequestSpeed:
+    host = runner.served_model()
+    engine = host.engine
+    spec = engine.speculation.stats if engine.speculation is not None else None
+
+    def counters() -> tuple[int, ...]:  # read on the engine thread, between steps
+        def read() -> tuple[int, ...]:
+            return (engine.num_steps, *((spec.verify_steps, spec.drafted, spec.accepted) if spec else (0, 0, 0)))
+        return host.backend.call(read).result()
+
     req = ChatCompletionRequest(messages=[{"role": "user", "content": prompt}], model="default",
                                 max_tokens=max_tokens, temperature=0.0, ignore_eos=True, stream=True)
-    first = last = None
+    before = counters()
+    t0 = time.perf_counter()
+    stamps: list[float] = []
     usage = None
     for chunk in runner.send_chat_completion_request(req):
-        now = time.perf_counter()
         if chunk.choices and chunk.choices[0].delta.content:
-            first = first or now
-        last = now
+            stamps.append(time.perf_counter())
         usage = chunk.usage or usage
-    return (usage.completion_tokens - 1) / (last - first)
+    after = counters()
+    n = usage.completion_tokens
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    return RequestSpeed(tok_s=(n - 1) / (stamps[-1] - stamps[0]), itl_tok_s=1 / statistics.median(gaps),
+                        ttft_s=stamps[0] - t0, tokens=n, steps=after[0] - before[0],
+                        verify_steps=after[1] - before[1], drafted=after[2] - before[2], accepted=after[3] - before[3])
+
+
+def ab_pairs(dense: Runner, moe: Runner, prompts: list[str], reps: int, max_tokens: int) -> dict:
+    """`reps` interleaved (dense, AnyMoE) pairs, the order alternating; per pair ratios AnyMoE / dense."""
+    measure(dense, prompts[0], 8), measure(moe, prompts[0], 8)  # warm up
+    runs: dict[str, list[RequestSpeed]] = {"dense": [], "anymoe": []}
+    for i in range(reps):
+        order = [("dense", dense), ("anymoe", moe)] if i % 2 == 0 else [("anymoe", moe), ("dense", dense)]
+        for name, runner in order:
+            runs[name].append(measure(runner, prompts[i % len(prompts)], max_tokens))
+    pairs = list(zip(runs["anymoe"], runs["dense"]))
+
+    def summary(values: list[float]) -> dict:
+        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+    out: dict = {"runs": {k: [asdict(x) for x in v] for k, v in runs.items()},
+                 "ratio": summary([a.tok_s / d.tok_s for a, d in pairs]),
+                 "itl_ratio": summary([a.itl_tok_s / d.itl_tok_s for a, d in pairs]),
+                 "ttft_ratio": summary([a.ttft_s / d.ttft_s for a, d in pairs])}
+    for k, v in runs.items():
+        decode_steps = sum(x.steps for x in v) - len(v)  # one step per request is the prefill
+        out[k] = {"tok_s": summary([x.tok_s for x in v]), "ttft_s": summary([x.ttft_s for x in v]),
+                  "tokens_per_step": (sum(x.tokens for x in v) - len(v)) / max(decode_steps, 1),
+                  "verify_steps": sum(x.verify_steps for x in v), "drafted": sum(x.drafted for x in v),
+                  "accepted": sum(x.accepted for x in v)}
+    return out
 
 
 def step_times(dense: Runner, moe: Runner, batch: int, reps: int = 200) -> dict[str, float]:
@@ -80,8 +146,9 @@ def step_times(dense: Runner, moe: Runner, batch: int, reps: int = 200) -> dict[
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", default="2,4,6,8")
-    ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=10, help="interleaved pairs, speculation off on both sides")
+    ap.add_argument("--spec-reps", type=int, default=6, help="interleaved pairs, default speculation on both")
+    ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default="bench/results/anymoe.json")
     args = ap.parse_args()
@@ -123,36 +190,37 @@ def main() -> None:
                               "per_layer": ev.per_layer, "confusion": ev.confusion, "init_s": state.training_seconds}
         print(f"hidden init: {ev.accuracy:.3f} held-out ({ev.prompt_accuracy:.3f} whole prompts)", flush=True)
 
-    dense = Runner(which, progress=False, num_threads=args.threads)
-    moe = Runner(which, progress=False, num_threads=args.threads,
-                 anymoe_config=config(training=False, gate_model_id=gates))
-    try:
-        speeds: dict[str, list[float]] = {"dense": [], "anymoe": []}
-        prompts = [p for p, _ in held_pairs]
-        decode_tok_s(dense, prompts[0], 8), decode_tok_s(moe, prompts[0], 8)  # warm up
-        moe.anymoe_reset_stats()
-        for i in range(args.reps):
-            order = [("dense", dense), ("anymoe", moe)] if i % 2 == 0 else [("anymoe", moe), ("dense", dense)]
-            for name, runner in order:
-                speeds[name].append(decode_tok_s(runner, prompts[i % len(prompts)], args.max_tokens))
-        for p in prompts:  # serve every held-out prompt once for the load figures
-            decode_tok_s(moe, p, 8)
-        stats = moe.anymoe_routing_stats()
-        threads = torch.get_num_threads()
-        torch.set_num_threads(args.threads)
-        out["step_s"] = {b: step_times(dense, moe, b) for b in (1, 4)}
-        torch.set_num_threads(threads)
-    finally:
-        dense.shutdown()
-        moe.shutdown()
-    out["decode_tok_s"] = speeds
-    med = {k: statistics.median(v) for k, v in speeds.items()}
-    out["decode_ratio"] = med["anymoe"] / med["dense"]
-    out["decode_ratio_pairs"] = statistics.median(a / d for a, d in zip(speeds["anymoe"], speeds["dense"]))
+    prompts = [p for p, _ in held_pairs]
+    out["max_tokens"] = args.max_tokens
+    for mode, reps in (("off", args.reps), ("auto", args.spec_reps)):
+        dense = Runner(which, progress=False, num_threads=args.threads, plugins=[SpeculativePlugin(mode=mode)])
+        moe = Runner(which, progress=False, num_threads=args.threads, plugins=[SpeculativePlugin(mode=mode)],
+                     anymoe_config=config(training=False, gate_model_id=gates))
+        try:
+            out[f"speculation_{mode}"] = ab_pairs(dense, moe, prompts, reps, args.max_tokens)
+            r = out[f"speculation_{mode}"]
+            print(f"speculation {mode}: AnyMoE / dense {r['ratio']['median']:.2f}x "
+                  f"({r['ratio']['min']:.2f}-{r['ratio']['max']:.2f})", flush=True)
+            if mode == "off":  # load figures and step times without drafts in the counts or the engines
+                moe.anymoe_reset_stats()
+                for p in prompts:  # serve every held-out prompt once
+                    measure(moe, p, 8)
+                stats = moe.anymoe_routing_stats()
+                threads = torch.get_num_threads()
+                torch.set_num_threads(args.threads)
+                out["step_s"] = {b: step_times(dense, moe, b) for b in (1, 4)}
+                torch.set_num_threads(threads)
+        finally:
+            dense.shutdown()
+            moe.shutdown()
     out["load"] = stats.load
     out["load_per_layer"] = {s.layer: s.load for s in stats.layers}
     out["gate_entropy"] = stats.entropy
     out["loadavg_end"] = os.getloadavg()[0]
+    off, auto = out["speculation_off"], out["speculation_auto"]
+
+    def rng(x: dict, fmt: str = ".2f") -> str:
+        return f"{x['median']:{fmt}}x ({x['min']:{fmt}}-{x['max']:{fmt}})"
 
     rows = [
         ("held-out routing accuracy, trained gates", f"{out['trained']['accuracy']:.1%} "
@@ -163,9 +231,16 @@ def main() -> None:
          f"({out['train_cpu_s']:.1f} s CPU)", "<= 60 s"),
         ("per-expert load serving the held-out prompts (arith, python, french)",
          ", ".join(f"{x:.1%}" for x in stats.load), "-"),
-        (f"decode tok/s AnyMoE / dense ({args.reps} interleaved pairs: median of pair ratios; ratio of medians)",
-         f"{out['decode_ratio_pairs']:.2f}x; {out['decode_ratio']:.2f}x ({med['anymoe']:.1f} / {med['dense']:.1f})",
-         ">= 0.9x"),
+        (f"decode tok/s AnyMoE / dense, speculation off on both sides ({args.reps} interleaved pairs x "
+         f"{args.max_tokens} tokens; median pair ratio (range); same from the median inter-token interval)",
+         f"{rng(off['ratio'])}; {rng(off['itl_ratio'])} ({off['anymoe']['tok_s']['median']:.1f} / "
+         f"{off['dense']['tok_s']['median']:.1f} tok/s)", ">= 0.9x"),
+        (f"decode tok/s AnyMoE / dense, default n-gram speculation on both sides ({args.spec_reps} pairs; "
+         "tokens per decode step AnyMoE, dense: the texts differ, so drafts pay differently)",
+         f"{rng(auto['ratio'])}; {auto['anymoe']['tokens_per_step']:.2f}, {auto['dense']['tokens_per_step']:.2f}", "-"),
+        ("time to first token (prefill) AnyMoE / dense, speculation off (time ratio: lower is faster; "
+         "median pair ratio (range))",
+         rng(off["ttft_ratio"]), "-"),
     ]
     for b, t in out["step_s"].items():
         rows.append((f"decode step speed AnyMoE / dense, {b} sequence(s), in-process A/B (median step time)",

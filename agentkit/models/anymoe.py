@@ -74,7 +74,8 @@ class AnyMoeMethods:
 
     def anymoe_routing_stats(self, model_id: str | None = None) -> AnyMoeRoutingStats:
         """Per-expert load and gate entropy of every MoE layer over the requests served since the
-        last `anymoe_reset_stats` (an agentkit extension)."""
+        last `anymoe_reset_stats` (an agentkit extension). Every token the experts processed counts,
+        speculative draft tokens that verification rejected included."""
         host, state = self._anymoe(model_id)
         return host.backend.call(state.routing_stats).result()
 

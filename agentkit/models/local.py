@@ -191,6 +191,9 @@ def load_unserved(which: Which, *, engine_config: EngineConfig, token: str | Non
         proposer = plugins.draft_proposer(target, plugins.config)
         if proposer is not None and getattr(proposer, "max_draft", 1) != 0:
             engine.enable_speculation(proposer)
+            anymoe = getattr(getattr(runner, "model", None), "anymoe", None)
+            if anymoe is not None:  # the calibration steps served no request
+                anymoe.reset_stats()
     return ServedModel(model_id=name, backend=LocalBackend(engine, runner.kind), tokenizer=tokenizer,
                        template=template, generation_config=loaded.generation_config, max_seq_len=ctx,
                        arch=loaded.arch, load_time_s=time.perf_counter() - t0, isq=isq)

@@ -3,9 +3,10 @@
 Expert 0 is the base MLP itself (its `gate_up` / `down` linears stay children of this module
 under the same names, so quantization, calibration and re-ISQ find them where they were). LoRA
 experts add `B @ A * alpha / rank` to gate_proj / up_proj / down_proj at run time, low-rank: all
-experts' factors are stacked, so a step costs the base MLP plus two thin matmuls per projection
-whatever the number of experts, and a row routed to the base adds nothing. FineTuned experts are
-full MLPs run on the rows routed to them.
+experts' factors are stacked (`LoraStack`), so a step costs the base MLP plus two thin matmuls per
+projection whatever the number of experts, masked per row by a precomputed expert index (no host
+sync; a row routed to the base adds an exact zero). FineTuned experts are full MLPs run on the
+rows routed to them (the used experts are read on the host).
 
 Routing (`AnyMoeConfig.routing`):
 - "sequence" (mistral.rs): top-1 expert per token from the causal running mean of the gate
@@ -22,6 +23,8 @@ Non-goals: building layers from a config (`agentkit.plugins.anymoe.plugin`), tra
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,7 +32,7 @@ from torch import nn
 from agentkit.plugins.anymoe.experts import FineTunedMLP, LoraDelta
 from agentkit.plugins.anymoe.routing import StepContext, causal_route
 
-__all__ = ["AnyMoeMLP", "MoeGate"]
+__all__ = ["AnyMoeMLP", "LoraStack", "MoeGate"]
 
 
 class MoeGate(nn.Module):
@@ -48,10 +51,20 @@ class MoeGate(nn.Module):
         return torch.softmax(F.linear(x.float(), self.weight, self.bias), dim=-1)
 
 
+@dataclass(frozen=True)
+class LoraStack:
+    """All LoRA experts' factors for one fused projection, expert-major: `a_t` `[fan_in, n]`,
+    `b` `[n, out]` (scale folded in), `expert` `[n]` the expert (1..) each factor row belongs to."""
+
+    a_t: torch.Tensor
+    b: torch.Tensor
+    expert: torch.Tensor
+
+
 def _stack_lora(deltas: list[LoraDelta], modules: tuple[str, ...], fan_in: int, outs: list[int],
-                dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Stacked factors for the fused projection made of `modules` (output blocks of sizes `outs`):
-    A `[E * M * r, fan_in]`, B `[E * M * r, sum(outs)]` (scale folded in); None if all are zero."""
+                dtype: torch.dtype, device: torch.device) -> LoraStack | None:
+    """The stacked factors of the fused projection made of `modules` (output blocks of sizes
+    `outs`); None if no expert has a delta there."""
     rank = next((a.shape[0] for d in deltas for a, _ in d.factors.values()), 0)
     if rank == 0 or not any(m in d.factors for d in deltas for m in modules):
         return None
@@ -67,7 +80,8 @@ def _stack_lora(deltas: list[LoraDelta], modules: tuple[str, ...], fan_in: int, 
                 a_all[row:row + rank] = a
                 b_all[row:row + rank, col:col + width] = b.t() * d.scale
             row, col = row + rank, col + width
-    return a_all, b_all
+    expert = torch.arange(1, len(deltas) + 1, device=device).repeat_interleave(len(modules) * rank)
+    return LoraStack(a_all.t().contiguous(), b_all, expert)
 
 
 class AnyMoeMLP(nn.Module):
@@ -95,7 +109,6 @@ class AnyMoeMLP(nn.Module):
             hidden = self.down.out_features
             self.lora_gu = _stack_lora(lora, ("gate_proj", "up_proj"), hidden, [inter, inter], dtype, device)
             self.lora_down = _stack_lora(lora, ("down_proj",), inter, [hidden], dtype, device)
-            self.rank = next(a.shape[0] for d in lora for a, _ in d.factors.values())
         self.counts = torch.zeros(self.n_experts, dtype=torch.float64, device=gate.weight.device)
         self.prob_sum = torch.zeros(self.n_experts, dtype=torch.float64, device=gate.weight.device)
         self.entropy_sum = torch.zeros((), dtype=torch.float64, device=gate.weight.device)
@@ -106,27 +119,24 @@ class AnyMoeMLP(nn.Module):
         gate, up = self.gate_up(x).chunk(2, dim=-1)
         return self.down(F.silu(gate) * up)
 
-    def _lora_delta(self, stack: tuple[torch.Tensor, torch.Tensor], per_expert: int, v: torch.Tensor,
-                    route: torch.Tensor, single: int | None) -> torch.Tensor:
-        """`[T, out]`: each row's expert's low-rank delta for input `v` (zero for expert 0). With one
-        expert for every row (`single`) its own factor rows are used directly, without a mask."""
-        a, b = stack
-        if single is not None:
-            rows = slice((single - 1) * per_expert, single * per_expert)
-            return (v @ a[rows].t()) @ b[rows]
-        mask = F.one_hot(route, self.n_experts)[:, 1:].repeat_interleave(per_expert, dim=1).to(v.dtype)
-        return ((v @ a.t()) * mask) @ b
+    @staticmethod
+    def _lora_delta(stack: LoraStack, v: torch.Tensor, route: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """`out` plus each row's expert's low-rank delta for input `v` (exactly zero for expert 0).
+        All experts' factors run on every row and a mask keeps the row's own: no host sync, and a
+        row's result does not depend on how the other rows are routed."""
+        low = v @ stack.a_t
+        low.mul_(route.unsqueeze(1) == stack.expert)
+        return torch.addmm(out, low, stack.b)
 
-    def _lora_expert(self, x: torch.Tensor, route: torch.Tensor, gu: torch.Tensor,
-                     single: int | None = None) -> torch.Tensor:
+    def _lora_expert(self, x: torch.Tensor, route: torch.Tensor, gu: torch.Tensor) -> torch.Tensor:
         """Output of each row's expert (LoRA kind), given the base `gate_up(x)` `gu`."""
         if self.lora_gu is not None:
-            gu = gu + self._lora_delta(self.lora_gu, 2 * self.rank, x, route, single)
+            gu = self._lora_delta(self.lora_gu, x, route, gu)
         gate, up = gu.chunk(2, dim=-1)
         h = F.silu(gate) * up
         out = self.down(h)
         if self.lora_down is not None:
-            out = out + self._lora_delta(self.lora_down, self.rank, h, route, single)
+            out = self._lora_delta(self.lora_down, h, route, out)
         return out
 
     def _finetuned(self, j: int, x: torch.Tensor) -> torch.Tensor:
@@ -135,12 +145,12 @@ class AnyMoeMLP(nn.Module):
         return e.down(F.silu(gate) * up)
 
     def _routed(self, x: torch.Tensor, route: torch.Tensor) -> torch.Tensor:
-        """Each row through its one expert."""
+        """Each row through its one expert (FineTuned experts: each used expert on its rows)."""
+        if self.lora_gu is not None or self.lora_down is not None:
+            return self._lora_expert(x, route, self.gate_up(x))
         used = sorted(set(route.tolist()))
         if used == [0]:
             return self._base(x)
-        if self.lora_gu is not None or self.lora_down is not None:
-            return self._lora_expert(x, route, self.gate_up(x), used[0] if len(used) == 1 else None)
         if len(used) == 1:
             return self._finetuned(used[0], x)
         out = torch.empty_like(x)

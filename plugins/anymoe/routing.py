@@ -16,7 +16,11 @@ distribution over its sequence so far** (positions 0..t), top-1:
   not change routing either;
 - the running sums are integers (probabilities in fixed point, 2^-24), so they are the same
   whatever the order of additions, kept per token slot in the KV pool's `aux` side channel
-  (`agentkit.engine.kv_cache`): copied by swap, shared with prefix hits like K/V.
+  (`agentkit.engine.kv_cache`): copied by swap, shared with prefix hits like K/V;
+- speculative verify steps score a decode token and its drafts as consecutive rows: a row whose
+  previous token is written by the row before it joins that row's segment (`_chain_drafts`), so
+  each draft is routed as plain decoding would route it at that position. Rejected drafts need no
+  rollback: their slots lie past the sequence's computed length and are rewritten before any read.
 
 Scope: `StepContext` (per engine step: the rows' sequence segments and the slot holding each
 segment's previous running sum, derived once per step from the attention metadata) and
@@ -75,14 +79,14 @@ class StepContext:
         seg_first = torch.arange(n, device=dev)
         prev_slot = torch.zeros(n, dtype=torch.long, device=dev)
         has_prev = torch.zeros(n, 1, dtype=torch.long, device=dev)
-        if meta.decode_rows is not None:
-            rows = meta.decode_rows
-            if meta.decode_mask is not None:
-                lens = meta.decode_mask.reshape(rows.shape[0], -1).sum(-1)
-            else:
-                lens = torch.full_like(rows, meta.decode_blocks.shape[1] * bs)
+        groups = meta.decode_groups
+        if groups is None and meta.decode_rows is not None:
+            groups = [(meta.decode_rows, meta.decode_blocks, meta.decode_mask)]
+        for rows, blocks, mask in groups or ():
+            lens = mask.reshape(rows.shape[0], -1).sum(-1) if mask is not None \
+                else torch.full_like(rows, blocks.shape[1] * bs)
             before = (lens - 2).clamp(min=0)  # position of the token before the decode token
-            blk = meta.decode_blocks.gather(1, (before // bs).unsqueeze(1)).squeeze(1)
+            blk = blocks.gather(1, (before // bs).unsqueeze(1)).squeeze(1)
             prev_slot[rows] = blk * bs + before % bs
             has_prev[rows, 0] = (lens >= 2).long()
         self.singles = True
@@ -94,7 +98,24 @@ class StepContext:
                 before = p.start - 1
                 prev_slot[p.begin:p.end] = int(p.blocks[before // bs]) * bs + before % bs
                 has_prev[p.begin:p.end, 0] = 1
+        if meta.decode_groups is not None:  # a verify step: draft rows follow their decode row
+            self.singles = False
+            seg_first, prev_slot, has_prev = _chain_drafts(slots, seg_first, prev_slot, has_prev)
         self.slots, self.seg_first, self.prev_slot, self.has_prev = slots, seg_first, prev_slot, has_prev
+
+
+def _chain_drafts(slots: torch.Tensor, seg_first: torch.Tensor, prev_slot: torch.Tensor,
+                  has_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Join each row whose previous token is written by the row just before it (a draft row after
+    its decode row or the draft before it) to that row's segment, so its running sum is the
+    segment's cumulative sum instead of a read of a slot this step has not written yet; on device,
+    no host sync."""
+    n = slots.shape[0]
+    rows = torch.arange(n, device=slots.device)
+    start = seg_first == rows
+    start[1:] &= ~((prev_slot[1:] == slots[:-1]) & has_prev[1:, 0].bool())
+    first = torch.where(start, rows, torch.zeros_like(rows)).cummax(0).values
+    return first, prev_slot.index_select(0, first), has_prev.index_select(0, first)
 
 
 def causal_route(ctx: StepContext, aux_layer: int, probs: torch.Tensor) -> torch.Tensor:

@@ -18,15 +18,12 @@ Non-goals: the engine side (agentkit.engine.speculative), MTP heads (`mtp_model`
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from agentkit.config import RunnerConfig
 from agentkit.engine.speculative.protocol import Draft, DraftContext, DraftTarget
 from agentkit.errors import ConfigError
 from agentkit.hookspecs import hookimpl
-
-log = logging.getLogger("agentkit.speculative")
 
 __all__ = ["MODES", "SpeculationOff", "SpeculativePlugin"]
 
@@ -70,10 +67,6 @@ class SpeculativePlugin:
         if mode == "auto":
             mode = "draft" if config.which_draft is not None else "ngram"
         if mode == "off":
-            return SpeculationOff()
-        if config.anymoe_config is not None:
-            # AnyMoE's per-token routing sums are not rolled back with rejected drafts yet
-            log.warning("speculative decoding is off for AnyMoE models (routing state has no rollback)")
             return SpeculationOff()
         if mode == "draft":
             if config.which_draft is None:

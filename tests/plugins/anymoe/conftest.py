@@ -82,6 +82,27 @@ def dataset(tmp_path_factory) -> str:
     return str(path)
 
 
+@pytest.fixture(scope="session")
+def sharp_gate(moe_models, tmp_path_factory) -> str:
+    """Random gates scaled up: nearly one-hot per token, so the running mean depends on the content."""
+    d = tmp_path_factory.mktemp("sharp-gate")
+    g = torch.Generator().manual_seed(3)
+    tensors = {}
+    for layer in range(moe_models["layers"]):
+        tensors[f"moe_gate.{layer}.weight"] = torch.randn(3, moe_models["hidden"], generator=g) * 0.5
+        tensors[f"moe_gate.{layer}.bias"] = torch.zeros(3)
+    save_file(tensors, str(d / "gate.safetensors"))
+    return str(d)
+
+
+@pytest.fixture
+def always_speculate(monkeypatch):
+    """Draft the most tokens every step (the adaptive planner is tested on its own)."""
+    import agentkit.engine.speculative.verify as verify
+
+    monkeypatch.setattr(verify, "plan_lengths", lambda rates, caps, *a, **k: list(caps))
+
+
 @pytest.fixture
 def forced_gate(tmp_path, moe_models):
     """forced_gate(j) -> a gate_model_id directory whose gates route every token to expert j."""

@@ -9,28 +9,13 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 import torch
-from safetensors.torch import save_file
 
 from agentkit import AnyMoeConfig, AnyMoeExpertType, ChatCompletionRequest, Runner, Which
 
 LORA = AnyMoeExpertType.LoraAdapter(rank=4, alpha=8.0, target_modules=["gate_proj", "up_proj", "down_proj"])
 PREFIX = "The quick brown fox jumps over the lazy dog. " * 3
 SUFFIXES = ["def add(a, b): return a + b", "1234567890 12 34 56", "What is the weather in Paris today?"]
-
-
-@pytest.fixture(scope="module")
-def sharp_gate(moe_models, tmp_path_factory) -> str:
-    """Random gates scaled up: nearly one-hot per token, so the running mean depends on the content."""
-    d = tmp_path_factory.mktemp("sharp-gate")
-    g = torch.Generator().manual_seed(3)
-    tensors = {}
-    for layer in range(moe_models["layers"]):
-        tensors[f"moe_gate.{layer}.weight"] = torch.randn(3, moe_models["hidden"], generator=g) * 0.5
-        tensors[f"moe_gate.{layer}.bias"] = torch.zeros(3)
-    save_file(tensors, str(d / "gate.safetensors"))
-    return str(d)
 
 
 def runner(moe_models, dataset, gate, **kw) -> Runner:
@@ -77,7 +62,9 @@ def test_decode_keeps_extending_the_prompts_running_mean(moe_models, dataset, sh
         r.anymoe_reset_stats()
         resp = ask(r, PREFIX + SUFFIXES[0])
         stats = r.anymoe_routing_stats()
+        spec = r.served_model().engine.speculation  # rejected drafts were scored too (test_speculation)
     n = resp.usage.prompt_tokens + resp.usage.completion_tokens - 1  # the last token is never fed back
+    n += spec.stats.drafted - spec.stats.accepted if spec is not None else 0
     assert all(s.tokens == n for s in stats.layers)
     assert all(abs(sum(s.load) - 1) < 1e-9 and 0 <= s.entropy <= 1.0987 for s in stats.layers)
 

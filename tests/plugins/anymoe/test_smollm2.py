@@ -12,6 +12,7 @@ import pytest
 
 from agentkit import AnyMoeConfig, AnyMoeExpertType, ChatCompletionRequest, Runner, Which
 from agentkit.testing.anymoe import split_rows, write_random_lora
+from agentkit.testing.speculation import Oracle, ProposerPlugin, Recorder, ask, run_all, texts
 
 LAYERS = [2, 4]
 
@@ -42,3 +43,28 @@ def test_smollm2_routes_three_domains(smollm2, tmp_path):
         header = next(csv.reader(f))
     assert header == ["Step", "Gating layer 0", "Gating layer 1"]
     assert (tmp_path / "gates" / "gate.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_smollm2_greedy_output_with_drafts_equals_plain(smollm2, tmp_path, always_speculate):
+    """On the quantized model too, verify rows route and compute exactly as plain decode steps."""
+    train, _ = split_rows()
+    (tmp_path / "train.json").write_text(json.dumps({"rows": train}))
+    adapters = [write_random_lora(tmp_path / f"lora{j}", layers=LAYERS, hidden=576, intermediate=1536, seed=j)
+                for j in (1, 2)]
+    cfg = AnyMoeConfig(hidden_size=576, dataset_json=str(tmp_path / "train.json"), prefix="model.layers", mlp="mlp",
+                       model_ids=adapters, layers=LAYERS, training=False, gate_init="hidden",
+                       expert_type=AnyMoeExpertType.LoraAdapter(rank=8, alpha=16.0,
+                                                                target_modules=["gate_proj", "up_proj", "down_proj"]))
+    which = Which.GGUF(quantized_model_id=smollm2[0], quantized_filename=smollm2[1])
+    requests = [ask(p, 24) for p in ("What is 12 + 30?", "def reverse(s):", "Bonjour, comment vas-tu ?")]
+    rec = Recorder()
+    with Runner(which, progress=False, anymoe_config=cfg, plugins=[ProposerPlugin(lambda t: rec)]) as r:
+        expected = texts(run_all(r, requests, concurrent=False))
+        vocab = r.served_model().engine.runner.vocab_size
+    with Runner(which, progress=False, anymoe_config=cfg,
+                plugins=[ProposerPlugin(lambda t: Oracle(rec.finals, vocab))]) as r:
+        got = texts(run_all(r, requests))
+        stats = r.served_model().engine.speculation.stats
+    assert got == expected
+    assert 0 < stats.accepted < stats.drafted, stats
