@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 KERNEL_ARGS = ("--HistoryManager.enabled=False", "--InteractiveShell.colors=nocolor",
                "--IPKernelApp.quiet=True")
+RECONNECT_IVL_MS = 5
 
 
 class KernelStartError(AgentkitError, RuntimeError):
@@ -104,6 +105,11 @@ class SandboxedKernel:
         if self.kc is not None:
             self.kc.stop_channels()
         self.kc = self.km.client()
+        # The channels connect before the kernel has bound its sockets; zmq retries a refused
+        # connect every RECONNECT_IVL (100 ms by default), which was dead time at every start.
+        import zmq
+
+        self.kc.context.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
         self.kc.start_channels()
         try:
             self._wait_ready(time.monotonic() + self.startup_timeout_s)
