@@ -51,6 +51,10 @@ SYSTEM_RO = ("/etc", "/proc", "/sys/devices/system/cpu", "/dev/urandom", "/dev/r
 SYSTEM_RW = ("/dev/null", "/dev/zero", "/dev/tty")
 
 
+NOT_USED = "seccomp, cgroups, a pid namespace"
+"""Mechanisms this sandbox does not apply at all (named in every report, so none is assumed)."""
+
+
 class SandboxUnavailableError(AgentkitError, RuntimeError):
     """`SandboxPolicy(strict=True)` asked for isolation this machine or process cannot apply."""
 
@@ -150,7 +154,8 @@ class IsolationReport:
         if self.no_new_privs:
             parts.append("no_new_privs")
         text = f"sandbox ({self.level}): " + "; ".join(parts)
-        return text + (f"; not applied: {', '.join(self.missing)}" if self.missing else "")
+        text += f"; not applied: {', '.join(self.missing)}" if self.missing else ""
+        return text + "; not used: " + NOT_USED
 
 
 @dataclass(frozen=True)
