@@ -88,7 +88,7 @@ def _spare_start(root: Path) -> float:
     pool = ExecutorPool(spare=lambda: ExecutorSpec(workdir=root / f"session-{next(made)}"))
     try:
         pool.claim("first")  # a pool's first session starts cold; it also fills the spare
-        if not pool.spare.wait(60):
+        if not pool.wait_spare(60):
             raise RuntimeError("the spare executor did not start within 60 s")
         t0 = time.perf_counter()
         executor, _ = pool.claim("second")

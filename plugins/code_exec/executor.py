@@ -197,10 +197,21 @@ class ExecutorPool:
         if spare is not None and not callable(spare):
             raise TypeError("ExecutorPool(spare=...) must be callable: spare() -> ExecutorSpec, or None")
         self.spare = Spare(factory, spare) if spare is not None else None
+        self._starting: threading.Thread | None = None
+
+    def wait_spare(self, timeout_s: float = 60.0) -> bool:
+        """Wait until the spare is started (after a cold-claimed session's own start); True when ready."""
+        if self.spare is None:
+            return False
+        end = time.monotonic() + timeout_s
+        if self._starting is not None:
+            self._starting.join(timeout_s)
+        return self.spare.wait(max(end - time.monotonic(), 0.0))
 
     def claim(self, session_id: str) -> tuple[CodeExecutor, ExecutorSpec]:
         """A new session's executor and its spec: the started spare (waiting for one being built),
-        else one built now from the spare's spec maker; the spare is refilled in the background."""
+        else one built now from the spare's spec maker and started in the background (its first call
+        waits for it); the spare is refilled in the background."""
         if not isinstance(session_id, str) or not session_id:
             raise ValueError("ExecutorPool.claim needs a non-empty session id string")
         if self.spare is None:
@@ -209,10 +220,14 @@ class ExecutorPool:
             if session_id in self._executors:
                 raise ValueError(f"session {session_id!r} already has an executor; use get(session_id, spec)")
         taken = self.spare.take()
-        self.spare.fill()
-        if taken is None:
+        if taken is None:  # start it now, beside the model's first turn; then refill the spare
             spec = self.spare.make_spec()
             taken = (self.factory(spec), spec)
+            self._starting = threading.Thread(target=self._start_then_fill, args=(taken[0],),
+                                              name="agentkit-executor-start", daemon=True)
+            self._starting.start()
+        else:
+            self.spare.fill()
         with self._lock:
             self._executors[session_id] = (taken[0], time.monotonic())
             self._ensure_reaper()
@@ -231,6 +246,17 @@ class ExecutorPool:
             self._executors[session_id] = (executor, time.monotonic())
             self._ensure_reaper()
             return executor
+
+    def _start_then_fill(self, executor: CodeExecutor) -> None:
+        start = getattr(executor, "start", None)
+        try:
+            if start is not None:
+                start()
+        except Exception as exc:  # the session's first call starts it again and reports the error
+            logger.info("starting a new session's executor ahead of its first call failed: %s: %s",
+                        type(exc).__name__, exc)
+        if self.spare is not None:
+            self.spare.fill()
 
     def __contains__(self, session_id: str) -> bool:
         with self._lock:

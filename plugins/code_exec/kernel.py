@@ -101,8 +101,13 @@ class SandboxedKernel:
             km.start_kernel(cwd=str(self.workdir), env=dict(self.plan.env), stdout=self._log, stderr=self._log)
         except Exception as exc:
             self._kill()
+            self.km = None  # the next call starts afresh
             raise KernelStartError(f"kernel failed to start: {exc}; {self._log_tail()}") from exc
-        self._connect()
+        try:
+            self._connect()
+        except KernelStartError:
+            self.km = None
+            raise
 
     def _connect(self) -> None:
         if self.kc is not None:

@@ -265,3 +265,15 @@ def test_without_cap_sys_resource_the_cpu_limit_is_per_interpreter_and_says_so(r
         assert calls[0][2][0] == calls[0][2][1] >= 2, calls  # a fresh kernel: 0 s used + 1 + 1 s
     finally:
         executor.close()
+
+
+def test_a_kernel_that_cannot_start_raises_the_same_clear_error_on_every_call(require_sandbox, tmp_path):
+    from agentkit.plugins.code_exec.kernel import KernelStartError
+
+    executor = LocalExecutor(ExecutorSpec(workdir=tmp_path / "wd", python_path="/bin/false"))
+    try:
+        for _ in range(2):  # the failed start is not left half-made: the next call tries again
+            with pytest.raises(KernelStartError, match="kernel"):
+                executor.execute("1", 10)
+    finally:
+        executor.close()

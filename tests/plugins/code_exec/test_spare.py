@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -77,9 +78,13 @@ def test_a_new_session_gets_a_started_never_used_kernel_of_its_own(require_sandb
     made = Made(tmp_path)
     pool = ExecutorPool(made, spare=made.spec)
     try:
-        first, first_spec = pool.claim("a")  # nothing built yet: cold, and the spare starts filling
+        first, first_spec = pool.claim("a")  # nothing built yet: started now in the background
+        deadline = time.monotonic() + 60
+        while first.kernel_pid is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _alive(first.kernel_pid)  # before its first call
         assert first.execute("secret = 'from a'\nopen('a.txt', 'w').write('a')", 20).status == "ok"
-        assert pool.spare.wait(60)
+        assert pool.wait_spare(60)
         spare = next(e for e in made.made if e is not first)
         spare_pid = spare.kernel_pid
         assert _alive(spare_pid)  # started before any session asked for it
@@ -91,7 +96,7 @@ def test_a_new_session_gets_a_started_never_used_kernel_of_its_own(require_sandb
         assert second.execute("import os\nos.listdir('.')", 10).result == "[]"
         assert first_spec.workdir != second_spec.workdir and first.plan.uid != second.plan.uid
         assert first.kernel_pid != second.kernel_pid
-        assert pool.spare.wait(60)  # refilled after the claim, again a new executor
+        assert pool.wait_spare(60)  # refilled after the claim, again a new executor
         third, _ = pool.claim("c")
         assert third not in (first, second) and third.plan.uid not in (first.plan.uid, second.plan.uid)
         with pytest.raises(ValueError, match="already has an executor"):
@@ -108,7 +113,7 @@ def test_a_spare_keeps_the_sandbox(require_sandbox, tmp_path):
     pool = ExecutorPool(made, spare=made.spec)
     try:
         first, _ = pool.claim("warm-up")
-        assert pool.spare.wait(60)
+        assert pool.wait_spare(60)
         spare = next(e for e in made.made if e is not first)
         executor, _ = pool.claim("s")
         assert executor is spare and executor.isolation.level == "full"
@@ -127,7 +132,7 @@ def test_an_unclaimed_spare_is_closed_after_the_idle_ttl(require_sandbox, tmp_pa
     pool = ExecutorPool(made, idle_ttl_s=0.5, reap_every_s=0.1, spare=made.spec)
     try:
         session, _ = pool.claim("a")
-        assert pool.spare.wait(60)
+        assert pool.wait_spare(60)
         spare = next(e for e in made.made if e is not session)
         assert _alive(spare.kernel_pid)
         deadline = time.monotonic() + 10
@@ -145,8 +150,11 @@ def test_close_all_leaves_no_process_of_the_spare(require_sandbox, tmp_path, whe
     pool = ExecutorPool(made, spare=made.spec)
     session, _ = pool.claim("a")  # starts building the spare
     session.execute("import subprocess\nkid = subprocess.Popen(['sleep', '60'])", 20)
+    deadline = time.monotonic() + 30
+    while len(made.made) < 2 and time.monotonic() < deadline:  # the spare's build has begun
+        time.sleep(0.01)
     if when == "ready":
-        assert pool.spare.wait(60)
+        assert pool.wait_spare(60)
     pool.close_all()
     assert len(made.made) == 2 and all(e.closed for e in made.made), made.made
     assert made.leftovers() == []
@@ -188,12 +196,15 @@ def test_the_runner_plugin_hands_each_new_session_a_spare_and_shutdown_reaps_all
         tools = host.request_tools(context)
         if session == "s1":
             plugin_pool = next(p for p in host.pm.get_plugins() if isinstance(p, CodeExecPlugin))._pool
-            assert plugin_pool.spare.wait(60)  # s2 finds the spare ready
-            spare = next(e for e in rec.made if e.kernel_pid is not None)
+            deadline = time.monotonic() + 60
+            while len(rec.made) < 2 and time.monotonic() < deadline:  # s1 starts, then the spare fills
+                time.sleep(0.02)
+            assert plugin_pool.wait_spare(60)  # s2 finds the spare ready
+            started = {e.workdir: e.kernel_pid for e in rec.made}
         code = "import os\nprev = globals().get('mark')\nmark = 1\n(os.getpid(), os.getcwd(), prev)"
         outs.append(json.loads(tools["mistralrs_execute_python"].fn("x", {"code": code}).content))
     pids = [eval(out["result"])[0] for out in outs]  # noqa: S307 - our own repr of a tuple
-    assert spare.kernel_pid == pids[1] and outs[1]["working_directory"] == str(spare.workdir)
+    assert started[Path(outs[1]["working_directory"])] == pids[1]  # s2 runs on the kernel started before it came
     assert eval(outs[1]["result"])[2] is None and pids[0] != pids[1]  # noqa: S307
     assert outs[0]["working_directory"] != outs[1]["working_directory"]
     host.shutdown(None)
