@@ -15,7 +15,8 @@ same executor with isolation off (`AGENTKIT_SANDBOX=off`):
 - *escape suite*: tests/plugins/code_exec/test_escape.py run as is (deny tests that passed =
   contained) and in sabotage mode (deny tests that failed = the tests can fail).
 Goals (plugin-anchors.md §1): start ≤ 1.0 s (the cold start), warm ≤ 30 ms, restart ≤ 2 s, 100% contained.
-Run: .venv/bin/python bench/code_exec.py [--reps 5] [--calls 50] [--no-suite]
+Run: flock /tmp/bench.lock .venv/bin/python bench/code_exec.py [--reps 5] [--calls 50] [--no-suite]
+(as root, for the sandbox; `--render` re-renders the table from bench/results/code_exec.json).
 Writes bench/results/code_exec.json and prints the table (also in bench/results/code_exec.md).
 """
 
@@ -146,9 +147,10 @@ def table(data: dict) -> str:
                     f"| – | 100% | {'yes' if b['deny_failed'] == b['deny_total'] else 'no'} |")
     notes = [f"- Medians over {len(sand)} interleaved repetitions (range in parentheses); warm round trip: "
              f"median of {data['calls']} calls per repetition. Isolation level measured: {sand[0]['level']}.",
-             "- Cold start: what a Runner's first session (and every session with "
-             "`plugin_options={'code_exec': {'spare': False}}` or a configured working_directory) waits for "
-             "at its first call. Session start with the spare ready: what later sessions wait for by default "
+             "- Cold start: the most a Runner's first session waits for at its first call (its kernel starts "
+             "in the background when its tools are built), and what every session waits for with "
+             "`plugin_options={'code_exec': {'spare': False}}` or a configured working_directory. Session "
+             "start with the spare ready: what later sessions wait for by default "
              "(the Runner keeps one started, never-used kernel for the next new session, refilled in the "
              "background); it includes the first cell, run while the next spare starts beside it.",
              f"- Restart: from the end of the {data['grace_s']:g} s grace period to the result of a cell that "
@@ -177,7 +179,13 @@ def main() -> None:
     parser.add_argument("--grace", type=float, default=1.0)
     parser.add_argument("--no-suite", action="store_true", help="skip the escape suite runs")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--render", action="store_true", help="only re-render the table from code_exec.json")
     args = parser.parse_args()
+    if args.render:
+        text = table(json.loads((args.out / "code_exec.json").read_text()))
+        (args.out / "code_exec.md").write_text(text + "\n")
+        print(text)
+        return
     data: dict = {"sandboxed": [], "no_isolation": [], "calls": args.calls, "grace_s": args.grace,
                   "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}",
                   "loadavg": " ".join(f"{x:.1f}" for x in os.getloadavg()), "goals": GOALS}
