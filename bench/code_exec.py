@@ -2,16 +2,21 @@
 
 Figures, each for the sandboxed executor and, interleaved in the same run as the reference, the
 same executor with isolation off (`AGENTKIT_SANDBOX=off`):
-- *start*: `LocalExecutor(spec)` + `start()` until the kernel answers (median of --reps, after
-  one discarded warm-up per mode: the once-per-process sandbox probe is not counted), as wall time
-  and as CPU seconds (kernel process + host), which other jobs on the machine do not inflate;
+- *cold start* (no spare): `LocalExecutor(spec)` + `start()` until the kernel answers (median of
+  --reps, after one discarded warm-up per mode: the once-per-process sandbox probe is not counted),
+  as wall time and as CPU seconds (kernel process + host), which other jobs on the machine do not
+  inflate;
+- *session start with the spare ready*: an `ExecutorPool(spare=...)` (what the Runner uses by
+  default) whose spare kernel has finished starting; from `claim(session)` to the result of the
+  session's first `1+1` (which runs while the pool starts the next spare beside it);
 - *warm round trip*: `execute("1+1")` on a started kernel (median of --calls per repetition);
 - *restart after a kill*: a cell ignoring SIGINT and SIGTERM at a 0.5 s timeout; the time from
   the end of the grace period to the result (kill of the uid, new kernel ready);
 - *escape suite*: tests/plugins/code_exec/test_escape.py run as is (deny tests that passed =
   contained) and in sabotage mode (deny tests that failed = the tests can fail).
-Goals (plugin-anchors.md §1): start ≤ 1.0 s, warm ≤ 30 ms, restart ≤ 2 s, 100% contained.
-Run: .venv/bin/python bench/code_exec.py [--reps 5] [--calls 50] [--no-suite]
+Goals (plugin-anchors.md §1): start ≤ 1.0 s (the cold start), warm ≤ 30 ms, restart ≤ 2 s, 100% contained.
+Run: flock /tmp/bench.lock .venv/bin/python bench/code_exec.py [--reps 5] [--calls 50] [--no-suite]
+(as root, for the sandbox; `--render` re-renders the table from bench/results/code_exec.json).
 Writes bench/results/code_exec.json and prints the table (also in bench/results/code_exec.md).
 """
 
@@ -31,10 +36,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agentkit.plugins.code_exec import ExecutorSpec, LocalExecutor  # noqa: E402
+from agentkit.plugins.code_exec import ExecutorPool, ExecutorSpec, LocalExecutor  # noqa: E402
 from agentkit.testing.escape_suite import run_escape_suite  # noqa: E402
 
-GOALS = {"start_s": 1.0, "start_cpu_s": 1.0, "warm_ms": 30.0, "restart_s": 2.0}
+GOALS = {"start_s": 1.0, "start_cpu_s": 1.0, "spare_start_s": 1.0, "warm_ms": 30.0, "restart_s": 2.0}
 IGNORE_SIGNALS = ("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
                   "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: pass")
 
@@ -70,11 +75,30 @@ def one_repetition(sandboxed: bool, calls: int, grace_s: float) -> dict:
         assert killed.status == "killed", killed
         assert executor.execute("1+1", 10).result == "2"
         executor.close()
+        spare_start_s = _spare_start(workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         _set_mode(True)
-    return {"start_s": start_s, "start_cpu_s": start_cpu_s, "warm_ms": statistics.median(warm),
-            "restart_s": restart_s, "level": level}
+    return {"start_s": start_s, "start_cpu_s": start_cpu_s, "spare_start_s": spare_start_s,
+            "warm_ms": statistics.median(warm), "restart_s": restart_s, "level": level}
+
+
+def _spare_start(root: Path) -> float:
+    """A new session's start as the Runner's pool serves it: claim with the spare ready, first 1+1."""
+    made = iter(range(1_000_000))
+    pool = ExecutorPool(spare=lambda: ExecutorSpec(workdir=root / f"session-{next(made)}"))
+    try:
+        pool.claim("first")  # a pool's first session starts cold; it also fills the spare
+        if not pool.wait_spare(60):
+            raise RuntimeError("the spare executor did not start within 60 s")
+        t0 = time.perf_counter()
+        executor, _ = pool.claim("second")
+        result = executor.execute("1+1", 10)
+        elapsed = time.perf_counter() - t0
+        assert result.result == "2", result
+        return elapsed
+    finally:
+        pool.close_all()
 
 
 def _cpu_seconds(pid: int | None) -> float:
@@ -97,8 +121,10 @@ def table(data: dict) -> str:
     sand, off = data["sandboxed"], data["no_isolation"]
     rows = ["| figure | sandboxed | no isolation (reference) | sandboxed ÷ reference | goal | met |",
             "|---|---|---|---|---|---|"]
-    for key, label, fmt, unit in (("start_s", "kernel start (s)", ".3f", "s"),
-                                  ("start_cpu_s", "kernel start, CPU seconds (kernel + host)", ".3f", "s"),
+    for key, label, fmt, unit in (("start_s", "cold kernel start, no spare (s)", ".3f", "s"),
+                                  ("start_cpu_s", "cold kernel start, CPU seconds (kernel + host)", ".3f", "s"),
+                                  ("spare_start_s", "session start with the spare ready, to the first `1+1` "
+                                   "result (s)", ".3f", "s"),
                                   ("warm_ms", "warm `1+1` round trip (ms)", ".1f", "ms"),
                                   ("restart_s", "restart after a kill (s)", ".3f", "s")):
         ratio = _median(sand, key) / _median(off, key)
@@ -121,6 +147,12 @@ def table(data: dict) -> str:
                     f"| – | 100% | {'yes' if b['deny_failed'] == b['deny_total'] else 'no'} |")
     notes = [f"- Medians over {len(sand)} interleaved repetitions (range in parentheses); warm round trip: "
              f"median of {data['calls']} calls per repetition. Isolation level measured: {sand[0]['level']}.",
+             "- Cold start: the most a Runner's first session waits for at its first call (its kernel starts "
+             "in the background when its tools are built), and what every session waits for with "
+             "`plugin_options={'code_exec': {'spare': False}}` or a configured working_directory. Session "
+             "start with the spare ready: what later sessions wait for by default "
+             "(the Runner keeps one started, never-used kernel for the next new session, refilled in the "
+             "background); it includes the first cell, run while the next spare starts beside it.",
              f"- Restart: from the end of the {data['grace_s']:g} s grace period to the result of a cell that "
              "ignores SIGINT and SIGTERM (kill of the sandbox uid + a new kernel ready).",
              "- CPU seconds: the kernel process's utime + stime when it is ready (the launcher execs, so "
@@ -147,7 +179,13 @@ def main() -> None:
     parser.add_argument("--grace", type=float, default=1.0)
     parser.add_argument("--no-suite", action="store_true", help="skip the escape suite runs")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--render", action="store_true", help="only re-render the table from code_exec.json")
     args = parser.parse_args()
+    if args.render:
+        text = table(json.loads((args.out / "code_exec.json").read_text()))
+        (args.out / "code_exec.md").write_text(text + "\n")
+        print(text)
+        return
     data: dict = {"sandboxed": [], "no_isolation": [], "calls": args.calls, "grace_s": args.grace,
                   "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}",
                   "loadavg": " ".join(f"{x:.1f}" for x in os.getloadavg()), "goals": GOALS}
@@ -159,6 +197,7 @@ def main() -> None:
             sample = one_repetition(sandboxed, args.calls, args.grace)
             data["sandboxed" if sandboxed else "no_isolation"].append(sample)
             print(f"rep {rep + 1} {'sandboxed' if sandboxed else 'off':9s} start {sample['start_s']:.3f} s "
+                  f"spare {sample['spare_start_s']:.3f} s "
                   f"warm {sample['warm_ms']:.1f} ms restart {sample['restart_s']:.3f} s", flush=True)
     if not args.no_suite:
         data["escape_suite"] = {"sandboxed": _suite_counts(run_escape_suite(ROOT, sabotage=False)),

@@ -7,7 +7,8 @@ process of its sandbox uid, then deletes its private state dir (never the workdi
 still open at interpreter exit are closed then (and a kernel whose host process dies exits by
 itself: ipykernel polls its parent). `ExecutorPool(factory, idle_ttl_s)` keeps one executor per
 session id, reaps idle ones (last `get` or last call, never while a call runs) from a daemon
-thread, and closes all at `close_all()`.
+thread, and closes all at `close_all()`. With `spare=make_spec` it also keeps one started,
+never-used executor for the next new session (spare.py), which `claim(session_id)` hands out.
 Files the host writes into the workdir (root-owned) are handed to the sandbox uid before each
 call. `execute`/`reset` raise `KernelStartError` (an AgentkitError) only when no kernel can be started.
 
@@ -38,6 +39,7 @@ from agentkit.plugins.code_exec.sandbox import (
     sweep_uid,
 )
 from agentkit.plugins.code_exec.shell import run_shell
+from agentkit.plugins.code_exec.spare import Spare
 
 __all__ = ["ExecutorPool", "LocalExecutor", "local_executor_factory"]
 
@@ -174,10 +176,14 @@ def _close_live_executors() -> None:
 
 class ExecutorPool:
     """Executors by session id; idle ones are closed after `idle_ttl_s` (reaper thread). An
-    executor's optional `busy` / `last_used` attributes (LocalExecutor has both) refine "idle"."""
+    executor's optional `busy` / `last_used` attributes (LocalExecutor has both) refine "idle".
+    `spare`: makes the spec (a fresh workdir) of the next new session's executor, which is then
+    built and started ahead of time; `claim` hands it out; unclaimed, it is closed like an idle
+    executor after `idle_ttl_s` and at `close_all`."""
 
     def __init__(self, factory: Callable[[ExecutorSpec], CodeExecutor] = local_executor_factory,
-                 idle_ttl_s: float = 3600.0, *, reap_every_s: float | None = None) -> None:
+                 idle_ttl_s: float = 3600.0, *, reap_every_s: float | None = None,
+                 spare: Callable[[], ExecutorSpec] | None = None) -> None:
         if not callable(factory):
             raise TypeError("ExecutorPool(factory=...) must be callable: factory(spec) -> CodeExecutor")
         if idle_ttl_s <= 0:
@@ -188,6 +194,44 @@ class ExecutorPool:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
+        if spare is not None and not callable(spare):
+            raise TypeError("ExecutorPool(spare=...) must be callable: spare() -> ExecutorSpec, or None")
+        self.spare = Spare(factory, spare) if spare is not None else None
+        self._starting: threading.Thread | None = None
+
+    def wait_spare(self, timeout_s: float = 60.0) -> bool:
+        """Wait until the spare is started (after a cold-claimed session's own start); True when ready."""
+        if self.spare is None:
+            return False
+        end = time.monotonic() + timeout_s
+        if self._starting is not None:
+            self._starting.join(timeout_s)
+        return self.spare.wait(max(end - time.monotonic(), 0.0))
+
+    def claim(self, session_id: str) -> tuple[CodeExecutor, ExecutorSpec]:
+        """A new session's executor and its spec: the started spare (waiting for one being built),
+        else one built now from the spare's spec maker and started in the background (its first call
+        waits for it); the spare is refilled in the background."""
+        if not isinstance(session_id, str) or not session_id:
+            raise ValueError("ExecutorPool.claim needs a non-empty session id string")
+        if self.spare is None:
+            raise ValueError("ExecutorPool.claim needs a pool built with spare=make_spec; use get(session_id, spec)")
+        with self._lock:
+            if session_id in self._executors:
+                raise ValueError(f"session {session_id!r} already has an executor; use get(session_id, spec)")
+        taken = self.spare.take()
+        if taken is None:  # start it now, beside the model's first turn; then refill the spare
+            spec = self.spare.make_spec()
+            taken = (self.factory(spec), spec)
+            self._starting = threading.Thread(target=self._start_then_fill, args=(taken[0],),
+                                              name="agentkit-executor-start", daemon=True)
+            self._starting.start()
+        else:
+            self.spare.fill()
+        with self._lock:
+            self._executors[session_id] = (taken[0], time.monotonic())
+            self._ensure_reaper()
+        return taken
 
     def get(self, session_id: str, spec: ExecutorSpec) -> CodeExecutor:
         """The session's executor, built from `spec` on first use (later specs are ignored)."""
@@ -202,6 +246,17 @@ class ExecutorPool:
             self._executors[session_id] = (executor, time.monotonic())
             self._ensure_reaper()
             return executor
+
+    def _start_then_fill(self, executor: CodeExecutor) -> None:
+        start = getattr(executor, "start", None)
+        try:
+            if start is not None:
+                start()
+        except Exception as exc:  # the session's first call starts it again and reports the error
+            logger.info("starting a new session's executor ahead of its first call failed: %s: %s",
+                        type(exc).__name__, exc)
+        if self.spare is not None:
+            self.spare.fill()
 
     def __contains__(self, session_id: str) -> bool:
         with self._lock:
@@ -230,11 +285,15 @@ class ExecutorPool:
             closing = [self._executors.pop(sid)[0] for sid in stale]
         for executor in closing:
             _close_quietly(executor)
+        if self.spare is not None:
+            self.spare.reap(self.idle_ttl_s)
         return stale
 
     def close_all(self) -> None:
-        """Close every executor and stop the reaper."""
+        """Close every executor (the spare too, waiting for one being built) and stop the reaper."""
         self._stop.set()
+        if self.spare is not None:
+            self.spare.close()
         with self._lock:
             closing = [executor for executor, _ in self._executors.values()]
             self._executors.clear()

@@ -6,7 +6,9 @@ runs cells with `allow_stdin=False` (so `input()` raises), collects stdout/stder
 expression's repr, the traceback and PNG images (inline matplotlib / display_data), and enforces
 the deadline: SIGINT at the timeout; if the kernel is not idle after `grace_s`, every process of
 the sandbox uid is SIGKILLed and a fresh kernel starts (status "killed"). A kernel that dies on
-its own (os._exit, CPU limit) is restarted the same way.
+its own (os._exit, CPU limit) is restarted the same way. RLIMIT_CPU counts a process's whole
+life, so before each cell the kernel's limit is moved to its CPU time so far plus the budget
+(`prlimit`, as root): every call gets the full CPU budget, however long the session.
 
 Non-goals: deciding the isolation (sandbox.py), shell commands (shell.py), pooling (executor.py).
 """
@@ -18,6 +20,7 @@ import logging
 import os
 import queue
 import re
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ logger = logging.getLogger(__name__)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 KERNEL_ARGS = ("--HistoryManager.enabled=False", "--InteractiveShell.colors=nocolor",
                "--IPKernelApp.quiet=True")
+RECONNECT_IVL_MS = 5
 
 
 class KernelStartError(AgentkitError, RuntimeError):
@@ -97,13 +101,23 @@ class SandboxedKernel:
             km.start_kernel(cwd=str(self.workdir), env=dict(self.plan.env), stdout=self._log, stderr=self._log)
         except Exception as exc:
             self._kill()
+            self.km = None  # the next call starts afresh
             raise KernelStartError(f"kernel failed to start: {exc}; {self._log_tail()}") from exc
-        self._connect()
+        try:
+            self._connect()
+        except KernelStartError:
+            self.km = None
+            raise
 
     def _connect(self) -> None:
         if self.kc is not None:
             self.kc.stop_channels()
         self.kc = self.km.client()
+        # The channels connect before the kernel has bound its sockets; zmq retries a refused
+        # connect every RECONNECT_IVL (100 ms by default), which was dead time at every start.
+        import zmq
+
+        self.kc.context.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
         self.kc.start_channels()
         try:
             self._wait_ready(time.monotonic() + self.startup_timeout_s)
@@ -183,6 +197,7 @@ class SandboxedKernel:
         started = time.monotonic()
         out: dict[str, Any] = {"stdout": [], "stderr": [], "result": None, "exception": None, "images": []}
         sizes = {"stdout": 0, "stderr": 0}
+        self._renew_cpu_limit()
         msg_id = self.kc.execute(code, silent=False, store_history=True, allow_stdin=False, stop_on_error=False)
         status = self._collect(msg_id, out, sizes, started + timeout_s)
         if status == "timeout":
@@ -208,6 +223,19 @@ class SandboxedKernel:
                           result=out["result"], exception=out["exception"], images=out["images"],
                           execution_time_ms=(time.monotonic() - started) * 1000.0,
                           isolation=self.plan.report.describe())
+
+    def _renew_cpu_limit(self) -> None:
+        """Give this call the full CPU budget: RLIMIT_CPU = CPU seconds used so far + the budget."""
+        budget, pid = self.plan.plan.get("rlimits", {}).get("cpu"), self.pid
+        if not budget or not self.plan.plan.get("cpu_per_call") or pid is None:
+            return
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            used = (int(fields[11]) + int(fields[12])) // os.sysconf("SC_CLK_TCK")
+            resource.prlimit(pid, resource.RLIMIT_CPU, (used + 1 + int(budget),) * 2)
+        except (OSError, ValueError, IndexError) as exc:  # gone: the cell's result says so
+            logger.debug("renewing the CPU limit of %s failed: %s", pid, exc)
 
     def _exit_code(self) -> int | None:
         proc = getattr(self.km.provisioner, "process", None)

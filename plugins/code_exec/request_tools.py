@@ -16,7 +16,11 @@ model in system notes.
 
 Plugin options (`Runner(plugin_options={"code_exec": {...}})`, i.e. `RunnerConfig.extra`):
 `executor` (name, default "local"),
-`idle_ttl_s` (seconds an idle session's executor lives, default 3600).
+`idle_ttl_s` (seconds an idle session's executor lives, default 3600),
+`spare` (default True: with per-session temporary work directories, one started, never-used
+executor waits for the next new session, so its first call skips the kernel start; refilled in the
+background after each new session, closed after `idle_ttl_s` unused and at shutdown; not used with
+a configured `working_directory`, which sessions share).
 
 Importing this module does not import jupyter_client: the executor modules load on first use.
 
@@ -80,6 +84,7 @@ class CodeExecPlugin(LocalExecutorPlugin):
     def __init__(self) -> None:
         self._config = RunnerConfig()
         self._lock = threading.Lock()
+        self._claim_lock = threading.Lock()
         self._pool: Any = None
         self._workdirs: dict[str, Path] = {}
         self._temp_dirs: list[Path] = []
@@ -98,10 +103,12 @@ class CodeExecPlugin(LocalExecutorPlugin):
         _same(code and code.working_directory, shell and shell.working_directory, "working_directory")
         _same(code and code.sandbox_policy, shell and shell.sandbox_policy, "sandbox_policy")
         options = config.plugin_options(PLUGIN_NAME)
-        unknown = set(options) - {"executor", "idle_ttl_s"}
+        unknown = set(options) - {"executor", "idle_ttl_s", "spare"}
         if unknown:
             raise ConfigError(f"extra[{PLUGIN_NAME!r}] has unknown option(s) {sorted(unknown)}; "
-                              f"known: 'executor', 'idle_ttl_s'")
+                              f"known: 'executor', 'idle_ttl_s', 'spare'")
+        if not isinstance(options.get("spare", True), bool):
+            raise ConfigError(f"extra[{PLUGIN_NAME!r}]['spare'] must be True or False, got {options['spare']!r}")
         name = options.get("executor", DEFAULT_EXECUTOR)
         if not isinstance(name, str) or not name:
             raise ConfigError(f"extra[{PLUGIN_NAME!r}]['executor'] must be an executor name, got {name!r}")
@@ -130,14 +137,40 @@ class CodeExecPlugin(LocalExecutorPlugin):
                 ttl = float(self._config.plugin_options(PLUGIN_NAME).get("idle_ttl_s", DEFAULT_IDLE_TTL_S))
                 registered = (context.code_executors() if context.code_executors is not None
                               else {DEFAULT_EXECUTOR: module.local_executor_factory})
-                self._pool = module.ExecutorPool(self._factory(registered), idle_ttl_s=ttl)
+                spare = self._new_temp_spec if self._spare_wanted() else None
+                self._pool = module.ExecutorPool(self._factory(registered), idle_ttl_s=ttl, spare=spare)
             return self._pool
+
+    def _configured_workdir(self) -> str | None:
+        code, shell = self._config.code_execution_config, self._config.shell_config
+        return _same(code and code.working_directory, shell and shell.working_directory, "working_directory")
+
+    def _spare_wanted(self) -> bool:
+        return bool(self._config.plugin_options(PLUGIN_NAME).get("spare", True)) and not self._configured_workdir()
+
+    def _new_temp_spec(self) -> Any:
+        """The spec of a new session's executor in a new temporary work directory (the spare's)."""
+        path = Path(tempfile.mkdtemp(prefix="mistralrs-code-"))
+        with self._lock:
+            self._temp_dirs.append(path)
+        return self._spec(path)
+
+    def _session_executor(self, pool: Any, session_id: str) -> tuple[Any, Any]:
+        """The session's executor and spec; a new session takes the pool's spare when it has one."""
+        with self._claim_lock:  # one claim per new session, even for concurrent requests
+            with self._lock:
+                known = self._workdirs.get(session_id)
+            if known is None and pool.spare is not None and session_id not in pool:
+                executor, spec = pool.claim(session_id)
+                with self._lock:
+                    self._workdirs[session_id] = spec.workdir
+                return executor, spec
+        spec = self._spec(self._workdir(session_id))
+        return pool.get(session_id, spec), spec
 
     def _workdir(self, session_id: str) -> Path:
         """The session's work directory: the configured one (shared), else its own temp dir."""
-        code, shell = self._config.code_execution_config, self._config.shell_config
-        configured = _same(code and code.working_directory, shell and shell.working_directory,
-                           "working_directory")
+        configured = self._configured_workdir()
         with self._lock:
             path = self._workdirs.get(session_id)
             if path is None:
@@ -181,9 +214,9 @@ class CodeExecPlugin(LocalExecutorPlugin):
         if not (want_code or want_shell):
             return None
         session_id = context.session.id
-        workdir = self._workdir(session_id)
-        pool, spec = self._get_pool(context), self._spec(workdir)
-        executor = pool.get(session_id, spec)
+        pool = self._get_pool(context)
+        executor, spec = self._session_executor(pool, session_id)
+        workdir = spec.workdir
         names, skipped = mount_input_files(workdir, context.input_files)
         if names or skipped:
             context.notes.append(inputs_note(names, skipped))
@@ -207,9 +240,10 @@ class CodeExecPlugin(LocalExecutorPlugin):
         """Close every session's executor and delete the temporary work directories."""
         with self._lock:
             pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close_all()  # first: a spare being built still adds its work directory
+        with self._lock:
             temp, self._temp_dirs = self._temp_dirs, []
             self._workdirs.clear()
-        if pool is not None:
-            pool.close_all()
         for path in temp:
             remove_tree(path)

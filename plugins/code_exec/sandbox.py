@@ -8,6 +8,7 @@ Missing pieces degrade explicitly (named in `IsolationReport.missing`); `Sandbox
 raises `SandboxUnavailableError` instead. `AGENTKIT_SANDBOX=off` (also "0", "false", "none") is the
 escape hatch: nothing is applied, the host environment is inherited, and the report says "no
 isolation". `sweep_uid()` kills every process of a sandbox uid (close, restart, fork bombs).
+`can_renew_limits()` says whether the kernel's CPU limit can be renewed per call (kernel.py).
 
 Non-goals: applying anything (confine.py does, in the child), seccomp, cgroups, macOS/Windows.
 """
@@ -48,6 +49,10 @@ SANDBOX_GID = 65534  # nogroup
 SYSTEM_RX = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 SYSTEM_RO = ("/etc", "/proc", "/sys/devices/system/cpu", "/dev/urandom", "/dev/random")
 SYSTEM_RW = ("/dev/null", "/dev/zero", "/dev/tty")
+
+
+NOT_USED = "seccomp, cgroups, a pid namespace"
+"""Mechanisms this sandbox does not apply at all (named in every report, so none is assumed)."""
 
 
 class SandboxUnavailableError(AgentkitError, RuntimeError):
@@ -149,7 +154,8 @@ class IsolationReport:
         if self.no_new_privs:
             parts.append("no_new_privs")
         text = f"sandbox ({self.level}): " + "; ".join(parts)
-        return text + (f"; not applied: {', '.join(self.missing)}" if self.missing else "")
+        text += f"; not applied: {', '.join(self.missing)}" if self.missing else ""
+        return text + "; not used: " + NOT_USED
 
 
 @dataclass(frozen=True)
@@ -245,6 +251,20 @@ def release_uid(plan: SandboxPlan) -> None:
         object.__setattr__(plan, "uid_lock", None)
 
 
+CAP_SYS_RESOURCE = 24
+
+
+def can_renew_limits() -> bool:
+    """Whether this process may raise another process's hard rlimits (`prlimit`): CAP_SYS_RESOURCE,
+    which root has unless a container dropped it; without it the kernel's CPU limit is cumulative."""
+    try:
+        with open("/proc/self/status") as f:
+            caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return False
+    return bool(caps >> CAP_SYS_RESOURCE & 1)
+
+
 def plan_sandbox(policy: SandboxPolicy | None, python: str, workdir: Path, state: Path, *,
                  timeout_s: float = 60.0, extra_env: dict[str, str] | None = None) -> SandboxPlan:
     """Decide what applies to an executor whose workdir is `workdir` and private state dir `state`.
@@ -294,7 +314,7 @@ def plan_sandbox(policy: SandboxPolicy | None, python: str, workdir: Path, state
     plan = {"netns": netns, "loopback": netns and policy.network == NetworkMode.Loopback,
             "deny_tcp": policy.network == NetworkMode.NoNetwork,
             "hide_dirs": hide, "keep": [*rw, *rx, *ro], "readonly": [os.path.join(real[0], ".git")],
-            "rlimits": limits, "uid": uid, "gid": gid, "drop_caps": facts.root and not drop,
+            "rlimits": limits, "cpu_per_call": can_renew_limits(), "uid": uid, "gid": gid, "drop_caps": facts.root and not drop,
             "no_new_privs": True, "landlock_abi": facts.landlock_abi,
             "landlock": {"rw": rw, "rx": rx, "ro": ro} if facts.landlock_abi >= 1 else None}
     network = ("none (private network namespace, loopback down)" if netns and not plan["loopback"]
@@ -308,7 +328,9 @@ def plan_sandbox(policy: SandboxPolicy | None, python: str, workdir: Path, state
         files += "; private /tmp and /run; /proc lists only its own processes; the workdir's .git read-only"
     nproc = f"procs {policy.max_procs}" + ("" if drop else " (not enforced for root)")
     limit_text = (f"memory {policy.max_memory_mb} MiB, {nproc}, open files {policy.max_open_fds}, "
-                  f"file size {policy.max_file_sz_mb} MiB, cpu {limits['cpu']} s")
+                  f"file size {policy.max_file_sz_mb} MiB, cpu {limits['cpu']} s "
+                  + ("per call" if plan["cpu_per_call"] else "per interpreter in total (renewing it per call "
+                     "needs CAP_SYS_RESOURCE; when used up, the interpreter is replaced)"))
     env = _sandbox_env(policy, state, extra_env)
     report = IsolationReport(True, network, user, files, limit_text, "clean (no host variables)", True,
                              tuple(missing))

@@ -13,6 +13,7 @@ import pytest
 from agentkit.api.agent_options import SandboxPolicy
 from agentkit.plugins.code_exec import ExecutorSpec, LocalExecutor, sandbox_disabled
 from agentkit.plugins.code_exec.sandbox import detect, kernel_python
+from agentkit.plugins.code_exec.spare import Spare
 
 SECRET_VAR = "AGENTKIT_ESCAPE_SECRET"
 ESCAPE_POLICY = SandboxPolicy(max_memory_mb=1024, max_procs=64, max_open_fds=256, max_file_sz_mb=64)
@@ -58,13 +59,21 @@ def _make(policy: SandboxPolicy | None, grace_s: float) -> tuple[LocalExecutor, 
 @pytest.fixture(scope="module")
 def escape_executor(require_sandbox):
     """One sandboxed executor for the escape suite (1 GiB memory cap, 1 s grace); a host secret is
-    in this process's environment when it starts."""
+    in this process's environment when it starts. It comes the way the Runner serves sessions by
+    default: built and started in the background as a spare, then handed out (spare.py)."""
     os.environ[SECRET_VAR] = "s3cret-from-the-host"
-    executor, workdir = _make(ESCAPE_POLICY, grace_s=1.0)
+    spare = Spare(lambda spec: LocalExecutor(spec, grace_s=1.0),
+                  lambda: ExecutorSpec(workdir=Path(tempfile.mkdtemp(prefix="agentkit-test-wd-")),
+                                       policy=ESCAPE_POLICY, timeout_s=30))
+    spare.fill()
+    taken = spare.take()
+    spare.close()
+    assert taken is not None, "the spare executor did not start (see the log)"
+    executor = taken[0]
     yield executor
     os.environ.pop(SECRET_VAR, None)
     executor.close()
-    shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(executor.workdir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ idle reaping and close_all leaving no process behind, and the plugin registratio
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import time
 
@@ -211,5 +212,68 @@ def test_files_the_host_puts_in_the_workdir_become_the_sandboxs(require_sandbox,
         result = executor.shell(["echo 1,2 >> input.csv", "echo more >> skills/demo/run.sh", "cat input.csv"], 10)
         assert result.status == "success" and result.stdout == "a,b\n1,2\n", result
         assert os.stat("/etc/passwd").st_uid == 0  # the symlink was not followed
+    finally:
+        executor.close()
+
+
+BURN = "import time\nend = time.process_time() + {s}\nwhile time.process_time() < end:\n    pass\n'burnt'"
+
+
+def _burner(tmp_path) -> LocalExecutor:
+    """An executor with a 2 CPU-second budget (the kernel's own start uses ~0.2 s of it)."""
+    return LocalExecutor(ExecutorSpec(workdir=tmp_path / "wd", policy=SandboxPolicy(max_cpu_secs=2), timeout_s=0.5),
+                         grace_s=1.0)
+
+
+def test_the_cpu_limit_is_per_call_however_long_the_session(require_sandbox, tmp_path):
+    from agentkit.plugins.code_exec.sandbox import can_renew_limits, sandbox_disabled
+
+    if sandbox_disabled() or not can_renew_limits():
+        pytest.skip("renewing the kernel's CPU limit needs the sandbox and CAP_SYS_RESOURCE (prlimit)")
+    executor = _burner(tmp_path)
+    try:
+        assert "cpu 2 s per call" in executor.isolation.describe()
+        for _ in range(2):  # 2.4 CPU-seconds in all, each call within its budget
+            result = executor.execute(BURN.format(s=1.2), 60)
+            assert (result.status, result.result) == ("ok", "'burnt'"), result
+        pid = executor.kernel_pid
+        over = executor.execute(BURN.format(s=3.5), 60)  # one call over its budget (2 to 3 s) still dies
+        assert over.status == "killed" and "died" in over.stderr and executor.kernel_pid != pid, over
+    finally:
+        executor.close()
+
+
+def test_without_cap_sys_resource_the_cpu_limit_is_per_interpreter_and_says_so(require_sandbox, tmp_path, monkeypatch):
+    from agentkit.plugins.code_exec.sandbox import can_renew_limits, sandbox_disabled
+
+    if sandbox_disabled() or can_renew_limits():
+        pytest.skip("this host renews the CPU limit per call (test above)")
+    executor = _burner(tmp_path)
+    try:
+        assert "cpu 2 s per interpreter in total" in executor.isolation.describe()
+        first = executor.execute(BURN.format(s=1.2), 60)
+        assert first.status == "ok", first
+        spent = executor.execute(BURN.format(s=1.2), 60)  # the interpreter's second 1.2 s passes 2 s
+        assert spent.status == "killed" and "died" in spent.stderr, spent
+        assert executor.execute("1 + 1", 20).result == "2"  # a fresh interpreter, a fresh budget
+        # where the capability exists, each call moves the limit to CPU used + 1 + budget
+        calls = []
+        monkeypatch.setattr(resource, "prlimit", lambda *args: calls.append(args))
+        executor.plan.plan["cpu_per_call"] = True
+        assert executor.execute("2 + 2", 20).result == "4"
+        assert len(calls) == 1 and calls[0][:2] == (executor.kernel_pid, resource.RLIMIT_CPU), calls
+        assert calls[0][2][0] == calls[0][2][1] >= 3, calls  # a fresh kernel: 0 s used + 1 + 2 s
+    finally:
+        executor.close()
+
+
+def test_a_kernel_that_cannot_start_raises_the_same_clear_error_on_every_call(require_sandbox, tmp_path):
+    from agentkit.plugins.code_exec.kernel import KernelStartError
+
+    executor = LocalExecutor(ExecutorSpec(workdir=tmp_path / "wd", python_path="/bin/false"))
+    try:
+        for _ in range(2):  # the failed start is not left half-made: the next call tries again
+            with pytest.raises(KernelStartError, match="kernel"):
+                executor.execute("1", 10)
     finally:
         executor.close()

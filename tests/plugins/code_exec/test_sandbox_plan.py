@@ -30,6 +30,7 @@ def test_full_isolation_is_reported_as_applied(monkeypatch, tmp_path):
     assert str(tmp_path / "wd") in plan.plan["landlock"]["rw"]
     text = plan.report.describe()
     assert "Landlock ABI 7" in text and "unprivileged uid" in text and "not applied" not in text
+    assert text.endswith("; not used: seccomp, cgroups, a pid namespace")
     assert set(plan.env) >= {"PATH", "HOME"} and "HF_HOME" not in plan.env
 
 

@@ -57,7 +57,8 @@ def _alive(pid):
 
 def test_the_executor_named_in_the_options_runs_the_code_and_shutdown_closes_it():
     rec = Recording()
-    host = _host(rec, code_execution_config=CodeExecutionConfig(), extra={"code_exec": {"executor": "recording"}})
+    host = _host(rec, code_execution_config=CodeExecutionConfig(),
+                 extra={"code_exec": {"executor": "recording", "spare": False}})  # test_spare.py: with one
     tools = host.request_tools(_context(host, enable_code_execution=True))
     out = json.loads(tools["mistralrs_execute_python"].fn("mistralrs_execute_python", {"code": "import os; os.getpid()"}).content)
     assert out["status"] == "ok" and len(rec.made) == 1
@@ -105,6 +106,7 @@ def test_a_configured_working_directory_is_shared_and_kept(tmp_path):
     (dict(plugin_options={"code_exec": {"idle_ttl": 5}}), "unknown option"),
     (dict(plugin_options={"code_exec": {"idle_ttl_s": 0}}), "idle_ttl_s.*positive"),
     (dict(plugin_options={"code_exec": {"executor": ""}}), "executor name"),
+    (dict(plugin_options={"code_exec": {"spare": "yes"}}), "spare.*True or False"),
     (dict(code_execution_config=CodeExecutionConfig(working_directory="/tmp/a"),
           shell_config=ShellConfig(working_directory="/tmp/b")), "different working_directory"),
 ])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 
 import pytest
@@ -182,3 +183,40 @@ def test_a_huge_print_fits_the_loop_budget_so_the_loop_neither_cuts_nor_spills_i
     out = json.loads(rec.result_content)  # whole JSON: the loop's own head/tail cut did not fire
     assert out["full_stdout_file"].startswith(".outputs/") and "characters truncated" in out["stdout"]
     assert not any(f.name.endswith("_output_r0.txt") for f in resp.files or [])  # no spilled copy
+
+
+class RecordingExecutors:
+    """Registers "recording": the local executor, remembered (sessions and spares alike)."""
+
+    def __init__(self) -> None:
+        self.made: list = []
+
+    @hookimpl
+    def register_code_executors(self, register):
+        from agentkit.plugins.code_exec import LocalExecutor
+
+        def factory(spec):
+            self.made.append(LocalExecutor(spec))
+            return self.made[-1]
+        register("recording", factory)
+
+
+def test_runner_shutdown_leaves_no_kernel_behind_spares_included(tiny_long):
+    from agentkit.plugins.code_exec.sandbox import pids_of_uid
+
+    script, rec = Script(), RecordingExecutors()
+    r = Runner(Which.Plain(tiny_long), progress=False, plugins=[script, rec],
+               code_execution_config=CodeExecutionConfig(timeout_secs=30),
+               plugin_options={"code_exec": {"executor": "recording"}})
+    try:
+        pids = [int(result_of(run_code(r, script, "import os\nos.getpid()", session_id=s))["result"])
+                for s in ("shut-a", "shut-b")]
+        assert pids[0] != pids[1] and len(rec.made) >= 2  # the next spare may still be starting
+    finally:
+        r.shutdown()
+    assert rec.made and all(e.closed for e in rec.made)
+    for executor in rec.made:
+        assert not executor.workdir.exists() and not executor.state.exists()
+        assert executor.plan.uid is None or pids_of_uid(executor.plan.uid) == []
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(") ")[-1][0] == "Z"
