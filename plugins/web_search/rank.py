@@ -156,7 +156,7 @@ def rank_chunks(query: str, chunks: list[Chunk], embedder: Embedder | None, meth
     if method == "embedding":
         order = [candidates[j] for j in _order(sims)]
     elif method == "fusion":
-        fused = fuse_scores([bm25[i] for i in candidates], sims)
+        fused = fuse_scores([bm25[i] for i in candidates], sims, DENSE_WEIGHT)
         order = [candidates[j] for j in _order(fused)] + rest
     else:
         votes: dict[int, float] = {}
