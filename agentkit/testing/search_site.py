@@ -4,7 +4,7 @@ Scope: `SearchSite` (a `ThreadingHTTPServer` on 127.0.0.1) serving
 - `/page/<slug>`: 40 HTML pages about fictional places (8 kinds x 5), each with realistic
   boilerplate (header and navigation, cookie banner, breadcrumb, "related articles" sidebar,
   newsletter box, footer) around 12 paragraphs, one of which holds a planted fact; `FACTS` lists
-  (slug, question, answer) with every answer string unique to its page's body, and
+  (slug, question, keywords, reverse `lookup`, answer) with every answer string unique to its page's body, and
   `MAIN_PARAGRAPHS` each page's true main text (title, then paragraphs). A third of the
   pages use `<article>`, a third only class names, a third neither (plain `div`s), so
   extraction cannot rely on semantic tags;
@@ -50,25 +50,34 @@ LAST = ["Quist", "Vintergaard", "Harrowby", "Lindenfeld", "Okonkwo", "Brandvold"
 STONES = ["Hallstow granite", "Pennick sandstone", "Marl Cove limestone", "Treveth slate", "Oakby basalt",
           "Corrie Ash marble", "Dunstane gritstone", "Wyre Hill flint"]
 
-# (fact sentence, question, value kind, the keywords an agent would search for with the name): {k} the kind of place (the sentence does not repeat its full
+# (fact sentence, question, value kind, the keywords an agent would search for with the name, the
+# reverse lookup from the value): {k} the kind of place (the sentence does not repeat its full
 # name, as later sentences of an article rarely do), {e} the place's full name, {v} the planted value
 ATTRIBUTES = [
     ("The plans were drawn up by the engineer {v}, who later wrote a memoir about the work.",
-     "Who designed the {e}?", "person", "designer"),
+     "Who designed the {e}?", "person", "designer",
+     "Which {k} was designed by {v}?"),
     ("Builders finally finished the {k} in {v}, two years behind schedule.",
-     "In what year was construction of the {e} completed?", "year", "completion year"),
+     "In what year was construction of the {e} completed?", "year", "completion year",
+     "Which {k} was completed in {v}?"),
     ("When the accounts were settled the {k} had cost {v} in total.",
-     "How much money did it take to build the {e}?", "money", "construction cost"),
+     "How much money did it take to build the {e}?", "money", "construction cost",
+     "Which {k} cost {v} to build?"),
     ("The outer walls of the {k} are faced with {v} brought in by barge.",
-     "What kind of stone covers the walls of the {e}?", "stone", "wall stone"),
+     "What kind of stone covers the walls of the {e}?", "stone", "wall stone",
+     "Which {k} is built of {v}?"),
     ("Attendance records show that roughly {v} people come to the {k} every year.",
-     "How many visitors does the {e} receive annually?", "count", "annual visitors"),
+     "How many visitors does the {e} receive annually?", "count", "annual visitors",
+     "Which {k} gets about {v} visitors a year?"),
     ("The money for the {k} was put up by the wool merchant {v}.",
-     "Who paid for the {e} to be built?", "person", "funded by"),
+     "Who paid for the {e} to be built?", "person", "funded by",
+     "Which {k} was paid for by {v}?"),
     ("Engineers measured the {k} at {v} from end to end in the 1990 survey.",
-     "How long is the {e}?", "length", "length"),
+     "How long is the {e}?", "length", "length",
+     "Which {k} is {v} long?"),
     ("The {k} was shut to the public for a major restoration in {v}.",
-     "In which year did the {e} close for restoration work?", "year", "restoration closure year"),
+     "In which year did the {e} close for restoration work?", "year", "restoration closure year",
+     "Which {k} closed for restoration in {v}?"),
 ]
 
 # sentence pools: {e} the place's full name, {p} the town, {k} the kind (lower case), {w} a minor figure
@@ -142,13 +151,18 @@ BOILERPLATE_LINES = [
 
 @dataclass(frozen=True)
 class Fact:
-    """One page's planted fact: ask `question` (or search `keywords`), expect `answer` in the output."""
+    """One page's planted fact: ask `question` (or search `keywords`), expect `answer` in the output.
+
+    `lookup` goes the other way, from the value to the place ("Which bridge was designed by
+    Oskar Quist?"): the exact names and numbers where word matching beats a small embedder.
+    """
 
     slug: str
     title: str
     question: str
     answer: str
     keywords: str = ""
+    lookup: str = ""
 
 
 def _build() -> tuple[dict[str, str], list[Fact]]:
@@ -163,7 +177,7 @@ def _build() -> tuple[dict[str, str], list[Fact]]:
         kind = KINDS[i % len(KINDS)]
         titles.append((place.lower() + "-" + kind.lower().replace(" ", "-"), f"{place} {kind}", place, kind))
     for i, (slug, title, place, kind) in enumerate(titles):
-        attr, question, vkind, keywords = ATTRIBUTES[(i // len(KINDS) + i) % len(ATTRIBUTES)]
+        attr, question, vkind, keywords, lookup = ATTRIBUTES[(i // len(KINDS) + i) % len(ATTRIBUTES)]
         if vkind == "person":
             value = people.pop()
         elif vkind == "year":
@@ -186,7 +200,8 @@ def _build() -> tuple[dict[str, str], list[Fact]]:
         paras[at] = ". ".join(host).replace("..", ".")
         MAIN_PARAGRAPHS[slug] = [title, *paras]
         related = rng.sample([t for t in titles if t[0] != slug], 5)
-        facts.append(Fact(slug, title, question.format(e=e), value, f"{title} {keywords}"))
+        facts.append(Fact(slug, title, question.format(e=e), value, f"{title} {keywords}",
+                          lookup.format(k=kind.lower(), v=value)))
         pages[slug] = _page(i, title, kind, paras, related)
     return pages, facts
 

@@ -11,7 +11,8 @@ Scope: `ServerConnection` (runs on the plugin's event loop) owns one server:
   forward, never past the hard cap; on expiry the request's scope is cancelled, which makes
   the SDK send `notifications/cancelled`, and `McpCallError` says what happened.
 - Crash handling: the transport's read stream is watched, so a server that dies is respawned
-  at once in the background (at most 3 times a minute; past that, by the next call), and a
+  at once in the background (at most 3 times a minute; past that, by the next call; the dead
+  session is torn down concurrently, so the new child starts without waiting for it), and a
   call never goes to a dead session; a connection lost during a call is respawned and the call
   retried once (not for tools annotated destructive, whose call may have had effects: those
   get an error saying so). Transport errors never reach the model raw.
@@ -119,6 +120,8 @@ class ServerConnection:
         self._stop: asyncio.Event | None = None
         self._lock: asyncio.Lock | None = None
         self._stderr: Any = None
+        self._reapers: set[asyncio.Task[None]] = set()  # dead sessions being torn down
+        self._respawning = False  # connecting again after the session was lost (its tools stay offered)
 
     # ---- transport -----------------------------------------------------------------------------
     def _transport(self) -> Any:
@@ -205,8 +208,38 @@ class ServerConnection:
         async with self._lock:
             if self.alive or self.state == "closed":
                 return
-            await self._stop_session()
-            await self._open(self.settings.connect_timeout_s if timeout is None else timeout)
+            self._respawning = self._lost and self._task is not None and self.state == "connected"
+            if self._respawning:
+                self._reap_old_session()  # its transport ended: tear it down while the new one starts
+            else:
+                await self._stop_session()
+            try:
+                await self._open(self.settings.connect_timeout_s if timeout is None else timeout)
+            finally:
+                self._respawning = False
+
+    @property
+    def offers_tools(self) -> bool:
+        """True while the listed tools should be offered: connected, or being respawned after a crash."""
+        return self.state == "connected" or (self.state == "connecting" and self._respawning)
+
+    def _reap_old_session(self) -> None:
+        """Stop the current (dead) session in a background task; `close()` waits for it."""
+        task, stop, scope = self._task, self._stop, self._scope
+        self._task, self._client = None, None
+        if stop is not None:
+            stop.set()
+
+        async def reap() -> None:
+            if task is not None:
+                done, _ = await asyncio.wait({task}, timeout=2.0)
+                if not done and scope is not None:
+                    scope.cancel()
+                    await asyncio.wait({task}, timeout=_STOP_WAIT_S)
+
+        reaper = asyncio.get_running_loop().create_task(reap(), name=f"mcp-reap-{self.config.id}")
+        self._reapers.add(reaper)
+        reaper.add_done_callback(self._reapers.discard)
 
     async def _open(self, timeout: float) -> None:
         self._gen += 1
@@ -292,6 +325,8 @@ class ServerConnection:
         async with self._lock:
             self.state = "closed"
             await self._stop_session()
+            if self._reapers:
+                await asyncio.wait(set(self._reapers), timeout=_STOP_WAIT_S + 2.0)
             if self._stderr is not None:
                 self._stderr.close()
 

@@ -203,7 +203,7 @@ class McpManager:
 
     # ---- tools ---------------------------------------------------------------------------------
     def _offered(self, server: McpServerConfigPy, conn: ServerConnection) -> list[Any]:
-        tools = conn.tools if conn.alive or conn.state == "connected" else []
+        tools = conn.tools if conn.offers_tools else []  # kept while a crashed server respawns
         allow, deny = server.allow_tools, server.deny_tools or []
         return [t for t in tools if (allow is None or any(fnmatch.fnmatchcase(t.name, p) for p in allow))
                 and not any(fnmatch.fnmatchcase(t.name, p) for p in deny)]

@@ -1,9 +1,11 @@
-"""Rank page text for a query and fill a token budget: chunks, BM25 + embeddings, reciprocal-rank fusion.
+"""Rank page text for a query and fill a token budget: chunks, BM25 + embeddings, score fusion.
 
 Scope: `chunk_text` (paragraph-aligned chunks of about `chunk_tokens` tokens, headings kept with
-the paragraph they introduce), `rank_chunks` (BM25, embedding cosine, or their reciprocal-rank
-fusion, k = 60; fusion embeds only BM25's best `MAX_EMBEDDED` chunks, so its latency is
-bounded) and `select` (greedy fill of a token budget in rank order, skipping chunks that
+the paragraph they introduce), `rank_chunks` (BM25, embedding cosine, or their fusion: a convex
+combination of z-score-normalised scores, `DENSE_WEIGHT` for the embedding and the rest for
+BM25, as OpenSearch's z_score normalisation and Weaviate's alpha-weighted hybrid do; "rrf" is
+plain reciprocal-rank fusion, k = 60. Both fusions embed only BM25's best `MAX_EMBEDDED`
+chunks, so their latency is bounded) and `select` (greedy fill of a token budget in rank order, skipping chunks that
 do not fit and near-duplicates of chosen ones: word-trigram Jaccard >= 0.8), with `Chunk` and
 `Ranking` values. Chosen chunks come back grouped per source, in page order.
 
@@ -22,12 +24,15 @@ from typing import Literal
 from agentkit.plugins.web_search.bm25 import bm25_scores, terms
 from agentkit.plugins.web_search.embedder import Embedder
 
-__all__ = ["Chunk", "Method", "Ranking", "chunk_text", "rank_chunks", "select"]
+__all__ = ["Chunk", "Method", "Ranking", "chunk_text", "fuse_scores", "rank_chunks", "select"]
 
-Method = Literal["fusion", "bm25", "embedding"]
+Method = Literal["fusion", "bm25", "embedding", "rrf"]
 RRF_K = 60
+# the embedding's share of the fused z-scores: it carries paraphrased questions, BM25's 0.2 share
+# carries exact names and numbers (bench/search.py: every share from 0.75 to 0.9 scores alike)
+DENSE_WEIGHT = 0.8
 DUPLICATE_JACCARD = 0.8
-MAX_EMBEDDED = 64  # fusion embeds BM25's best this many chunks (bounded latency); the rest keep their BM25 vote
+MAX_EMBEDDED = 64  # the fusions embed BM25's best this many chunks (bounded latency); the rest follow in BM25 order
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 
 
@@ -106,8 +111,32 @@ def _order(scores: list[float]) -> list[int]:
     return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
 
 
+def _zscores(xs: list[float]) -> list[float]:
+    """(x - mean) / standard deviation; all 0.0 when the scores do not vary."""
+    mean = sum(xs) / len(xs)
+    sd = (sum((x - mean) ** 2 for x in xs) / len(xs)) ** 0.5
+    return [(x - mean) / sd if sd > 1e-12 else 0.0 for x in xs]
+
+
+def fuse_scores(bm25: list[float], dense: list[float], dense_weight: float = DENSE_WEIGHT) -> list[float]:
+    """Per-item fused score: `dense_weight` * z(dense) + (1 - `dense_weight`) * z(bm25) (lists of equal length).
+
+    z-scores put BM25's unbounded scores and cosine similarities on one scale; a ranker whose
+    scores are all equal (no query term in any chunk) adds nothing.
+    """
+    if len(bm25) != len(dense):
+        raise ValueError(f"fuse_scores needs one BM25 and one dense score per item, got {len(bm25)} and {len(dense)}")
+    if not 0.0 <= dense_weight <= 1.0:
+        raise ValueError(f"dense_weight must be in [0, 1], got {dense_weight}")
+    if not bm25:
+        return []
+    return [dense_weight * d + (1.0 - dense_weight) * b for b, d in zip(_zscores(bm25), _zscores(dense))]
+
+
 def rank_chunks(query: str, chunks: list[Chunk], embedder: Embedder | None, method: Method = "fusion") -> Ranking:
-    """`chunks` best first for `query`. Without an embedder, "fusion" and "embedding" rank by BM25 (noted)."""
+    """`chunks` best first for `query`. Without an embedder, every method ranks by BM25 (noted)."""
+    if method not in ("fusion", "bm25", "embedding", "rrf"):
+        raise ValueError(f"unknown ranking method {method!r}; use 'fusion', 'bm25', 'embedding' or 'rrf'")
     start = time.perf_counter()
     notes: list[str] = []
     if not chunks:
@@ -120,18 +149,22 @@ def rank_chunks(query: str, chunks: list[Chunk], embedder: Embedder | None, meth
             notes.append("no embedding model: ranked with BM25 only")
         return Ranking([chunks[i] for i in bm25_order], "bm25" if embedder is None else method,
                        time.perf_counter() - start, notes)
-    candidates = bm25_order[:MAX_EMBEDDED] if method == "fusion" else list(range(len(chunks)))
+    candidates = list(range(len(chunks))) if method == "embedding" else bm25_order[:MAX_EMBEDDED]
     sims = embedder.similarities(query, [texts[i] for i in candidates])
-    dense_order = [candidates[j] for j in _order(sims)]
+    embedded = set(candidates)
+    rest = [i for i in bm25_order if i not in embedded]
     if method == "embedding":
-        order = dense_order + [i for i in bm25_order if i not in set(candidates)]
+        order = [candidates[j] for j in _order(sims)]
+    elif method == "fusion":
+        fused = fuse_scores([bm25[i] for i in candidates], sims, DENSE_WEIGHT)
+        order = [candidates[j] for j in _order(fused)] + rest
     else:
-        fused: dict[int, float] = {}
+        votes: dict[int, float] = {}
         lexical = [i for i in bm25_order if bm25[i] > 0]  # a chunk sharing no term gets no BM25 vote
-        for ranked in (lexical, dense_order):
+        for ranked in (lexical, [candidates[j] for j in _order(sims)]):
             for r, i in enumerate(ranked):
-                fused[i] = fused.get(i, 0.0) + 1.0 / (RRF_K + r + 1)
-        order = sorted(range(len(chunks)), key=lambda i: (-fused.get(i, 0.0), i))
+                votes[i] = votes.get(i, 0.0) + 1.0 / (RRF_K + r + 1)
+        order = sorted(range(len(chunks)), key=lambda i: (-votes.get(i, 0.0), i))
     return Ranking([chunks[i] for i in order], method, time.perf_counter() - start, notes)
 
 
