@@ -155,7 +155,7 @@ class OnlineCalibrator:
         fresh: dict[TrackedLinear, _Stats] = {}  # published whole: `counts` may read from another thread
         for t in self.tracked:
             module = self.model.layers[t.layer].get_submodule(t.attr)
-            stats = _Stats(torch.zeros(module.in_features, dtype=torch.float32, device=self.model.device))
+            stats = _Stats(torch.zeros(module.in_features, dtype=torch.float32, device=self.model.layer_device(t.layer)))
             fresh[t] = stats
             self._hooks.append(module.register_forward_pre_hook(_collector(stats, module.in_features)))
         self._stats = fresh
@@ -192,7 +192,8 @@ class OnlineCalibrator:
             w = torch.cat([weights[k + ".weight"] for k in t.keys])
             parent, _, name = t.attr.rpartition(".")
             old = layer.get_submodule(t.attr)
-            setattr(layer.get_submodule(parent), name, self._build(mode, w, old.bias, None if imatrix is None else imatrix.get(t.keys[0])))
+            setattr(layer.get_submodule(parent), name, self._build(mode, w, old.bias, None if imatrix is None else imatrix.get(t.keys[0]),
+                                                                   self.model.layer_device(index)))
         self.mode = mode
 
     def finish(self) -> None:
@@ -201,15 +202,16 @@ class OnlineCalibrator:
         if release is not None:
             release()
 
-    def _build(self, mode: str, w: torch.Tensor, bias: torch.Tensor | None, imp: torch.Tensor | None) -> nn.Module:
+    def _build(self, mode: str, w: torch.Tensor, bias: torch.Tensor | None, imp: torch.Tensor | None,
+               device: torch.device) -> nn.Module:
         m = self.model
         if mode == "int4" and w.shape[1] % GROUP:  # as at load: such a weight stays dense
-            return build_linear([w], None if bias is None else [bias], dtype=m.dtype, device=m.device, mode="dense")
+            return build_linear([w], None if bias is None else [bias], dtype=m.dtype, device=device, mode="dense")
         if mode == "int4":
             q, s, z = quantize_int4_g32_weighted(w, imp)
-            return linear_from_quantized("int4", q, s, z, bias, dtype=m.dtype, device=m.device)
+            return linear_from_quantized("int4", q, s, z, bias, dtype=m.dtype, device=device)
         q8, s8 = quantize_int8_weighted(w, imp)
-        return linear_from_quantized("int8", q8, s8, None, bias, dtype=m.dtype, device=m.device)
+        return linear_from_quantized("int8", q8, s8, None, bias, dtype=m.dtype, device=device)
 
     def _remove_hooks(self) -> None:
         for h in self._hooks:

@@ -3,7 +3,8 @@
 `NativeRunner` drives the native Llama-family model on a flattened varlen batch (one forward
 per engine step for every prefill chunk and decode token). `HFRunner` is the fallback for every
 other transformers architecture: same interface, one forward per sequence with a
-transformers `DynamicCache`. Both take HF-named weights already in memory.
+transformers `DynamicCache`. Both take HF-named weights already in memory. Only the native runner
+places decoder layers over several devices (`placement`, from `num_device_layers`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any, Protocol
 
 import torch
 
-from agentkit.engine.kv_cache import KVPool, KVSpec, plan_num_blocks
+from agentkit.engine.kv_cache import KVSpec, plan_num_blocks
+from agentkit.engine.kv_stages import plan_staged_blocks
+from agentkit.engine.loading.device_map import LayerPlacement
 from agentkit.engine.models.llama import AttnMeta, LlamaModel, PrefillSlice, supports
 from agentkit.engine.sequence import Sequence
 
@@ -37,6 +40,14 @@ class KVOptions:
         return plan_num_blocks(spec, self.block_size, max_seq_len=max_seq_len, cache_type=self.cache_type,
                                ctxt_len=self.ctxt_len, mem_usage=self.mem_usage, mem_mb=self.mem_mb,
                                memory_goal=self.memory_goal)
+
+    @property
+    def per_device(self) -> bool:
+        """Whether the budget in force is a fraction of a device's free memory."""
+        if self.ctxt_len is not None:
+            return False
+        goal = self.memory_goal
+        return self.mem_usage is not None or (self.mem_mb is None and isinstance(goal, (int, float)))
 
 
 @dataclass(slots=True)
@@ -103,9 +114,9 @@ class NativeRunner:
 
     def __init__(self, config: Any, state_dict: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device,
                  max_seq_len: int, kv: KVOptions | None = None, weight_mode: str = "auto",
-                 prepare: PrepareModel | None = None) -> None:
+                 prepare: PrepareModel | None = None, placement: LayerPlacement | None = None) -> None:
         kv = kv or KVOptions()
-        self.model = LlamaModel(config, dtype, device, weight_mode)
+        self.model = LlamaModel(config, dtype, device, weight_mode, placement)
         self.model.load_hf_state_dict(state_dict)
         self.model.eval()
         if prepare is not None:
@@ -115,8 +126,9 @@ class NativeRunner:
         self.max_seq_len = max_seq_len
         self.device = device
         self.block_size = kv.block_size
-        self.num_blocks = kv.plan(self.model.kv_spec, max_seq_len)
-        self.pool = KVPool(self.model.kv_spec, self.num_blocks, kv.block_size, kv.cache_type)
+        self.num_blocks = plan_staged_blocks(lambda spec: kv.plan(spec, max_seq_len), self.model.kv_spec,
+                                             self.model.stage_specs(), kv.per_device)
+        self.pool = self.model.new_pool(self.num_blocks, kv.block_size, kv.cache_type)
 
     def execute(self, items: list[BatchItem]) -> torch.Tensor:
         bs, dev = self.block_size, self.device
@@ -291,13 +303,22 @@ class HFRunner:
 
 def build_runner(config: Any, state_dict: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device,
                  max_seq_len: int, kv: KVOptions | None = None, prefer_native: bool = True,
-                 weight_mode: str = "auto", prepare: PrepareModel | None = None) -> ModelRunner:
+                 weight_mode: str = "auto", prepare: PrepareModel | None = None,
+                 placement: LayerPlacement | None = None) -> ModelRunner:
     """The native runner when the architecture is covered, else the transformers fallback.
 
     `weight_mode` (native only): "auto" keeps GGUF 4/8-bit blocks packed on CPU (dense for large
     batches), "dense", or "int8"/"int4" to quantize at load (in-situ quantization).
     `prepare(model)` runs once after the weights load, before quantization and KV sizing.
+    `placement` (several stages) spreads the decoder layers over devices: native runner only.
     """
     if prefer_native and supports(config):
-        return NativeRunner(config, state_dict, dtype, device, max_seq_len, kv, weight_mode, prepare)
+        return NativeRunner(config, state_dict, dtype, device, max_seq_len, kv, weight_mode, prepare, placement)
+    if placement is not None and len(placement.stages) > 1:
+        from agentkit.errors import NotSupportedError
+
+        raise NotSupportedError(
+            f"num_device_layers spreads the layers over several devices ({placement.counts()}), which only the "
+            f"native engine does (llama, mistral, qwen2, qwen3 with paged attention); {config.model_type} runs "
+            "on the transformers fallback: give all layers to one device (e.g. [\"500\"]) or pass device=")
     return HFRunner(config, state_dict, dtype, device, max_seq_len, kv, prepare)

@@ -25,7 +25,13 @@ from agentkit.api.which import Which
 from agentkit.engine.chat_template import resolve_chat_template
 from agentkit.engine.config import EngineConfig
 from agentkit.engine.engine import Engine
-from agentkit.engine.loading.device_map import DeviceLayers, available_devices, check_ordinals, plan_layers
+from agentkit.engine.loading.device_map import (
+    DeviceLayers,
+    LayerPlacement,
+    check_ordinals,
+    ordinal_devices,
+    plan_layers,
+)
 from agentkit.engine.loading.hub import read_json, resolve_model_dir
 from agentkit.engine.loading.loader import LoadedModel, load_gguf, load_plain, resolve_dtype
 from agentkit.engine.model_runner import KVOptions, ModelRunner, PrepareModel, build_runner
@@ -125,7 +131,7 @@ def load_unserved(which: Which, *, engine_config: EngineConfig, token: str | Non
     t0 = time.perf_counter()
     dev = pick_device(device)
     if device_layers is not None:
-        check_ordinals(device_layers, _ordinals(dev))  # before reading any weight
+        check_ordinals(device_layers, ordinal_devices(dev))  # before reading any weight
     if which.kind == "Embedding":
         from agentkit.engine.embedding import EmbeddingModel
 
@@ -163,15 +169,16 @@ def load_unserved(which: Which, *, engine_config: EngineConfig, token: str | Non
         gguf_template=loaded.gguf_chat_template, tokenizer_config=tok_config,
         special_tokens=tokenizer.special_tokens_map(),
     )
+    placement = None
     if device_layers is not None:
-        dev = _placed_device(device_layers, loaded, dev)
+        dev, placement = _placement(device_layers, loaded, dev)
     ctx = engine_config.max_seq_len or loaded.max_position_embeddings or 4096
     ec = engine_config
     kv = KVOptions(block_size=ec.block_size, cache_type=ec.cache_type, ctxt_len=ec.kv_ctxt_len,
                    mem_usage=ec.kv_mem_usage, mem_mb=ec.kv_mem_mb, memory_goal=ec.memory_goal)
     runner = build_runner(loaded.config, loaded.state_dict, dtype, dev, ctx, kv,
                           prefer_native=ec.paged_attn is not False, weight_mode=weight_mode,
-                          prepare=_prepare_hook(plugins, tokenizer, template))
+                          prepare=_prepare_hook(plugins, tokenizer, template), placement=placement)
     loaded.state_dict.clear()  # the runner holds its own (possibly fused) tensors now
     ctx = cap_context(ctx, runner.num_blocks * runner.block_size, explicit=engine_config.max_seq_len is not None)
     isq = None
@@ -231,20 +238,15 @@ def _calibrator(which: Which, loaded: LoadedModel, runner: Any, weight_mode: str
     return OnlineCalibrator(runner.model, weight_mode, source)
 
 
-def _ordinals(main: torch.device) -> tuple[str, ...]:
-    """Devices by `num_device_layers` ordinal: the CUDA devices, or the CPU alone."""
-    return available_devices() if main.type == "cuda" else ("cpu",)
-
-
-def _placed_device(entries: tuple[DeviceLayers, ...], loaded: LoadedModel, main: torch.device) -> torch.device:
-    """The device that `num_device_layers` puts every decoder layer on (the main one's kind)."""
+def _placement(entries: tuple[DeviceLayers, ...], loaded: LoadedModel,
+               main: torch.device) -> tuple[torch.device, LayerPlacement | None]:
+    """The model's main device and, when `num_device_layers` spreads the decoder layers over several
+    devices, their placement (embeddings and LM head stay on `main`, as in mistral.rs)."""
     cfg = loaded.config.get_text_config() if hasattr(loaded.config, "get_text_config") else loaded.config
-    plan = plan_layers(entries, int(cfg.num_hidden_layers), _ordinals(main))
-    if plan.single_device is None:
-        raise NotSupportedError(
-            f"num_device_layers spreads the layers over several devices ({plan.counts()}); agentkit runs a model "
-            "on one device: give all layers to one device (e.g. [\"500\"]) or pass device=")
-    return torch.device(plan.single_device) if plan.devices else main
+    plan = plan_layers(entries, int(cfg.num_hidden_layers), ordinal_devices(main))
+    if plan.single_device is not None:
+        return torch.device(plan.single_device), None
+    return main, plan if plan.stages else None
 
 
 def _prepare_hook(plugins: PluginHost | None, tokenizer: Any = None, template: Any = None) -> PrepareModel | None:

@@ -8,20 +8,30 @@ Formats (mistralrs `Runner(num_device_layers=...)`):
   ordinal may appear once. Unlike the single form, the counts must not exceed the layer count.
 
 `parse_num_device_layers` checks the syntax (no model needed); `plan_layers` turns the entries into
-a `LayerPlacement` (one device per layer) for a model with a known layer count and the devices
-this machine has, so placement is testable without GPUs. On a CPU-only machine, ordinal 0 is the
-CPU and every plan puts all layers there.
+a `LayerPlacement` (one device per layer, grouped into contiguous `Stage`s, each with its own KV
+pool) for a model with a known layer count and the devices by ordinal, so placement is testable
+without GPUs. On a CPU-only machine, ordinal 0 is the CPU and every plan puts all layers there.
+`ordinal_devices(main)` enumerates the devices by ordinal; `simulated_devices` replaces that list
+in tests (two distinct ordinals may both be the CPU: they still get separate stages and pools).
+
+As in mistral.rs, layers left over go to the CPU after the device layers, and the embeddings,
+final norm and LM head stay on the main device (the engine's `device`).
 
 Non-goals: automatic mapping by free memory, topology files, tensor parallelism.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["DeviceLayers", "LayerPlacement", "available_devices", "check_ordinals", "parse_num_device_layers",
-           "plan_layers"]
+__all__ = ["DeviceLayers", "LayerPlacement", "Stage", "available_devices", "check_ordinals", "ordinal_devices",
+           "parse_num_device_layers", "plan_layers", "simulated_devices"]
+
+HOST = -1  # the ordinal of the CPU that takes the layers no entry asked for
+_simulated: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -33,16 +43,31 @@ class DeviceLayers:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """Decoder layers ``start..stop-1`` on `device`, asked for by `ordinal` (`HOST` = -1: the CPU)."""
+
+    device: str
+    start: int
+    stop: int
+    ordinal: int
+
+    @property
+    def layers(self) -> range:
+        return range(self.start, self.stop)
+
+
+@dataclass(frozen=True)
 class LayerPlacement:
-    """Device string (``"cpu"``, ``"cuda:1"``) of every decoder layer, first layer first."""
+    """Device string (``"cpu"``, ``"cuda:1"``) of every decoder layer, first layer first, and the
+    contiguous `stages` they form (one KV pool per stage; hidden states move between stages)."""
 
     devices: tuple[str, ...]
+    stages: tuple[Stage, ...] = ()
 
     @property
     def single_device(self) -> str | None:
-        """The one device all layers share, or None when they are spread over several."""
-        unique = set(self.devices)
-        return next(iter(unique)) if len(unique) == 1 else None
+        """The one device all layers share (one stage), or None when they are spread over several."""
+        return self.stages[0].device if len(self.stages) == 1 else None
 
     def counts(self) -> dict[str, int]:
         """Layers per device, in first-use order."""
@@ -95,6 +120,28 @@ def available_devices() -> tuple[str, ...]:
     return ("cpu",)
 
 
+def ordinal_devices(main: Any) -> tuple[str, ...]:
+    """Devices by `num_device_layers` ordinal for a model whose main device is `main`: the CUDA
+    devices, or the CPU alone (a `simulated_devices` list while one is active)."""
+    if _simulated is not None:
+        return _simulated
+    return available_devices() if getattr(main, "type", str(main).split(":")[0]) == "cuda" else ("cpu",)
+
+
+@contextmanager
+def simulated_devices(devices: Sequence[str]) -> Iterator[None]:
+    """Test seam: `ordinal_devices` returns `devices` (e.g. ``("cpu", "cpu")``: two ordinals that
+    are both the CPU, placed as separate stages with separate KV pools) until the block exits."""
+    global _simulated
+    if isinstance(devices, str) or not devices or not all(isinstance(d, str) for d in devices):
+        raise TypeError(f"simulated_devices needs a non-empty sequence of device strings, got {devices!r}")
+    before, _simulated = _simulated, tuple(devices)
+    try:
+        yield
+    finally:
+        _simulated = before
+
+
 def check_ordinals(entries: Sequence[DeviceLayers], devices: Sequence[str]) -> None:
     """ValueError naming the first ordinal of `entries` that `devices` lacks."""
     for e in entries:
@@ -107,20 +154,30 @@ def check_ordinals(entries: Sequence[DeviceLayers], devices: Sequence[str]) -> N
 def plan_layers(entries: Sequence[DeviceLayers], num_layers: int, devices: Sequence[str]) -> LayerPlacement:
     """Place `num_layers` decoder layers as `entries` ask; `devices` = `available_devices()`.
 
-    Layers not given to a device go to the CPU. ValueError for an ordinal this machine lacks or,
+    Layers not given to a device go to the CPU, after the others (joining the last stage when
+    that is the CPU). ValueError for an ordinal this machine lacks or,
     with several entries, counts adding up to more than `num_layers`.
     """
     if num_layers < 0:
         raise ValueError(f"num_layers must be >= 0, got {num_layers}")
     check_ordinals(entries, devices)
-    if len(entries) == 1:
-        n = min(entries[0].layers, num_layers)  # mistral.rs clamps the single form ("500")
-        return LayerPlacement(tuple([devices[entries[0].ordinal]] * n + ["cpu"] * (num_layers - n)))
+    if len(entries) == 1:  # mistral.rs clamps the single form ("500")
+        entries = (DeviceLayers(entries[0].ordinal, min(entries[0].layers, num_layers)),)
     total = sum(e.layers for e in entries)
     if total > num_layers:
         raise ValueError(f"num_device_layers places {total} layers ({', '.join(f'{e.ordinal}:{e.layers}' for e in entries)})"
                          f" but the model has {num_layers}; lower the counts")
-    placed: list[str] = []
-    for e in entries:
-        placed.extend([devices[e.ordinal]] * e.layers)
-    return LayerPlacement(tuple(placed + ["cpu"] * (num_layers - total)))
+    stages: list[Stage] = []
+    start = 0
+    for ordinal, device, n in [(e.ordinal, devices[e.ordinal], e.layers) for e in entries] + \
+            [(HOST, "cpu", num_layers - total)]:
+        if n == 0:
+            continue
+        last = stages[-1] if stages else None
+        if last is not None and ordinal == HOST and last.device == device:
+            stages[-1] = Stage(device, last.start, start + n, last.ordinal)  # the CPU ordinal is the host
+        else:
+            stages.append(Stage(device, start, start + n, ordinal))
+        start += n
+    placed = tuple(st.device for st in stages for _ in st.layers)
+    return LayerPlacement(placed, tuple(stages))

@@ -95,12 +95,14 @@ def _parts_of(mod: nn.Module) -> tuple[list[Weight], list[torch.Tensor] | None]:
 
 
 def quantize_model(model: nn.Module, *, mode: str, device: torch.device, dtype: torch.dtype,
-                   head: str = "lm_head") -> int:
+                   head: str = "lm_head", submodule_devices: dict[nn.Module, torch.device] | None = None) -> int:
     """Swap every `LoadedLinear` / `nn.Linear` under `model` for its serving module; return how many.
 
     `mode`: ``auto``, ``dense``, ``int8`` or ``int4`` (see `resolve_linear_mode`). The child named
     `head` of `model` (the LM head, usually the tied embedding) gets `build_lm_head`: int4 is too
     lossy there, so a packed model or ``int4`` keeps an int8 head on CPU, dense elsewhere.
+    `submodule_devices` puts the linears under some submodules (decoder layers placed by
+    `num_device_layers`) on another device than `device`.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -115,11 +117,13 @@ def quantize_model(model: nn.Module, *, mode: str, device: torch.device, dtype: 
             head_mode = "dense"
         setattr(model, head, build_lm_head(weight, dtype=dtype, device=device, mode=head_mode))
         count += 1
+    device_of = {m: d for sub, d in (submodule_devices or {}).items() for m in sub.modules()}
     for parent in list(model.modules()):
+        dev = device_of.get(parent, device)
         for name, child in list(parent.named_children()):
             if isinstance(child, swappable):
                 parts, biases = _parts_of(child)
-                setattr(parent, name, build_linear(parts, biases, dtype=dtype, device=device,
-                                                   mode=resolve_linear_mode(mode, parts, device)))
+                setattr(parent, name, build_linear(parts, biases, dtype=dtype, device=dev,
+                                                   mode=resolve_linear_mode(mode, parts, dev)))
                 count += 1
     return count

@@ -10,6 +10,12 @@ the weights as stored; `quantize()` then swaps them for the serving kernels
 (`agentkit.engine.models.linear.quantize_model`). `engine_prepare_model` runs between the two. Numerics
 follow transformers' modeling code (RMSNorm, rotate-half RoPE from its rope-init functions, GQA).
 
+Pipeline placement (`num_device_layers`, a `LayerPlacement` with several stages): each stage's
+layers hold their weights on the stage's device and attend over that stage's pool of a
+`StagedKVPool`; the embeddings, final norm, LM head and RoPE tables stay on the main `device`.
+The hidden states, RoPE rows and attention metadata move once per stage boundary per step; a
+model on one device runs the plain layer loop.
+
 Not covered: sliding-window attention, MoE, multimodal inputs (the transformers fallback
 handles other architectures).
 """
@@ -24,6 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from agentkit.engine.kv_cache import KVPool, KVSpec
+from agentkit.engine.kv_stages import StagedKVPool
+from agentkit.engine.loading.device_map import LayerPlacement
 from agentkit.engine.models.linear import LoadedLinear, quantize_model
 from agentkit.engine.quant import QuantTensor
 
@@ -52,6 +60,16 @@ class AttnMeta:
     # Instead of the three above: (rows, blocks, mask) per attention width, each row attending over
     # exactly its own blocks as a lone decode step would (speculative verify steps; bit-exact)
     decode_groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] | None = None
+
+    def to(self, device: torch.device) -> AttnMeta:
+        """A copy with every tensor on `device` (for a pipeline stage there)."""
+        def mv(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
+        return AttnMeta(mv(self.slots), [PrefillSlice(p.begin, p.end, p.start, p.blocks.to(device)) for p in self.prefills],
+                        mv(self.decode_rows), mv(self.decode_blocks), mv(self.decode_mask),
+                        None if self.decode_groups is None else [(r.to(device), b.to(device), mv(m))
+                                                                 for r, b, m in self.decode_groups])
 
 
 def supports(config: Any) -> bool:
@@ -86,6 +104,7 @@ class LlamaAttention(nn.Module):
         super().__init__()
         h, nh, nkv = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads
         self.layer_idx, self.num_heads, self.num_kv_heads, self.head_dim = layer_idx, nh, nkv, head_dim
+        self.kv_layer = layer_idx  # this layer's index in its pool (its position in its stage when placed)
         self.eps = float(cfg.rms_norm_eps)
         self.qkv = nn.Linear(h, (nh + 2 * nkv) * head_dim, bias=qkv_bias)
         self.o = nn.Linear(nh * head_dim, h, bias=bool(getattr(cfg, "attention_bias", False)))
@@ -103,11 +122,11 @@ class LlamaAttention(nn.Module):
             k = F.rms_norm(k, (d,), self.k_norm, self.eps)
         q = q * cos + _rotate_half(q) * sin  # [T, nh, d]
         k = k * cos + _rotate_half(k) * sin  # [T, nkv, d]
-        pool.write(self.layer_idx, meta.slots, k, v)
+        pool.write(self.kv_layer, meta.slots, k, v)
         return self.o(self._attend(q, pool, meta))
 
     def _attend(self, q: torch.Tensor, pool: KVPool, meta: AttnMeta) -> torch.Tensor:
-        li, nh, d = self.layer_idx, self.num_heads, self.head_dim
+        li, nh, d = self.kv_layer, self.num_heads, self.head_dim
         out = torch.empty(q.shape[0], nh * d, dtype=q.dtype, device=q.device)
         for rows, blocks, mask in meta.decode_groups or ():
             kk, vv = pool.gather_blocks(li, blocks)
@@ -161,7 +180,8 @@ class LlamaDecoderLayer(nn.Module):
 class LlamaModel(nn.Module):
     """A Llama-family causal LM that reads HF weights and runs varlen batches."""
 
-    def __init__(self, config: Any, dtype: torch.dtype, device: torch.device, weight_mode: str = "auto") -> None:
+    def __init__(self, config: Any, dtype: torch.dtype, device: torch.device, weight_mode: str = "auto",
+                 placement: LayerPlacement | None = None) -> None:
         super().__init__()
         cfg = self.config = config
         self.weight_mode = weight_mode
@@ -182,6 +202,40 @@ class LlamaModel(nn.Module):
             self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self._rope_cos = self._rope_sin = None
         self.kv_spec = KVSpec(cfg.num_hidden_layers, self.num_kv_heads, self.head_dim, dtype, device)
+        # (device, first layer, end) per pipeline stage; None: every layer on `device`
+        self.stages: tuple[tuple[torch.device, int, int], ...] | None = None
+        if placement is not None and len(placement.stages) > 1:
+            if len(placement.devices) != cfg.num_hidden_layers:
+                raise ValueError(f"the placement covers {len(placement.devices)} layers, the model has "
+                                 f"{cfg.num_hidden_layers}")
+            self.stages = tuple((torch.device(st.device), st.start, st.stop) for st in placement.stages)
+            self._stage_layers = {start: tuple(self.layers[start:stop]) for _d, start, stop in self.stages}
+            for _dev, start, stop in self.stages:
+                for i in range(start, stop):
+                    self.layers[i].self_attn.kv_layer = i - start
+
+    def layer_device(self, index: int) -> torch.device:
+        """The device decoder layer `index` runs on."""
+        for dev, start, stop in self.stages or ():
+            if start <= index < stop:
+                return dev
+        return self.device
+
+    def stage_specs(self) -> list[KVSpec]:
+        """The KV shape of each pipeline stage (its layers, on its device)."""
+        s = self.kv_spec
+        return [KVSpec(stop - start, s.num_kv_heads, s.head_dim, s.dtype, dev) for dev, start, stop in self.stages or ()]
+
+    def new_pool(self, num_blocks: int, block_size: int, cache_type: str = "auto") -> KVPool | StagedKVPool:
+        """A KV pool for this model: one `KVPool`, or one per pipeline stage (same block ids)."""
+        if self.stages is None:
+            return KVPool(self.kv_spec, num_blocks, block_size, cache_type)
+        if self.kv_spec.aux_layers:
+            from agentkit.errors import NotSupportedError
+
+            raise NotSupportedError("a plugin's per-token KV state (AnyMoE) cannot span several devices: keep "
+                                    "every layer on one device (num_device_layers=[\"500\"] or device=)")
+        return StagedKVPool(self.stage_specs(), num_blocks, block_size, cache_type)
 
     # ---- loading -------------------------------------------------------------------------
     def load_hf_state_dict(self, sd: dict[str, torch.Tensor | QuantTensor]) -> None:
@@ -189,9 +243,9 @@ class LlamaModel(nn.Module):
         checkpoint gave them (dense, or packed GGUF blocks) in `LoadedLinear` modules, q/k/v and
         gate/up as fused parts; `quantize()` swaps them for the serving kernels."""
 
-        def take(name: str) -> torch.Tensor:
+        def take(name: str, device: torch.device = self.device) -> torch.Tensor:
             t = raw(name)
-            return (t.dequantize(self.dtype) if isinstance(t, QuantTensor) else t).to(self.device, self.dtype)
+            return (t.dequantize(self.dtype) if isinstance(t, QuantTensor) else t).to(device, self.dtype)
 
         def param(t: torch.Tensor) -> nn.Parameter:
             return nn.Parameter(t.contiguous(), requires_grad=False)
@@ -209,6 +263,7 @@ class LlamaModel(nn.Module):
         for i, layer in enumerate(self.layers):
             p = f"model.layers.{i}."
             a = p + "self_attn."
+            dev = self.layer_device(i)
             attn, mlp = layer.self_attn, layer.mlp
             qkv = [a + "q_proj", a + "k_proj", a + "v_proj"]
             attn.qkv = lin([n + ".weight" for n in qkv], [n + ".bias" for n in qkv] if attn.qkv.bias is not None
@@ -216,11 +271,11 @@ class LlamaModel(nn.Module):
             attn.o = lin([a + "o_proj.weight"], [a + "o_proj.bias"] if attn.o.bias is not None else None)
             mlp.gate_up = lin([p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"])
             mlp.down = lin([p + "mlp.down_proj.weight"])
-            layer.ln1 = param(take(p + "input_layernorm.weight"))
-            layer.ln2 = param(take(p + "post_attention_layernorm.weight"))
+            layer.ln1 = param(take(p + "input_layernorm.weight", dev))
+            layer.ln2 = param(take(p + "post_attention_layernorm.weight", dev))
             if attn.q_norm is not None:
-                attn.q_norm = param(take(a + "q_norm.weight"))
-                attn.k_norm = param(take(a + "k_norm.weight"))
+                attn.q_norm = param(take(a + "q_norm.weight", dev))
+                attn.k_norm = param(take(a + "k_norm.weight", dev))
         self.norm = param(take("model.norm.weight"))
         if "lm_head.weight" in sd and not getattr(self.config, "tie_word_embeddings", False):
             self.lm_head = LoadedLinear([raw("lm_head.weight")], None, self.dtype)
@@ -230,7 +285,9 @@ class LlamaModel(nn.Module):
 
     def quantize(self) -> int:
         """Swap the linear layers for the serving kernels of `weight_mode` (see `quantize_model`)."""
-        return quantize_model(self, mode=self.weight_mode, device=self.device, dtype=self.dtype)
+        placed = {self.layers[i]: dev for dev, start, stop in self.stages or () for i in range(start, stop)}
+        return quantize_model(self, mode=self.weight_mode, device=self.device, dtype=self.dtype,
+                              submodule_devices=placed or None)
 
     @torch.inference_mode()
     def logits_for(self, token_ids: list[int], block_size: int = 32, cache_type: str = "auto",
@@ -239,7 +296,7 @@ class LlamaModel(nn.Module):
         given), in a private scratch KV pool."""
         n = len(token_ids)
         blocks = -(-n // block_size)
-        scratch = KVPool(self.kv_spec, blocks, block_size, cache_type)
+        scratch = self.new_pool(blocks, block_size, cache_type)
         g = torch.arange(n, device=self.device)
         meta = AttnMeta(slots=g, prefills=[PrefillSlice(0, n, 0, torch.arange(blocks, device=self.device))])
         rows = g if last is None else g[max(0, n - last):]
@@ -271,7 +328,7 @@ class LlamaModel(nn.Module):
     # ---- forward ---------------------------------------------------------------------------
     @torch.inference_mode()
     def forward_batch(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, pool: KVPool, meta: AttnMeta,
+        self, input_ids: torch.Tensor, positions: torch.Tensor, pool: KVPool | StagedKVPool, meta: AttnMeta,
         logit_rows: torch.Tensor,
     ) -> torch.Tensor:
         """Run T flattened tokens; write their KV; return logits `[len(logit_rows), V]`."""
@@ -280,12 +337,26 @@ class LlamaModel(nn.Module):
         cos = self._rope_cos.index_select(0, positions).unsqueeze(1)  # [T, 1, d]
         sin = self._rope_sin.index_select(0, positions).unsqueeze(1)
         x = self.embed(input_ids)  # [T, D]
-        for layer in self.layers:
-            x = layer(x, cos, sin, pool, meta)
+        if self.stages is None:
+            for layer in self.layers:
+                x = layer(x, cos, sin, pool, meta)
+        else:
+            x = self._run_stages(x, cos, sin, pool, meta)
         if logit_rows.shape[0] != x.shape[0]:
             x = x.index_select(0, logit_rows)
         x = F.rms_norm(x, (x.shape[-1],), self.norm, self.eps)
         return self.lm_head(x)
+
+    def _run_stages(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pool: StagedKVPool,
+                    meta: AttnMeta) -> torch.Tensor:
+        """The decoder layers stage by stage, each on its device with its own pool; back to `device`."""
+        for (dev, start, _stop), stage_pool in zip(self.stages, pool.pools):
+            m = meta if dev == self.device else meta.to(dev)
+            x, c, s = x.to(dev), cos.to(dev), sin.to(dev)
+            for layer in self._stage_layers[start]:
+                x = layer(x, c, s, stage_pool, m)
+        return x.to(self.device)
+
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)

@@ -86,6 +86,9 @@ def build_anymoe(model: Any, cfg: Any, encode: Callable[[str], list[int]] | None
     if not isinstance(model, LlamaModel):
         raise NotSupportedError(f"AnyMoE needs the native engine (Llama, Mistral, Qwen2, Qwen3 models with paged "
                                 f"attention); this model is served by {type(model).__name__}")
+    if model.stages is not None:
+        raise NotSupportedError("AnyMoE runs a model on one device; num_device_layers spreads its layers over "
+                                "several: give all layers to one device (e.g. [\"500\"]) or pass device=")
     _check_static(cfg)
     hidden = int(model.config.hidden_size)
     if cfg.hidden_size != hidden:

@@ -92,3 +92,13 @@ def test_disabled_builtin_names_itself(tiny_llama, monkeypatch, moe_models, data
                        model_ids=moe_models["adapters"], expert_type=LORA)
     with pytest.raises(NotSupportedError, match="built-in anymoe plugin"):
         Runner(Which.Plain(model_id=tiny_llama), progress=False, anymoe_config=cfg)
+
+
+def test_layers_spread_over_devices_are_refused(moe_models, dataset):
+    from agentkit.engine.loading.device_map import simulated_devices
+
+    cfg = AnyMoeConfig(hidden_size=moe_models["hidden"], dataset_json=dataset, prefix="model.layers", mlp="mlp",
+                       model_ids=moe_models["adapters"], expert_type=LORA, epochs=1)
+    with simulated_devices(("cpu", "cpu")), pytest.raises(NotSupportedError, match="AnyMoE runs a model on one device"):
+        Runner(Which.Plain(model_id=moe_models["base"]), progress=False, anymoe_config=cfg,
+               num_device_layers=["0:1", "1:1"])
