@@ -48,6 +48,7 @@ class Acceptance:
     drafted: int = 0
     accepted: int = 0
     steps: int = 0
+    disabled: bool = False  # the proposer failed on this sequence: it decodes plainly from now on
 
     @property
     def rate(self) -> float:
