@@ -51,7 +51,7 @@ from agentkit.engine.params import SamplingParams
 from agentkit.engine.sampling import SampleRow
 from agentkit.engine.sequence import EngineRequest, Sequence
 from agentkit.engine.speculative.acceptance import accept_draft
-from agentkit.engine.speculative.adaptive import Acceptance, CostModel, plan_lengths
+from agentkit.engine.speculative.adaptive import Acceptance, CostModel, ProbePolicy, plan_lengths, with_probes
 from agentkit.engine.speculative.protocol import Draft, DraftContext, DraftProposer
 
 log = logging.getLogger("agentkit.engine")
@@ -101,6 +101,7 @@ class Speculation:
         self.make_row = make_row
         self.postprocess = postprocess
         self.cost = cost or CostModel()
+        self.probes = ProbePolicy()
         self.stats = SpecStats()
         self._probs: dict[int, torch.Tensor] = {}
         self._masks: dict[int, list[torch.Tensor]] = {}  # constrained sequences: a mask per verify row
@@ -155,6 +156,7 @@ class Speculation:
         if cands:
             ks = plan_lengths([it.seq.spec.rate for it in cands], caps, used, self.cost,
                               draft_token_s=float(getattr(self.proposer, "token_cost_s", 0.0)))
+            ks = with_probes(ks, [it.seq.spec for it in cands], caps, self.probes)
             budget = self.max_batch_tokens - used
             for it, k in zip(cands, ks):
                 k = min(k, budget)
@@ -352,7 +354,7 @@ class Speculation:
             log.exception("draft proposer %s failed in finished()", type(self.proposer).__name__)
 
     def calibrate(self, sizes: tuple[int, ...] = (1, 2, 4, 8, 12), context: int = 192, reps: int = 3) -> None:
-        """Measure the step time of 1..max(sizes) decode rows on a scratch sequence (best of `reps`)."""
+        """Measure the step time of 1..max(sizes) decode rows on a scratch sequence (`reps` samples each)."""
         sizes = tuple(n for n in sizes if n <= self.max_batch_tokens)
         vocab = self.runner.vocab_size
         ctx = min(context, max(self.max_seq_len - max(sizes) - 1, 2))
@@ -372,9 +374,7 @@ class Speculation:
                     item = BatchItem(seq, ctx - 1, 1, True, tuple(ids[1:n]))
                     t0 = time.perf_counter()
                     self.runner.execute([item])
-                    dt = time.perf_counter() - t0
-                    if dt < self.cost.points.get(n, float("inf")):
-                        self.cost.set(n, dt)
+                    self.cost.observe(n, time.perf_counter() - t0)
         finally:
             self.blocks.free_seq(seq, finished=False)
         log.debug("speculation cost model: %s", {n: round(t * 1e3, 2) for n, t in sorted(self.cost.points.items())})

@@ -87,8 +87,9 @@ def test_cost_model_is_monotone_and_learns_online():
     c.observe(9, 0.008)  # noisy sample: 9 rows measured cheaper than 1
     assert c.calibrated and c.time(9) >= c.time(1) == 0.010
     assert c.time(40) >= c.time(9)
-    c.observe(1, 0.020)
-    assert c.time(1) == pytest.approx(0.012)
+    for _ in range(8):  # the step really got slower (a longer context): the estimate follows
+        c.observe(1, 0.020)
+    assert c.time(1) == pytest.approx(0.020)
 
 
 class _Tok:
