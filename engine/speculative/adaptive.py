@@ -184,15 +184,21 @@ class ProbePolicy:
     speculation off for good: a sequence verifies `min_probes` drafts before the cost model may
     leave it plain, a plain sequence probes again every `reprobe_every` plain steps (both with
     `probe_k` drafts), and a draft that was kept whole is followed at once by one a token longer
-    (whole drafts never lose to plain decoding; the longer steps get re-measured)."""
+    (whole drafts never lose to plain decoding; the longer steps get re-measured). Only for steps
+    of at most `max_rows` rows without drafts: a full batch is left to the planner, which backs off."""
 
     min_probes: int = 3
     reprobe_every: int = 16
     probe_k: int = 1
+    max_rows: int = 8
 
 
-def with_probes(ks: list[int], accs: list[Acceptance], caps: list[int], policy: ProbePolicy = ProbePolicy()) -> list[int]:
-    """`plan_lengths`' choice `ks` adjusted by `policy` (each k stays within its cap)."""
+def with_probes(ks: list[int], accs: list[Acceptance], caps: list[int], policy: ProbePolicy = ProbePolicy(),
+                base_rows: int = 1) -> list[int]:
+    """`plan_lengths`' choice `ks` for a step of `base_rows` rows without drafts, adjusted by
+    `policy` (each k stays within its cap)."""
+    if base_rows > policy.max_rows:
+        return list(ks)
     out = []
     for k, a, cap in zip(ks, accs, caps):
         if a.last_full and a.plain_run == 0 and k <= a.last_k:

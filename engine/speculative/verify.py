@@ -156,7 +156,7 @@ class Speculation:
         if cands:
             ks = plan_lengths([it.seq.spec.rate for it in cands], caps, used, self.cost,
                               draft_token_s=float(getattr(self.proposer, "token_cost_s", 0.0)))
-            ks = with_probes(ks, [it.seq.spec for it in cands], caps, self.probes)
+            ks = with_probes(ks, [it.seq.spec for it in cands], caps, self.probes, base_rows=used)
             budget = self.max_batch_tokens - used
             for it, k in zip(cands, ks):
                 k = min(k, budget)

@@ -88,3 +88,11 @@ def test_probes_respect_the_cap():
     a.observe(4, 4)
     assert with_probes([2], [a], [3]) == [3]  # kept whole: grow, within the cap
     assert with_probes([7], [a], [10]) == [7]  # the planner already asks for more
+
+
+def test_a_full_batch_is_left_to_the_planner():
+    fresh, whole = Acceptance(), Acceptance()
+    whole.observe(4, 4)
+    policy = ProbePolicy()
+    assert with_probes([0, 0], [fresh, whole], [8, 8], policy, base_rows=policy.max_rows) == [1, 5]
+    assert with_probes([0, 0], [fresh, whole], [8, 8], policy, base_rows=policy.max_rows + 1) == [0, 0]
