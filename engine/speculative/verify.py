@@ -2,7 +2,7 @@
 
 Scope: `Speculation`, owned by an `Engine` whose model runner is the native one. Each step:
 1. `draft(items)` (after scheduling, before the forward): for every decode item that may
-   speculate, pick its draft length (`adaptive.plan_lengths` from its acceptance estimate, the
+   speculate, pick its draft length (`adaptive.plan_lengths`, then `with_probes`, from its acceptance estimate, the
    measured step costs and the token budget), ask the proposer for that many tokens and reserve
    KV slots for them (`BlockManager.reserve`; no room means no draft, never a preemption). The
    draft rides on the item (`BatchItem.draft`): the runner scores the decode token and every draft
