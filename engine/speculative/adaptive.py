@@ -12,6 +12,8 @@ Scope:
   considered best-first and each gets the k that maximises expected tokens per second of the
   whole step, 0 when no k beats plain decoding. A full batch therefore backs off by itself: its
   t(N + k) / t(N) grows once the step is compute-bound.
+- `with_probes` (`ProbePolicy`): the evidence the planner needs keeps coming: a minimum number
+  of probes per sequence, periodic re-probes when off, and growth after a draft kept whole.
 
 Non-goals: proposing or verifying tokens.
 """
@@ -20,9 +22,10 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["Acceptance", "CostModel", "expected_tokens", "plan_lengths"]
+__all__ = ["Acceptance", "CostModel", "ProbePolicy", "expected_tokens", "plan_lengths", "with_probes"]
 
 _PRIOR_ACCEPT = 1.0  # pseudo-counts of the prior: mean acceptance 1/3 (a new sequence starts cautious)
 _PRIOR_REJECT = 2.0
@@ -48,6 +51,10 @@ class Acceptance:
     drafted: int = 0
     accepted: int = 0
     steps: int = 0
+    disabled: bool = False  # the proposer failed on this sequence: it decodes plainly from now on
+    plain_run: int = 0  # plain steps since the last verify step
+    last_k: int = 0  # drafts of the last verify step
+    last_full: bool = False  # the last verify step kept every draft
 
     @property
     def rate(self) -> float:
@@ -61,36 +68,54 @@ class Acceptance:
         self.drafted += drafted
         self.accepted += accepted
         self.steps += 1
+        self.plain_run = 0
+        self.last_k, self.last_full = drafted, accepted >= drafted
 
     def idle(self) -> None:
         """A plain step (no draft): old evidence fades towards the prior."""
         self.accepted_w *= self.idle_decay
         self.rejected_w *= self.idle_decay
+        self.plain_run += 1
 
 
 @dataclass
 class CostModel:
-    """Step time (seconds) by number of decode rows, as measured; linear in between and beyond."""
+    """Step time (seconds) by number of decode rows; linear in between and beyond.
 
-    alpha: float = 0.2  # weight of a new online sample
-    points: dict[int, float] = field(default_factory=dict)
+    Each bucket keeps its last `window` samples and is estimated by their lower quartile: a
+    machine shared with other work only ever makes a step slower, so a burst of slow samples
+    (another process, a page fault) neither makes drafting look expensive nor switches it off."""
+
+    window: int = 8
+    points: dict[int, float] = field(default_factory=dict)  # the current estimate of each bucket
+    _samples: dict[int, deque[float]] = field(default_factory=dict, repr=False, compare=False)
     _curve: tuple[list[int], list[float]] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for rows, seconds in list(self.points.items()):
+            self._samples[rows] = deque([seconds], maxlen=self.window)
 
     def observe(self, rows: int, seconds: float) -> None:
         """Record a step that scored `rows` rows (decode tokens plus draft tokens) in `seconds`."""
         if rows <= 0 or seconds <= 0 or not math.isfinite(seconds):
             return
         key = _bucket(rows)
-        old = self.points.get(key)
-        self.set(key, seconds if old is None else (1 - self.alpha) * old + self.alpha * seconds)
-
-    def set(self, rows: int, seconds: float) -> None:
-        """Set the time of `rows` rows (calibration)."""
-        self.points[rows] = seconds
+        window = self._samples.setdefault(key, deque(maxlen=self.window))
+        window.append(seconds)
+        self.points[key] = sorted(window)[(len(window) - 1) // 4]
         self._curve = None
 
+    def set(self, rows: int, seconds: float) -> None:
+        """Replace what is known of `rows` rows by one sample (tests, a fixed model)."""
+        self._samples.pop(_bucket(rows), None)
+        self.observe(rows, seconds)
+
+    def samples(self, rows: int) -> int:
+        """How many samples the estimate of `rows` rows rests on."""
+        return len(self._samples.get(_bucket(rows), ()))
+
     def _monotone(self) -> tuple[list[int], list[float]]:
-        if self._curve is None or len(self._curve[0]) != len(self.points):
+        if self._curve is None:
             keys = sorted(self.points)
             vals = [self.points[k] for k in keys]
             for i in range(1, len(vals)):  # noisy samples must not make more rows look cheaper
@@ -151,3 +176,34 @@ def plan_lengths(rates: list[float], caps: list[int], base_rows: int, cost: Cost
             tokens += expected_tokens(rates[i], best_k) - 1.0
             t_now = cost.time(rows) + drafted * draft_token_s
     return ks
+
+
+@dataclass(frozen=True)
+class ProbePolicy:
+    """Evidence-gathering rules on top of `plan_lengths`, so that timing noise cannot switch
+    speculation off for good: a sequence verifies `min_probes` drafts before the cost model may
+    leave it plain, a plain sequence probes again every `reprobe_every` plain steps (both with
+    `probe_k` drafts), and a draft that was kept whole is followed at once by one a token longer
+    (whole drafts never lose to plain decoding; the longer steps get re-measured). Only for steps
+    of at most `max_rows` rows without drafts: a full batch is left to the planner, which backs off."""
+
+    min_probes: int = 3
+    reprobe_every: int = 16
+    probe_k: int = 1
+    max_rows: int = 8
+
+
+def with_probes(ks: list[int], accs: list[Acceptance], caps: list[int], policy: ProbePolicy = ProbePolicy(),
+                base_rows: int = 1) -> list[int]:
+    """`plan_lengths`' choice `ks` for a step of `base_rows` rows without drafts, adjusted by
+    `policy` (each k stays within its cap)."""
+    if base_rows > policy.max_rows:
+        return list(ks)
+    out = []
+    for k, a, cap in zip(ks, accs, caps):
+        if a.last_full and a.plain_run == 0 and k <= a.last_k:
+            k = a.last_k + 1
+        elif k == 0 and (a.steps < policy.min_probes or a.plain_run >= policy.reprobe_every):
+            k = policy.probe_k
+        out.append(max(0, min(k, cap)))
+    return out

@@ -3,7 +3,8 @@
 Scope: `NgramIndex` (n-gram -> position after its latest occurrence, for n in [min_n, max_n],
 extended incrementally as tokens arrive) and `PromptLookupProposer`, which keeps one index per
 sequence over its own context (prompt, tool results in it, and what it generated so far) and
-proposes the continuation of the longest matching n-gram. Deterministic drafts (a point mass for
+proposes the continuation of the longest matching n-gram, or of the source it is copying from
+while the text keeps following it (so the latest of many similar lines does not win). Deterministic drafts (a point mass for
 the acceptance rule). Cost per step: O(max_n) dictionary operations per new token.
 
 Non-goals: matching across requests (`suffix_cache`), deciding how many tokens to verify (the
@@ -71,22 +72,42 @@ class PromptLookupProposer:
         self.min_n, self.max_n = min_n, max_n
         NgramIndex(min_n, max_n)  # validate now
         self._index: dict[int, NgramIndex] = {}
+        self._cursor: dict[int, tuple[int, int]] = {}  # seq_id -> (source position drafted from, len(ids) then)
 
     def lookup(self, ctx: DraftContext, k: int) -> tuple[list[int], int]:
         """Up to `k` tokens continuing the longest earlier match of the context's tail, and the
-        match length n (0: no match)."""
+        match length n (0: no match). The copy in progress wins over the latest occurrence: when
+        the text since the last draft followed its source (`max_n` tokens agree), the draft
+        continues from there (a JSON list of similar records, code with repeated lines)."""
         ids = ctx.token_ids
         index = self._index.get(ctx.seq_id)
         if index is None:
             index = self._index[ctx.seq_id] = NgramIndex(self.min_n, self.max_n)
         index.extend(ids)
-        pos, n = index.match(ids[max(0, len(ids) - self.max_n) :])
+        pos, n = self._follow(ctx.seq_id, ids)
         if pos < 0:
+            pos, n = index.match(ids[max(0, len(ids) - self.max_n) :])
+        if pos < 0:
+            self._cursor.pop(ctx.seq_id, None)
             return [], 0
+        self._cursor[ctx.seq_id] = (pos, len(ids))
         return continuation(ids, pos, k), n
+
+    def _follow(self, seq_id: int, ids: Sequence[int]) -> tuple[int, int]:
+        """(where the source of the last draft continues now, max_n), or (-1, 0) when the text
+        no longer follows it."""
+        cur = self._cursor.get(seq_id)
+        if cur is None:
+            return -1, 0
+        want = cur[0] + len(ids) - cur[1]
+        n = self.max_n
+        if not n <= want < len(ids) - n or list(ids[want - n : want]) != list(ids[len(ids) - n :]):
+            return -1, 0
+        return want, n
 
     def propose(self, ctx: DraftContext, k: int) -> Draft:
         return Draft(self.lookup(ctx, k)[0])
 
     def finished(self, ctx: DraftContext) -> None:
         self._index.pop(ctx.seq_id, None)
+        self._cursor.pop(ctx.seq_id, None)

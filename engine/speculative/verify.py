@@ -2,7 +2,7 @@
 
 Scope: `Speculation`, owned by an `Engine` whose model runner is the native one. Each step:
 1. `draft(items)` (after scheduling, before the forward): for every decode item that may
-   speculate, pick its draft length (`adaptive.plan_lengths` from its acceptance estimate, the
+   speculate, pick its draft length (`adaptive.plan_lengths`, then `with_probes`, from its acceptance estimate, the
    measured step costs and the token budget), ask the proposer for that many tokens and reserve
    KV slots for them (`BlockManager.reserve`; no room means no draft, never a preemption). The
    draft rides on the item (`BatchItem.draft`): the runner scores the decode token and every draft
@@ -15,6 +15,12 @@ Scope: `Speculation`, owned by an `Engine` whose model runner is the native one.
    the accepted drafts, blocks past its newest token go back to the pool (`BlockManager.truncate`),
    and only computed blocks are ever hashed, so the prefix cache never holds a rejected token.
    The other rows are handed back to the engine's plain sampling path.
+
+Failures: `draft` never raises. A proposer that raises (or returns something that is not a
+draft) leaves its sequence plain from then on, and the engine plain after `max_proposer_errors`
+failures or one not tied to a sequence; the first failure is logged with its traceback. Outputs
+are those of plain decoding either way. A grammar matcher that cannot be rolled back after a
+draft walk fails its request only (in `failed` after the step).
 
 Counters: per sequence (`Sequence.spec`, an `Acceptance`: drafted, accepted, verify steps) and
 per engine (`SpecStats`).
@@ -45,12 +51,16 @@ from agentkit.engine.params import SamplingParams
 from agentkit.engine.sampling import SampleRow
 from agentkit.engine.sequence import EngineRequest, Sequence
 from agentkit.engine.speculative.acceptance import accept_draft
-from agentkit.engine.speculative.adaptive import Acceptance, CostModel, plan_lengths
+from agentkit.engine.speculative.adaptive import Acceptance, CostModel, ProbePolicy, plan_lengths, with_probes
 from agentkit.engine.speculative.protocol import Draft, DraftContext, DraftProposer
 
 log = logging.getLogger("agentkit.engine")
 
 __all__ = ["SpecStats", "Speculation"]
+
+
+class _MatcherLost(RuntimeError):
+    """A grammar matcher could not be rolled back after walking a draft (its state is lost)."""
 
 MakeRow = Callable[[Sequence, list[int]], SampleRow]
 Postprocess = Callable[[list[Sequence], list[Any], float], None]
@@ -66,6 +76,7 @@ class SpecStats:
     accepted: int = 0
     emitted: int = 0
     plain_steps: int = 0
+    proposer_errors: int = 0
 
     @property
     def mean_acceptance_length(self) -> float:
@@ -90,6 +101,7 @@ class Speculation:
         self.make_row = make_row
         self.postprocess = postprocess
         self.cost = cost or CostModel()
+        self.probes = ProbePolicy()
         self.stats = SpecStats()
         self._probs: dict[int, torch.Tensor] = {}
         self._masks: dict[int, list[torch.Tensor]] = {}  # constrained sequences: a mask per verify row
@@ -98,15 +110,32 @@ class Speculation:
         self._timed = False
         self._drafted = False
         self.failed: dict[str, tuple[EngineRequest, str]] = {}  # request_id -> error, from the last verify
+        self._lost: dict[str, tuple[EngineRequest, str]] = {}  # grammar state lost while drafting
+        self.disabled = False  # set when the proposer keeps failing: every step is plain
+        self.max_proposer_errors = 3
 
     # ---- before the forward --------------------------------------------------------------------
     def draft(self, items: list[BatchItem]) -> None:
-        """Attach drafts to the decode items that should speculate this step."""
+        """Attach drafts to the decode items that should speculate this step. Never raises: a
+        failing proposer (or planner) leaves the step plain and switches speculation off for the
+        sequence, or for the whole engine when the failure is not tied to one sequence."""
         self._drafted = False
-        used = sum(it.count for it in items)
+        self._timed = False
+        self._rows = sum(it.count for it in items)
+        if not self.disabled:
+            try:
+                self._draft(items)
+            except Exception:
+                self._abandon(items)
+                self._proposer_failed(None)
+        self._t0 = time.perf_counter()
+
+    def _draft(self, items: list[BatchItem]) -> None:
+        used = self._rows
         cands: list[BatchItem] = []
         caps: list[int] = []
         constrained = False
+        max_draft = int(self.proposer.max_draft)
         for it in items:
             if it.count != 1 or not it.need_logits:
                 continue
@@ -117,18 +146,17 @@ class Speculation:
                     continue
             if s.spec is None:
                 s.spec = Acceptance()
-            if s.params.seed is not None and not s.params.is_greedy:
-                continue  # k follows measured timings: drafting would make a seeded sample irreproducible
-            cap = min(self.proposer.max_draft, s.max_tokens - s.num_generated - 1,
-                      self.max_seq_len - s.num_tokens - 1)
+            if s.spec.disabled or (s.params.seed is not None and not s.params.is_greedy):
+                continue  # seeded sampling: k follows measured timings, drafting would be irreproducible
+            cap = min(max_draft, s.max_tokens - s.num_generated - 1, self.max_seq_len - s.num_tokens - 1)
             if cap > 0:
                 cands.append(it)
                 caps.append(cap)
         self._timed = not constrained and len(items) == sum(1 for it in items if it.count == 1)
-        self._rows = used
         if cands:
             ks = plan_lengths([it.seq.spec.rate for it in cands], caps, used, self.cost,
                               draft_token_s=float(getattr(self.proposer, "token_cost_s", 0.0)))
+            ks = with_probes(ks, [it.seq.spec for it in cands], caps, self.probes, base_rows=used)
             budget = self.max_batch_tokens - used
             for it, k in zip(cands, ks):
                 k = min(k, budget)
@@ -138,31 +166,80 @@ class Speculation:
                     self.stats.plain_steps += 1
                 budget -= n
                 self._rows += n
-        self._t0 = time.perf_counter()
+
+    def _abandon(self, items: list[BatchItem]) -> None:
+        """Drop every draft of this step (after a failure part-way through drafting)."""
+        for it in items:
+            if it.draft:
+                it.draft = ()
+                self.blocks.truncate(it.seq, it.seq.num_tokens)
+        self._probs.clear()
+        self._masks.clear()
+        self._drafted = False
+        self._rows = sum(it.count for it in items)
+
+    def _proposer_failed(self, s: Sequence | None) -> None:
+        """Log the first failure (with its traceback), later ones at debug level; switch
+        speculation off for `s`, and for the engine when `s` is None or failures keep coming."""
+        self.stats.proposer_errors += 1
+        name = type(self.proposer).__name__
+        if self.stats.proposer_errors == 1:
+            log.exception("draft proposer %s failed; decoding without drafts (outputs are unchanged)", name)
+        else:
+            log.debug("draft proposer %s failed again", name, exc_info=True)
+        if s is not None and s.spec is not None:
+            s.spec.disabled = True
+        if s is None or self.stats.proposer_errors >= self.max_proposer_errors:
+            if not self.disabled:
+                log.warning("speculative decoding is off for this model: draft proposer %s failed %d time(s)",
+                            name, self.stats.proposer_errors)
+            self.disabled = True
+
+    def _propose(self, s: Sequence, k: int) -> tuple[list[int], torch.Tensor | None]:
+        """The proposer's draft for `s`, checked: token ids cut at the first one outside the
+        vocabulary; a sampling drafter's `probs` must be finite, non-negative [n, vocab]."""
+        got = self.proposer.propose(DraftContext(s.seq_id, s.token_ids, s.num_prompt), k)
+        draft = got if isinstance(got, Draft) else Draft(list(got))
+        vocab = self.runner.vocab_size
+        tokens: list[int] = []
+        for t in list(draft.tokens)[:k]:
+            t = int(t)
+            if not 0 <= t < vocab:
+                break
+            tokens.append(t)
+        probs = draft.probs
+        if probs is not None and tokens:
+            probs = probs[: len(tokens)]
+            if probs.dim() != 2 or probs.shape[1] != vocab or not bool(torch.isfinite(probs).all()) \
+                    or bool((probs < 0).any()):
+                raise ValueError(f"Draft.probs must be finite and non-negative, [n, vocab={vocab}]; "
+                                 f"got {tuple(probs.shape)}")
+        return tokens, probs
 
     def _attach(self, it: BatchItem, k: int) -> int:
         s = it.seq
-        ctx = DraftContext(s.seq_id, s.token_ids, s.num_prompt)
         try:
-            got = self.proposer.propose(ctx, k)
+            tokens, probs = self._propose(s, k)
         except Exception:  # a broken proposer costs speed, never the request
-            log.exception("draft proposer %s failed; decoding without a draft", type(self.proposer).__name__)
+            self._proposer_failed(s)
             return 0
-        draft = got if isinstance(got, Draft) else Draft(list(got))
-        tokens = [int(t) for t in draft.tokens[:k]]
-        vocab = self.runner.vocab_size
-        for i, t in enumerate(tokens):
-            if not 0 <= t < vocab:
-                tokens = tokens[:i]
-                break
         if tokens and s.matcher is not None:
-            tokens = self._grammar_masks(s, tokens)
+            try:
+                tokens = self._grammar_masks(s, tokens)
+            except _MatcherLost as exc:  # the request cannot continue exactly: it fails after the step
+                self._lost[s.request.request_id] = (s.request, str(exc))
+                s.spec.disabled = True
+                tokens = []
+            except Exception:
+                log.exception("walking a draft through the grammar failed; decoding without drafts")
+                s.spec.disabled = True
+                tokens = []
         if not tokens or not self.blocks.reserve(s, s.num_tokens + len(tokens)):
             self._masks.pop(s.seq_id, None)
             return 0
         it.draft = tuple(tokens)
-        if draft.probs is not None:
-            self._probs[s.seq_id] = draft.probs[: len(tokens)]
+        if probs is not None:
+            self._probs[s.seq_id] = probs
         self._drafted = True
         return len(tokens)
 
@@ -187,7 +264,7 @@ class Speculation:
                 ok += 1
         finally:
             if consumed and not m.rollback(consumed):
-                raise RuntimeError(f"the grammar matcher could not roll back {consumed} draft tokens")
+                raise _MatcherLost(f"the grammar matcher could not roll back {consumed} draft tokens")
         keep = min(ok, len(masks) - 1)
         if keep <= 0:
             return []
@@ -202,7 +279,7 @@ class Speculation:
         are in `self.failed` until the next call."""
         if self._timed:
             self.cost.observe(self._rows, time.perf_counter() - self._t0)
-        self.failed = {}
+        self.failed, self._lost = self._lost, {}
         if not self._drafted:
             return logits, seqs, []
         keep_rows: list[int] = []
@@ -277,7 +354,7 @@ class Speculation:
             log.exception("draft proposer %s failed in finished()", type(self.proposer).__name__)
 
     def calibrate(self, sizes: tuple[int, ...] = (1, 2, 4, 8, 12), context: int = 192, reps: int = 3) -> None:
-        """Measure the step time of 1..max(sizes) decode rows on a scratch sequence (best of `reps`)."""
+        """Measure the step time of 1..max(sizes) decode rows on a scratch sequence (`reps` samples each)."""
         sizes = tuple(n for n in sizes if n <= self.max_batch_tokens)
         vocab = self.runner.vocab_size
         ctx = min(context, max(self.max_seq_len - max(sizes) - 1, 2))
@@ -297,9 +374,7 @@ class Speculation:
                     item = BatchItem(seq, ctx - 1, 1, True, tuple(ids[1:n]))
                     t0 = time.perf_counter()
                     self.runner.execute([item])
-                    dt = time.perf_counter() - t0
-                    if dt < self.cost.points.get(n, float("inf")):
-                        self.cost.set(n, dt)
+                    self.cost.observe(n, time.perf_counter() - t0)
         finally:
             self.blocks.free_seq(seq, finished=False)
         log.debug("speculation cost model: %s", {n: round(t * 1e3, 2) for n, t in sorted(self.cost.points.items())})
