@@ -168,7 +168,8 @@ class NativeRunner:
             if it.need_logits:
                 rows.append(len(ids) - 1)
         if dec_rows and any(it.draft for it in items):
-            meta.decode_groups = self._decode_groups(dec_rows, dec_tables, dec_lens)
+            lone = sum(1 for it in items if it.count == 1) == 1
+            meta.decode_groups = self._decode_groups(dec_rows, dec_tables, dec_lens, lone)
         elif dec_rows:
             width = max(len(t) for t in dec_tables)
             meta.decode_rows = torch.tensor(dec_rows, device=dev)
@@ -181,17 +182,29 @@ class NativeRunner:
         return self.model.forward_batch(torch.tensor(ids, device=dev), torch.tensor(pos, device=dev), self.pool, meta,
                                         torch.tensor(rows, dtype=torch.long, device=dev))
 
-    def _decode_groups(self, rows: list[int], tables: list[list[int]],
-                       lens: list[int]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-        """Decode rows grouped by attention width (blocks), so each row attends over exactly the keys
-        a lone decode step at its position would: padding to a wider table changes SDPA's blocking
-        and the logits' last bits, which would break greedy equality with plain decoding."""
+    def _decode_groups(self, rows: list[int], tables: list[list[int]], lens: list[int],
+                       lone: bool) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """Attention calls for a verify step's decode rows, each row computed exactly as a plain decode
+        step at its position would compute it (greedy equality with plain decoding needs the last bit).
+
+        Each row attends over exactly its own blocks: padding to a wider table changes SDPA's blocking.
+        And torch's CPU SDPA reduces a single-query batch smaller than the thread count differently
+        (it splits each row's keys over the threads), so a row's bits depend on the call's batch size:
+        when the step holds one decoding sequence (`lone`), whose plain step is a batch of 1, each row
+        gets its own call; otherwise rows of one width share a call padded (rows repeated) to at least
+        `torch.get_num_threads()` rows, the regime of a plain step of that many sequences."""
         by_width: dict[int, list[int]] = {}
         for i, t in enumerate(tables):
             by_width.setdefault(len(t), []).append(i)
         dev, bs = self.device, self.block_size
+        if lone:
+            calls = [[i] for i in range(len(rows))]
+        else:
+            least = torch.get_num_threads() if dev.type == "cpu" else 1
+            calls = [idx + [idx[-1]] * (least - len(idx)) for idx in by_width.values()]
         groups = []
-        for width, idx in by_width.items():
+        for idx in calls:
+            width = len(tables[idx[0]])
             mask = None
             if any(lens[i] != width * bs for i in idx):
                 n = torch.tensor([lens[i] for i in idx], device=dev)
