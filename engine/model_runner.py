@@ -184,24 +184,24 @@ class NativeRunner:
 
     def _decode_groups(self, rows: list[int], tables: list[list[int]], lens: list[int],
                        lone: bool) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-        """Attention calls for a verify step's decode rows, each row computed exactly as a plain decode
-        step at its position would compute it (greedy equality with plain decoding needs the last bit).
+        """Attention calls for a verify step's decode rows, so that each row is computed as a plain decode
+        step at its position computes it (greedy equality with plain decoding needs the last bit).
 
-        Each row attends over exactly its own blocks: padding to a wider table changes SDPA's blocking.
-        And torch's CPU SDPA reduces a single-query batch smaller than the thread count differently
-        (it splits each row's keys over the threads), so a row's bits depend on the call's batch size:
-        when the step holds one decoding sequence (`lone`), whose plain step is a batch of 1, each row
-        gets its own call; otherwise rows of one width share a call padded (rows repeated) to at least
-        `torch.get_num_threads()` rows, the regime of a plain step of that many sequences."""
-        by_width: dict[int, list[int]] = {}
-        for i, t in enumerate(tables):
-            by_width.setdefault(len(t), []).append(i)
+        Each row attends over exactly its own blocks: padding to a wider table changes the result. And
+        torch's CPU SDPA splits a call's (row, head) pairs over its threads, and a pair computed on a
+        worker thread gets other last bits than on the calling thread (measured on torch 2.13: see
+        tests/engine/speculative/test_verify_attention.py), so a row's bits depend on the call's batch
+        size. When the step holds one decoding sequence (`lone`), whose plain step is a batch of 1, each
+        row gets a call of its own, the exact replica of that step; otherwise rows of one width share a
+        call (a plain step of several sequences pads them to one width, so it is not reproducible)."""
         dev, bs = self.device, self.block_size
         if lone:
             calls = [[i] for i in range(len(rows))]
         else:
-            least = torch.get_num_threads() if dev.type == "cpu" else 1
-            calls = [idx + [idx[-1]] * (least - len(idx)) for idx in by_width.values()]
+            by_width: dict[int, list[int]] = {}
+            for i, t in enumerate(tables):
+                by_width.setdefault(len(t), []).append(i)
+            calls = list(by_width.values())
         groups = []
         for idx in calls:
             width = len(tables[idx[0]])
