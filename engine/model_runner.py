@@ -203,14 +203,20 @@ class NativeRunner:
                 by_width.setdefault(len(t), []).append(i)
             calls = list(by_width.values())
         groups = []
+        shared: dict[int, torch.Tensor] = {}  # a lone sequence's rows of one width: one table, gathered once
         for idx in calls:
             width = len(tables[idx[0]])
             mask = None
             if any(lens[i] != width * bs for i in idx):
                 n = torch.tensor([lens[i] for i in idx], device=dev)
                 mask = (torch.arange(width * bs, device=dev) < n.unsqueeze(1))[:, None, None, :]
-            groups.append((torch.tensor([rows[i] for i in idx], device=dev),
-                           torch.tensor([tables[i] for i in idx], dtype=torch.long, device=dev), mask))
+            if not lone:
+                blocks = torch.tensor([tables[i] for i in idx], dtype=torch.long, device=dev)
+            elif width not in shared:
+                blocks = shared[width] = torch.tensor([tables[idx[0]]], dtype=torch.long, device=dev)
+            else:
+                blocks = shared[width]
+            groups.append((torch.tensor([rows[i] for i in idx], device=dev), blocks, mask))
         return groups
 
     def free(self, seq: Sequence) -> None:
