@@ -84,3 +84,73 @@ def test_smollm2_verify_rows_are_bit_identical_to_decode_steps(smollm2):
 
         one, many = engine.call(run).result(300)
     assert torch.equal(one, many)
+
+
+def test_smollm2_verify_rows_equal_decode_steps_along_a_whole_answer(smollm2):
+    """A greedy answer decoded one token per step, then re-scored in verify chunks of 1 + k rows
+    (every draft accepted): every row's attention output in every layer, and its logits, are
+    bit-identical to its plain step's, for several k (chunks cross block boundaries at different
+    offsets; 2 threads, where torch's SDPA gives a row in a batch of several other bits than alone).
+    The attention outputs make the test sensitive: most last-bit differences vanish in the packed
+    kernels' bf16 rounding of the activations and only sometimes reach the logits."""
+    from agentkit.engine.model_runner import BatchItem
+    from agentkit.engine.params import SamplingParams
+    from agentkit.engine.sequence import EngineRequest, Sequence
+
+    n_new, ks = 40, (1, 4, 10)
+    with Runner(Which.GGUF(*smollm2, None), progress=False, num_threads=2, prefix_cache_n=0,
+                plugins=[SpeculativePlugin(mode="off")]) as r:
+        engine = r.served_model().engine
+        prompt = engine.tokenizer.encode("Write a short poem about the sea.\n\nThe sea")
+        layers = engine.runner.model.layers
+        seen: list[list[torch.Tensor]] | None = None
+
+        def keep(i: int):
+            def hook(module, args, out):
+                if seen is not None:
+                    seen[i].append(args[0].detach().clone())
+            return hook
+
+        hooks = [layer.self_attn.o.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
+
+        def new_seq(ids: list[int]) -> Sequence:
+            s = Sequence(request=EngineRequest("x", ids[: len(prompt)], SamplingParams()), index=0,
+                         token_ids=list(ids), num_prompt=len(prompt), max_tokens=len(ids))
+            engine.blocks.allocate(s, fresh_only=True)
+            engine.blocks.reserve(s, len(ids) + 1)
+            return s
+
+        def rows_of(chunks: list[torch.Tensor], attn: list[list[torch.Tensor]]) -> torch.Tensor:
+            return torch.cat([torch.cat(chunks)] + [torch.cat(a) for a in attn], dim=-1)  # [rows, V + L * D]
+
+        def run() -> dict[int, list[int]]:
+            nonlocal seen
+            runner, n0 = engine.runner, len(prompt)
+            ids = list(prompt)
+            s = new_seq(ids + [0] * n_new)
+            ids.append(int(runner.execute([BatchItem(s, 0, n0, True)]).argmax()))
+            seen, plain = [[] for _ in layers], []
+            for p in range(n0, n0 + n_new - 1):
+                s.token_ids[p] = ids[p]
+                plain.append(runner.execute([BatchItem(s, p, 1, True)]))
+                ids.append(int(plain[-1].argmax()))
+            engine.blocks.free_seq(s, finished=False)
+            plain_rows, differing = rows_of(plain, seen), {}
+            for k in ks:
+                s = new_seq(ids)
+                seen = None
+                runner.execute([BatchItem(s, 0, n0, False)])
+                seen, rows, p = [[] for _ in layers], [], n0
+                while p < len(ids) - 1:
+                    kk = min(k, len(ids) - 2 - p)
+                    rows.append(runner.execute([BatchItem(s, p, 1, True, tuple(ids[p + 1 : p + 1 + kk]))]))
+                    p += kk + 1
+                engine.blocks.free_seq(s, finished=False)
+                differing[k] = (rows_of(rows, seen) != plain_rows).any(-1).nonzero().flatten().tolist()
+            seen = None
+            return differing
+
+        differing = engine.call(run).result(600)
+        for h in hooks:
+            h.remove()
+    assert all(not rows for rows in differing.values()), f"rows differing from plain steps, per k: {differing}"
