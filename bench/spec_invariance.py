@@ -7,7 +7,8 @@ the same tokens in verify chunks of 1 + k rows (every draft accepted, the way a 
 speculates) and compares every row's logits with the plain step's. Prints, per k, how many rows
 differ, the largest difference, and the first row whose argmax flips with the plain top-2 logit
 gap there (a flip at a gap of ~0 is a near-tie; a flip at a clear gap is an exactness bug).
-Not timed; any machine load is fine.
+Not timed; any machine load is fine. Keep --threads at 2 or more: with one thread torch's CPU
+attention gives every row the same bits whatever the batch, which would hide a regression.
 
 Non-goals: batches of several sequences, sampling, the transformers fallback runner.
 """

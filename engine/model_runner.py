@@ -168,7 +168,8 @@ class NativeRunner:
             if it.need_logits:
                 rows.append(len(ids) - 1)
         if dec_rows and any(it.draft for it in items):
-            meta.decode_groups = self._decode_groups(dec_rows, dec_tables, dec_lens)
+            lone = sum(1 for it in items if it.count == 1) == 1
+            meta.decode_groups = self._decode_groups(dec_rows, dec_tables, dec_lens, lone)
         elif dec_rows:
             width = max(len(t) for t in dec_tables)
             meta.decode_rows = torch.tensor(dec_rows, device=dev)
@@ -181,23 +182,41 @@ class NativeRunner:
         return self.model.forward_batch(torch.tensor(ids, device=dev), torch.tensor(pos, device=dev), self.pool, meta,
                                         torch.tensor(rows, dtype=torch.long, device=dev))
 
-    def _decode_groups(self, rows: list[int], tables: list[list[int]],
-                       lens: list[int]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-        """Decode rows grouped by attention width (blocks), so each row attends over exactly the keys
-        a lone decode step at its position would: padding to a wider table changes SDPA's blocking
-        and the logits' last bits, which would break greedy equality with plain decoding."""
-        by_width: dict[int, list[int]] = {}
-        for i, t in enumerate(tables):
-            by_width.setdefault(len(t), []).append(i)
+    def _decode_groups(self, rows: list[int], tables: list[list[int]], lens: list[int],
+                       lone: bool) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """Attention calls for a verify step's decode rows, so that each row is computed as a plain decode
+        step at its position computes it (greedy equality with plain decoding needs the last bit).
+
+        Each row attends over exactly its own blocks: padding to a wider table changes the result. And
+        torch's CPU SDPA splits a call's (row, head) pairs over its threads, and a pair computed on a
+        worker thread gets other last bits than on the calling thread (measured on torch 2.13: see
+        tests/engine/speculative/test_verify_attention.py), so a row's bits depend on the call's batch
+        size. When the step holds one decoding sequence (`lone`), whose plain step is a batch of 1, each
+        row gets a call of its own, the exact replica of that step; otherwise rows of one width share a
+        call (a plain step of several sequences pads them to one width, so it is not reproducible)."""
         dev, bs = self.device, self.block_size
+        if lone:
+            calls = [[i] for i in range(len(rows))]
+        else:
+            by_width: dict[int, list[int]] = {}
+            for i, t in enumerate(tables):
+                by_width.setdefault(len(t), []).append(i)
+            calls = list(by_width.values())
         groups = []
-        for width, idx in by_width.items():
+        shared: dict[int, torch.Tensor] = {}  # a lone sequence's rows of one width: one table, gathered once
+        for idx in calls:
+            width = len(tables[idx[0]])
             mask = None
             if any(lens[i] != width * bs for i in idx):
                 n = torch.tensor([lens[i] for i in idx], device=dev)
                 mask = (torch.arange(width * bs, device=dev) < n.unsqueeze(1))[:, None, None, :]
-            groups.append((torch.tensor([rows[i] for i in idx], device=dev),
-                           torch.tensor([tables[i] for i in idx], dtype=torch.long, device=dev), mask))
+            if not lone:
+                blocks = torch.tensor([tables[i] for i in idx], dtype=torch.long, device=dev)
+            elif width not in shared:
+                blocks = shared[width] = torch.tensor([tables[idx[0]]], dtype=torch.long, device=dev)
+            else:
+                blocks = shared[width]
+            groups.append((torch.tensor([rows[i] for i in idx], device=dev), blocks, mask))
         return groups
 
     def free(self, seq: Sequence) -> None:

@@ -57,8 +57,9 @@ class AttnMeta:
     decode_rows: torch.Tensor | None = None  # [B] rows of T that are single-token decodes
     decode_blocks: torch.Tensor | None = None  # [B, nb] block tables (padded with block 0)
     decode_mask: torch.Tensor | None = None  # [B, 1, 1, nb * block_size] bool: position < length
-    # Instead of the three above: (rows, blocks, mask) per attention width, each row attending over
-    # exactly its own blocks as a lone decode step would (speculative verify steps; bit-exact)
+    # Instead of the three above (speculative verify steps; bit-exact): one SDPA call per (rows, blocks,
+    # mask), each row attending over exactly its own blocks as a decode step would; calls that share
+    # one `blocks` tensor object gather its K/V once (model_runner.NativeRunner._decode_groups)
     decode_groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] | None = None
 
     def to(self, device: torch.device) -> AttnMeta:
@@ -128,11 +129,13 @@ class LlamaAttention(nn.Module):
     def _attend(self, q: torch.Tensor, pool: KVPool, meta: AttnMeta) -> torch.Tensor:
         li, nh, d = self.kv_layer, self.num_heads, self.head_dim
         out = torch.empty(q.shape[0], nh * d, dtype=q.dtype, device=q.device)
+        gathered: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # groups sharing one table tensor
         for rows, blocks, mask in meta.decode_groups or ():
-            kk, vv = pool.gather_blocks(li, blocks)
-            kk, vv = kk.flatten(1, 2), vv.flatten(1, 2)
-            o = F.scaled_dot_product_attention(q[rows].unsqueeze(2), kk.transpose(1, 2), vv.transpose(1, 2),
-                                               attn_mask=mask, enable_gqa=True)
+            if id(blocks) not in gathered:
+                kk, vv = pool.gather_blocks(li, blocks)
+                gathered[id(blocks)] = kk.flatten(1, 2).transpose(1, 2), vv.flatten(1, 2).transpose(1, 2)
+            kk, vv = gathered[id(blocks)]
+            o = F.scaled_dot_product_attention(q[rows].unsqueeze(2), kk, vv, attn_mask=mask, enable_gqa=True)
             out[rows] = o.reshape(-1, nh * d)
         if meta.decode_rows is not None:
             kk, vv = pool.gather_blocks(li, meta.decode_blocks)  # [B, nb, bs, nkv, d]
