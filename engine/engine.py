@@ -163,6 +163,11 @@ class Engine:
             self._thread.join(timeout)
 
     @property
+    def serving(self) -> bool:
+        """Whether the engine thread is running (False before `serve` and after it ended)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def num_active(self) -> int:
         """Requests admitted and not yet finished (for tests and status)."""
         return len(self._active)

@@ -41,8 +41,7 @@ class LocalBackend:
         self.engine.shutdown()
 
     def health(self) -> BackendHealth:
-        thread = getattr(self.engine, "_thread", None)
-        alive = not self._closed and thread is not None and thread.is_alive()
+        alive = not self._closed and self.engine.serving
         detail = "" if alive else ("shut down" if self._closed else "engine thread not running")
         return BackendHealth(alive=alive, active=self.engine.num_active, detail=detail)
 

@@ -39,9 +39,8 @@ def send_bounded(runner: Runner, requests, timeout: float = WAIT_S) -> list:
         t.join(max(0.0, deadline - time.monotonic()))
     hung = sum(t.is_alive() for t in threads)
     if hung:
-        engine = runner.served_model().engine
         pytest.fail(f"{hung} request(s) still waiting after {timeout:g} s; engine thread alive: "
-                    f"{engine._thread is not None and engine._thread.is_alive()}")
+                    f"{runner.served_model().backend.health().alive}")
     for x in out:
         if isinstance(x, BaseException):
             raise x
@@ -109,7 +108,7 @@ def test_a_proposer_failing_inside_its_draft_never_hurts_requests(tiny_llama, pl
         assert spec.stats.proposer_errors >= 1
         assert spec.disabled  # failures kept coming (or were not tied to one sequence): off for the engine
         assert texts(send_bounded(r, requests[:1])) == expected[:1]  # the engine keeps serving
-        assert engine._thread.is_alive()
+        assert r.served_model().backend.health().alive
         assert all(b.ref_count == 0 for b in engine.blocks.blocks)  # no reserved draft slot leaked
     tracebacks = [rec for rec in caplog.records if "draft proposer" in rec.getMessage() and rec.exc_info]
     assert len(tracebacks) == 1  # logged once
