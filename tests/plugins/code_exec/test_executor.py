@@ -9,21 +9,12 @@ import socket
 import time
 
 import pytest
+from code_exec_support import process_alive
 
 from agentkit.api.agent_options import SandboxPolicy
 from agentkit.api.enums import NetworkMode
 from agentkit.plugins.code_exec import ExecutorPool, ExecutorSpec, LocalExecutor
 from agentkit.plugins.code_exec.sandbox import pids_of_uid
-
-
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return "\nState:\tZ" not in f.read()
-    except FileNotFoundError:
-        return False
 
 
 def test_state_persists_within_an_executor_and_not_across_executors(make_executor):
@@ -40,7 +31,7 @@ def test_reset_gives_a_fresh_interpreter_and_keeps_the_workdir(make_executor):
     executor.execute("y = 1\nopen('kept.txt', 'w').write('still')", 10)
     old_pid = executor.kernel_pid
     executor.reset()
-    assert executor.kernel_pid != old_pid and not _alive(old_pid)
+    assert executor.kernel_pid != old_pid and not process_alive(old_pid)
     assert executor.execute("y", 10).exception.startswith("NameError")
     assert executor.execute("open('kept.txt').read()", 10).result == "'still'"
 
@@ -93,9 +84,9 @@ def test_pool_reuses_per_session_and_reaps_idle_executors(require_sandbox, tmp_p
         pid, uid = a.kernel_pid, a.plan.uid
         assert len(pids_of_uid(uid)) >= 2  # the kernel and its child
         deadline = time.monotonic() + 5
-        while ("a" in pool or _alive(pid) or pids_of_uid(uid)) and time.monotonic() < deadline:
+        while ("a" in pool or process_alive(pid) or pids_of_uid(uid)) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert "a" not in pool and not _alive(pid) and pids_of_uid(uid) == []
+        assert "a" not in pool and not process_alive(pid) and pids_of_uid(uid) == []
     finally:
         pool.close_all()
 
@@ -111,7 +102,7 @@ def test_close_all_leaves_no_process_behind(require_sandbox, tmp_path):
     pool.close_all()
     assert len(pool) == 0
     for pid, uid, state in watched:
-        assert not _alive(pid) and pids_of_uid(uid) == [] and not state.exists()
+        assert not process_alive(pid) and pids_of_uid(uid) == [] and not state.exists()
     with pytest.raises(RuntimeError, match="closed"):
         executors[0].execute("1", 5)
 

@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from code_exec_support import RecordingExecutors, process_alive
 
-from agentkit import CodeExecutionConfig, hookimpl
+from agentkit import CodeExecutionConfig
 from agentkit.agent.context import ToolContext
 from agentkit.api.requests import ChatCompletionRequest
 from agentkit.config import RunnerConfig
@@ -22,16 +23,6 @@ from agentkit.plugins.code_exec.request_tools import CodeExecPlugin
 from agentkit.plugins.code_exec.sandbox import pids_of_uid, sandbox_disabled
 from agentkit.plugins.code_exec.spare import Spare
 from agentkit.sessions import Session
-
-
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return "\nState:\tZ" not in f.read()
-    except FileNotFoundError:
-        return False
 
 
 class Made:
@@ -51,7 +42,7 @@ class Made:
         """Kernels still alive, sandbox uids that still own processes, state dirs not deleted."""
         out = []
         for e in self.made:
-            if _alive(e.kernel_pid):
+            if process_alive(e.kernel_pid):
                 out.append(f"kernel {e.kernel_pid}")
             if e.plan.uid is not None and pids_of_uid(e.plan.uid):
                 out.append(f"uid {e.plan.uid}: {pids_of_uid(e.plan.uid)}")
@@ -59,19 +50,6 @@ class Made:
                 out.append(f"state {e.state}")
         return out
 
-
-class Recording:
-    """Registers "recording": the local executor, remembered so the test can look at it."""
-
-    def __init__(self) -> None:
-        self.made: list[LocalExecutor] = []
-
-    @hookimpl
-    def register_code_executors(self, register):
-        def factory(spec):
-            self.made.append(LocalExecutor(spec))
-            return self.made[-1]
-        register("recording", factory)
 
 
 def test_a_new_session_gets_a_started_never_used_kernel_of_its_own(require_sandbox, tmp_path):
@@ -82,12 +60,12 @@ def test_a_new_session_gets_a_started_never_used_kernel_of_its_own(require_sandb
         deadline = time.monotonic() + 60
         while first.kernel_pid is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert _alive(first.kernel_pid)  # before its first call
+        assert process_alive(first.kernel_pid)  # before its first call
         assert first.execute("secret = 'from a'\nopen('a.txt', 'w').write('a')", 20).status == "ok"
         assert pool.wait_spare(60)
         spare = next(e for e in made.made if e is not first)
         spare_pid = spare.kernel_pid
-        assert _alive(spare_pid)  # started before any session asked for it
+        assert process_alive(spare_pid)  # started before any session asked for it
         second, second_spec = pool.claim("b")
         assert second is spare and second.kernel_pid == spare_pid and second_spec.workdir == spare.workdir
         assert pool.get("b", second_spec) is second and pool.get("a", first_spec) is first
@@ -134,7 +112,7 @@ def test_an_unclaimed_spare_is_closed_after_the_idle_ttl(require_sandbox, tmp_pa
         session, _ = pool.claim("a")
         assert pool.wait_spare(60)
         spare = next(e for e in made.made if e is not session)
-        assert _alive(spare.kernel_pid)
+        assert process_alive(spare.kernel_pid)
         deadline = time.monotonic() + 10
         while (pool.spare.ready or made.leftovers()) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -183,7 +161,7 @@ def test_a_failing_spare_falls_back_to_a_cold_start_that_raises_the_real_error(t
 
 
 def test_the_runner_plugin_hands_each_new_session_a_spare_and_shutdown_reaps_all(require_sandbox):
-    rec = Recording()
+    rec = RecordingExecutors()
     host = PluginHost.create([rec], entry_points=False)
     host.configure(RunnerConfig(code_execution_config=CodeExecutionConfig(),
                                 extra={"code_exec": {"executor": "recording"}}))
@@ -210,5 +188,5 @@ def test_the_runner_plugin_hands_each_new_session_a_spare_and_shutdown_reaps_all
     host.shutdown(None)
     assert len(rec.made) == 3  # s1 cold, s2 the spare, and the refill
     for executor in rec.made:
-        assert executor.closed and not _alive(executor.kernel_pid) and not executor.workdir.exists()
+        assert executor.closed and not process_alive(executor.kernel_pid) and not executor.workdir.exists()
         assert executor.plan.uid is None or pids_of_uid(executor.plan.uid) == []

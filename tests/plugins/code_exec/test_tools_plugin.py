@@ -3,35 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
+from code_exec_support import RecordingExecutors, process_alive
 
-from agentkit import CodeExecutionConfig, Runner, ShellConfig, Which, hookimpl
+from agentkit import CodeExecutionConfig, Runner, ShellConfig, Which
 from agentkit.agent.context import ToolContext
 from agentkit.api.requests import ChatCompletionRequest
 from agentkit.config import RunnerConfig
 from agentkit.errors import ConfigError
 from agentkit.file_store import FileStore
 from agentkit.plugin_host import PluginHost
-from agentkit.plugins.code_exec import LocalExecutor
 from agentkit.sessions import Session
 
 pytest.importorskip("jupyter_client", reason="the code tools need jupyter_client: pip install -e '.[code]'")
 
-
-class Recording:
-    """Registers "recording": the local executor, remembered so the test can look at it."""
-
-    def __init__(self) -> None:
-        self.made: list[LocalExecutor] = []
-
-    @hookimpl
-    def register_code_executors(self, register):
-        def factory(spec):
-            self.made.append(LocalExecutor(spec))
-            return self.made[-1]
-        register("recording", factory)
 
 
 def _context(host, session_id="s1", **req):
@@ -46,17 +32,8 @@ def _host(*plugins, **config):
     return host
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as fh:  # a zombie is not alive
-        return fh.read().split(") ")[-1][0] != "Z"
-
-
 def test_the_executor_named_in_the_options_runs_the_code_and_shutdown_closes_it():
-    rec = Recording()
+    rec = RecordingExecutors()
     host = _host(rec, code_execution_config=CodeExecutionConfig(),
                  extra={"code_exec": {"executor": "recording", "spare": False}})  # test_spare.py: with one
     tools = host.request_tools(_context(host, enable_code_execution=True))
@@ -67,9 +44,9 @@ def test_the_executor_named_in_the_options_runs_the_code_and_shutdown_closes_it(
     line = executor.isolation.describe()
     assert f"Isolation: {line}." in tools["mistralrs_execute_python"].description and out["isolation"] == line
     pid, workdir = executor.kernel_pid, executor.workdir
-    assert pid is not None and _alive(pid) and workdir.is_dir() and workdir.name.startswith("mistralrs-code-")
+    assert pid is not None and process_alive(pid) and workdir.is_dir() and workdir.name.startswith("mistralrs-code-")
     host.shutdown(None)
-    assert not _alive(pid) and not workdir.exists()
+    assert not process_alive(pid) and not workdir.exists()
 
 
 def test_an_unknown_executor_name_leaves_the_tools_out_and_says_why():

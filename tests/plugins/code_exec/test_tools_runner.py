@@ -14,6 +14,7 @@ import os
 import shutil
 
 import pytest
+from code_exec_support import RecordingExecutors
 
 from agentkit import (
     AgentPermission,
@@ -184,21 +185,6 @@ def test_a_huge_print_fits_the_loop_budget_so_the_loop_neither_cuts_nor_spills_i
     assert out["full_stdout_file"].startswith(".outputs/") and "characters truncated" in out["stdout"]
     assert not any(f.name.endswith("_output_r0.txt") for f in resp.files or [])  # no spilled copy
 
-
-class RecordingExecutors:
-    """Registers "recording": the local executor, remembered (sessions and spares alike)."""
-
-    def __init__(self) -> None:
-        self.made: list = []
-
-    @hookimpl
-    def register_code_executors(self, register):
-        from agentkit.plugins.code_exec import LocalExecutor
-
-        def factory(spec):
-            self.made.append(LocalExecutor(spec))
-            return self.made[-1]
-        register("recording", factory)
 
 
 def test_runner_shutdown_leaves_no_kernel_behind_spares_included(tiny_long):
