@@ -94,17 +94,18 @@ def load_model(which: Which, *, engine_config: EngineConfig, token: str | None, 
     """
     if which.kind == "Embedding":
         return load_unserved(which, engine_config=engine_config, token=token, chat_template=chat_template,
-                     jinja_explicit=jinja_explicit, device=device, progress=progress, weight_mode=weight_mode,
-                     device_layers=device_layers, plugins=plugins)
+                             jinja_explicit=jinja_explicit, device=device, progress=progress,
+                             weight_mode=weight_mode, device_layers=device_layers, plugins=plugins)
     box: dict[str, Any] = {}
     ready = threading.Event()
 
     def boot() -> None:
         try:
             torch.set_num_threads(engine_config.resolved_threads())
-            box["host"] = load_unserved(which, engine_config=engine_config, token=token, chat_template=chat_template,
-                                jinja_explicit=jinja_explicit, device=device, progress=progress,
-                                weight_mode=weight_mode, device_layers=device_layers, plugins=plugins)
+            box["host"] = load_unserved(which, engine_config=engine_config, token=token,
+                                        chat_template=chat_template, jinja_explicit=jinja_explicit, device=device,
+                                        progress=progress, weight_mode=weight_mode, device_layers=device_layers,
+                                        plugins=plugins)
         except BaseException as exc:  # re-raised in the caller
             box["error"] = exc
             return
