@@ -319,7 +319,7 @@ def plan_sandbox(policy: SandboxPolicy | None, python: str, workdir: Path, state
             "landlock": {"rw": rw, "rx": rx, "ro": ro} if facts.landlock_abi >= 1 else None}
     network = ("none (private network namespace, loopback down)" if netns and not plan["loopback"]
                else "private loopback only (own network namespace)" if netns else "host network")
-    user = (f"unprivileged uid {uid}, no groups" if drop else
+    user = ("unprivileged uid (one per executor), no groups" if drop else
             "uid 0 with no capabilities (uid not dropped)" if facts.root else f"uid {os.geteuid()} (not dropped)")
     files = (f"Landlock ABI {facts.landlock_abi} allow-list: workdir read-write; the interpreter, /usr, "
              "/etc and /proc read-only; everything else denied" if facts.landlock_abi >= 1

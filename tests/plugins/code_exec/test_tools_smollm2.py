@@ -5,7 +5,8 @@ later rounds are the model's choice. Honest record: on 10 arithmetic prompts tri
 correct code for 9, but its answer carried the computed value only where the value is common
 knowledge (2 + 3, 12 * 12); for 17 * 23, 7 * 8, 123 * 456 and 2**20 it ran the right code and
 then wrote a wrong number. Its answer also changes with anything in the prompt, the work
-directory's random name included, so the test fixes the work directory.
+directory's random name included, so the test fixes the work directory (and the isolation line
+the model sees names no per-run uid).
 """
 
 from __future__ import annotations
