@@ -1,7 +1,8 @@
 """Test helpers for speculative decoding: proposers that record, draft garbage or draft a known
 continuation, a plugin that installs one, and request helpers.
 
-Scope: `ProposerPlugin`, `Recorder`, `Garbage`, `Oracle`, `PROMPTS`, `ask`, `run_all`, `texts`.
+Scope: `ProposerPlugin`, `Recorder`, `Garbage`, `Oracle`, `PROMPTS`, `ask`, `run_all`, `texts`,
+`score_decode_and_verify`.
 Non-goals: production proposers (agentkit.engine.speculative).
 """
 
@@ -126,3 +127,30 @@ class Oracle(Recorder):
                     out[j] = (out[j] + 1) % self.vocab
                 return Draft(out)
         return Draft([])
+
+
+def score_decode_and_verify(engine: Any, ids: list[int], start: int, timeout: float = 300.0) -> tuple[Any, Any]:
+    """Logits of `ids[start:]` scored two ways on `engine`'s thread, after prefilling `ids[:start]`:
+    one plain decode step per position, and one verify step drafting `ids[start + 1:]`.
+
+    Returns `(plain, verify)`, each `[len(ids) - start, vocab]`; the blocks are freed after.
+    """
+    import torch
+
+    from agentkit.engine.model_runner import BatchItem
+    from agentkit.engine.params import SamplingParams
+    from agentkit.engine.sequence import EngineRequest, Sequence
+
+    def run() -> tuple[Any, Any]:
+        seq = Sequence(request=EngineRequest("x", ids, SamplingParams()), index=0, token_ids=list(ids),
+                       num_prompt=len(ids), max_tokens=8)
+        engine.blocks.allocate(seq, fresh_only=True)
+        engine.blocks.reserve(seq, len(ids) + 8)
+        runner = engine.runner
+        runner.execute([BatchItem(seq, 0, start, False)])
+        plain = torch.cat([runner.execute([BatchItem(seq, p, 1, True)]) for p in range(start, len(ids))])
+        verify = runner.execute([BatchItem(seq, start, 1, True, tuple(ids[start + 1 :]))])
+        engine.blocks.free_seq(seq, finished=False)
+        return plain, verify
+
+    return engine.call(run).result(timeout)

@@ -19,6 +19,7 @@ from agentkit.testing.speculation import (
     Recorder,
     ask,
     run_all,
+    score_decode_and_verify,
     texts,
 )
 
@@ -184,27 +185,9 @@ def test_verify_rows_score_like_decode_steps(tiny_llama):
     """The runner scores draft tokens as decode rows: the logits of one-token steps (bit-identical
     with GGUF's batch-invariant kernels, see test_spec_smollm2.py; the tiny model's dense float
     matmuls differ in the last bits between 1 and 6 rows)."""
-    from agentkit.engine.model_runner import BatchItem
-    from agentkit.engine.params import SamplingParams
-    from agentkit.engine.sequence import EngineRequest, Sequence
-
     with Runner(Which.Plain(tiny_llama), progress=False, plugins=[SpeculativePlugin(mode="off")]) as r:
-        engine = r.served_model().engine
-
-        def run():
-            ids = [5 + (i * 13) % 300 for i in range(40)]
-            seq = Sequence(request=EngineRequest("x", ids, SamplingParams()), index=0, token_ids=list(ids),
-                           num_prompt=len(ids), max_tokens=8)
-            engine.blocks.allocate(seq, fresh_only=True)
-            engine.blocks.reserve(seq, len(ids) + 8)
-            runner = engine.runner
-            runner.execute([BatchItem(seq, 0, 34, False)])
-            one = torch.cat([runner.execute([BatchItem(seq, p, 1, True)]) for p in range(34, 40)])
-            many = runner.execute([BatchItem(seq, 34, 1, True, tuple(ids[35:40]))])
-            engine.blocks.free_seq(seq, finished=False)
-            return one, many
-
-        one, many = engine.call(run).result(60)
+        one, many = score_decode_and_verify(r.served_model().engine, [5 + (i * 13) % 300 for i in range(40)], 34,
+                                            timeout=60)
     torch.testing.assert_close(many, one, rtol=0, atol=1e-4)
     assert torch.equal(many.argmax(-1), one.argmax(-1))
 

@@ -8,7 +8,7 @@ import torch
 
 from agentkit import Runner, Which
 from agentkit.plugins.speculative import SpeculativePlugin
-from agentkit.testing.speculation import ProposerPlugin, Recorder, ask, run_all
+from agentkit.testing.speculation import ProposerPlugin, Recorder, ask, run_all, score_decode_and_verify
 
 pytestmark = pytest.mark.slow
 
@@ -62,28 +62,11 @@ def test_smollm2_greedy_equals_plain(smollm2, monkeypatch):
 
 
 def test_smollm2_verify_rows_are_bit_identical_to_decode_steps(smollm2):
-    from agentkit.engine.model_runner import BatchItem
-    from agentkit.engine.params import SamplingParams
-    from agentkit.engine.sequence import EngineRequest, Sequence
-
     with Runner(Which.GGUF(*smollm2, None), progress=False, num_threads=2,
                 plugins=[SpeculativePlugin(mode="off")]) as r:
         engine = r.served_model().engine
         ids = engine.tokenizer.encode("The quick brown fox jumps over the lazy dog. " * 12)[:120]
-
-        def run():
-            seq = Sequence(request=EngineRequest("x", ids, SamplingParams()), index=0, token_ids=list(ids),
-                           num_prompt=len(ids), max_tokens=8)
-            engine.blocks.allocate(seq, fresh_only=True)
-            engine.blocks.reserve(seq, len(ids) + 8)
-            runner = engine.runner
-            runner.execute([BatchItem(seq, 0, 111, False)])
-            one = torch.cat([runner.execute([BatchItem(seq, p, 1, True)]) for p in range(111, 120)])
-            many = runner.execute([BatchItem(seq, 111, 1, True, tuple(ids[112:120]))])
-            engine.blocks.free_seq(seq, finished=False)
-            return one, many
-
-        one, many = engine.call(run).result(300)
+        one, many = score_decode_and_verify(engine, ids, 111)
     assert torch.equal(one, many)
 
 
